@@ -1,0 +1,2 @@
+//! The flotilla binary: daemon and CLI.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Balancers. For now a balancer that records calls; the embedded HTTP/TCP engine comes next.

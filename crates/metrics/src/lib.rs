@@ -1,0 +1,1 @@
+//! Metric sources and windows: /proc maths for local members.

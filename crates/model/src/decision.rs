@@ -1,0 +1,67 @@
+use crate::{InstanceId, Timestamp};
+
+/// Why the core decided to do nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldReason {
+    /// Values between the thresholds, or a streak not yet long enough.
+    Steady,
+    /// No fresh sample from any running member.
+    NoData,
+    /// A streak is complete but the cooldown has not passed; the action fires once it has.
+    Cooldown { remaining_ms: u64 },
+    /// Another change (creating, draining, deleting member) is still in progress.
+    InProgress,
+    /// The streak asks for a change the bounds forbid (already at max, at min, no clone to hand to).
+    AtBound,
+}
+
+/// What the core wants done. Scale-out is a count; scale-in names its victims.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Hold(HoldReason),
+    ScaleOut { count: u32, reason: String },
+    ScaleIn { victims: Vec<InstanceId>, reason: String },
+    /// Retire the primary; `successor` (a running clone) becomes the primary.
+    Handover { retire: InstanceId, successor: InstanceId, reason: String },
+}
+
+impl Decision {
+    pub fn is_action(&self) -> bool {
+        !matches!(self, Decision::Hold(_))
+    }
+}
+
+/// The core's memory between ticks: streak counters and cooldown stamps. Persisted by the store so a
+/// restart neither forgets a cooldown nor double-counts a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PolicyState {
+    pub up_count: u32,
+    pub down_count: u32,
+    /// Newest sample time already counted: a tick without newer data counts nothing.
+    pub last_sample_at: Timestamp,
+    pub last_scale_out: Option<Timestamp>,
+    pub last_scale_in: Option<Timestamp>,
+}
+
+impl PolicyState {
+    pub fn last_action(&self) -> Option<Timestamp> {
+        self.last_scale_out.max(self.last_scale_in)
+    }
+}
+
+/// One tick of the core, with the numbers behind it, for logs and `flotilla status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub at: Timestamp,
+    /// Group CPU and memory (aggregated over running members with fresh samples).
+    pub cpu: Option<f64>,
+    pub mem: Option<f64>,
+    /// The value the threshold compared: cpu, mem or max of the two.
+    pub value: Option<f64>,
+    /// Running members that had a fresh sample / running members in all.
+    pub sampled: u32,
+    pub running: u32,
+    pub up_count: u32,
+    pub down_count: u32,
+    pub decision: Decision,
+}

@@ -1,0 +1,92 @@
+use std::collections::BTreeMap;
+
+use crate::{GroupId, Timestamp};
+
+/// A member's identity: stable for its whole life, chosen before the provider creates it (it is the
+/// idempotency key of a scale-out), so for the seed-style providers it is the member's name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(pub String);
+
+impl InstanceId {
+    pub fn new(s: impl Into<String>) -> Self {
+        InstanceId(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a member is in its life. Only `Running` members are counted by policies and get traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InstanceState {
+    Creating,
+    Running,
+    /// Taken out of the balancer; in-flight work is finishing.
+    Draining,
+    Deleting,
+    /// The provider reports it broken; the reason is for people.
+    Failed(String),
+}
+
+impl InstanceState {
+    pub fn as_str(&self) -> &str {
+        match self {
+            InstanceState::Creating => "creating",
+            InstanceState::Running => "running",
+            InstanceState::Draining => "draining",
+            InstanceState::Deleting => "deleting",
+            InstanceState::Failed(_) => "failed",
+        }
+    }
+    pub fn parse(s: &str, reason: Option<&str>) -> Option<Self> {
+        Some(match s {
+            "creating" => InstanceState::Creating,
+            "running" => InstanceState::Running,
+            "draining" => InstanceState::Draining,
+            "deleting" => InstanceState::Deleting,
+            "failed" => InstanceState::Failed(reason.unwrap_or("").to_string()),
+            _ => return None,
+        })
+    }
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub name: String,
+    pub group: GroupId,
+    pub state: InstanceState,
+    /// Where its service answers (`127.0.0.1:41234` for local members).
+    pub address: Option<String>,
+    pub created_at: Timestamp,
+    /// Provider facts worth keeping (`pid`, `vcpus`, a cloud's server id, ...).
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Instance {
+    pub fn new(id: impl Into<String>, group: &GroupId, created_at: Timestamp) -> Self {
+        let id = id.into();
+        Instance {
+            name: id.clone(),
+            id: InstanceId(id),
+            group: group.clone(),
+            state: InstanceState::Creating,
+            address: None,
+            created_at,
+            tags: BTreeMap::new(),
+        }
+    }
+    pub fn is_running(&self) -> bool {
+        self.state == InstanceState::Running
+    }
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}

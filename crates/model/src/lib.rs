@@ -1,0 +1,26 @@
+//! Flotilla's domain model and the seams every adapter plugs into.
+//!
+//! This crate does no I/O and pulls in no runtime: it names things (`Group`, `Instance`, `Sample`,
+//! `Decision`, `Operation`) and the roles that act on them (`Provider`, `MetricSource`, `Balancer`,
+//! `Store`). The pure decision core (`flotilla-policy`) and every adapter depend on it; it depends on
+//! nothing of ours.
+
+mod clock;
+mod error;
+mod group;
+mod instance;
+mod operation;
+mod sample;
+mod seams;
+
+pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
+pub use error::{ErrorKind, SeamError};
+pub use group::{Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, ThresholdSpec, Victim};
+pub use instance::{Instance, InstanceId, InstanceState};
+pub use operation::{Event, EventKind, OpId, OpKind, OpState, Operation};
+pub use sample::{Metric, Sample};
+pub use seams::{Backend, Balancer, DrainReport, MetricSource, Provider, Store};
+
+/// Decision core types live here (not in `flotilla-policy`) because the store persists them.
+mod decision;
+pub use decision::{Decision, Evaluation, HoldReason, PolicyState};

@@ -1,0 +1,110 @@
+use crate::{GroupId, InstanceId, Timestamp};
+
+/// An operation's row id in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub i64);
+
+impl std::fmt::Display for OpId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "op#{}", self.0)
+    }
+}
+
+/// What an operation intends. Written to the store *before* the first provider call, with every
+/// name and victim already chosen, so resuming it after a crash repeats the same steps: creates are
+/// idempotent by name, deletes by id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpKind {
+    ScaleOut { names: Vec<String>, clone: bool },
+    ScaleIn { victims: Vec<InstanceId> },
+    Handover { retire: InstanceId, successor: InstanceId },
+}
+
+impl OpKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpKind::ScaleOut { .. } => "scale-out",
+            OpKind::ScaleIn { .. } => "scale-in",
+            OpKind::Handover { .. } => "handover",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpState {
+    /// Written; provider calls may or may not have happened.
+    Pending,
+    Done,
+    /// Gave up; the reason is for people. Any partial effect was undone or is recorded in events.
+    Failed(String),
+}
+
+impl OpState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpState::Pending => "pending",
+            OpState::Done => "done",
+            OpState::Failed(_) => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operation {
+    pub id: OpId,
+    pub group: GroupId,
+    pub kind: OpKind,
+    pub state: OpState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Kinds of entries in a group's scaling history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    ScaleOut,
+    ScaleIn,
+    Handover,
+    MemberUp,
+    MemberGone,
+    Recovered,
+    Error,
+    Info,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ScaleOut => "scale-out",
+            EventKind::ScaleIn => "scale-in",
+            EventKind::Handover => "handover",
+            EventKind::MemberUp => "member-up",
+            EventKind::MemberGone => "member-gone",
+            EventKind::Recovered => "recovered",
+            EventKind::Error => "error",
+            EventKind::Info => "info",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "scale-out" => EventKind::ScaleOut,
+            "scale-in" => EventKind::ScaleIn,
+            "handover" => EventKind::Handover,
+            "member-up" => EventKind::MemberUp,
+            "member-gone" => EventKind::MemberGone,
+            "recovered" => EventKind::Recovered,
+            "error" => EventKind::Error,
+            "info" => EventKind::Info,
+            _ => return None,
+        })
+    }
+}
+
+/// One line of scaling history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: Timestamp,
+    pub group: GroupId,
+    pub kind: EventKind,
+    pub message: String,
+}

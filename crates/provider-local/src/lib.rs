@@ -1,0 +1,1 @@
+//! The embedded default provider: members are detached local processes running `flotilla workload`.

@@ -1,0 +1,1 @@
+//! Fakes for each seam, clock helpers and scenario builders for tests.

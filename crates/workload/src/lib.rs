@@ -1,0 +1,1 @@
+//! The bundled member workload server: /work, /healthz, /load.
