@@ -1,2 +1,1 @@
-//! The flotilla binary: daemon and CLI.
 fn main() {}
