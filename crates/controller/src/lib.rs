@@ -1,1 +1,22 @@
-//! The control loop: observe, decide, apply; operations, recovery, backoff.
+//! The control loop: for each group, `observe` (store + provider + metric sources), `decide` (the pure
+//! core in `flotilla-policy`), `apply` (operations: intent stored first, steps idempotent).
+//!
+//! Invariants kept here:
+//! - no provider call without a stored operation: every create/delete runs inside an `Operation`
+//!   written (state Pending) before the first call and marked Done/Failed after the last;
+//! - one reconcile per group at a time (one task per group), one pending operation per group
+//!   (enforced by the store);
+//! - after a crash, a pending operation is resumed before anything new is decided: creates are
+//!   idempotent by name, deletes by id, so resuming never duplicates a member or orphans one.
+
+mod apply;
+mod backoff;
+mod controller;
+mod naming;
+mod observe;
+mod run;
+
+pub use backoff::Backoff;
+pub use controller::{Controller, ControllerParts, Failpoint, GroupStatus, Options, ReconcileOutcome};
+pub use naming::next_names;
+pub use run::{run, Shutdown};

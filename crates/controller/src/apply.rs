@@ -1,0 +1,154 @@
+//! Apply: turn a decision into a stored operation, then carry out its steps. Every step is
+//! idempotent, so `execute` is also how a crashed operation is resumed.
+
+use flotilla_model::{
+    Backend, Decision, EventKind, GroupSpec, Instance, InstanceId, InstanceState, Mode, OpKind, OpState, Operation,
+    SeamError,
+};
+
+use crate::naming::next_names;
+use crate::Controller;
+
+impl Controller {
+    /// Stores the intent for `decision`, then executes it.
+    pub(crate) async fn apply(
+        &self,
+        spec: &GroupSpec,
+        decision: &Decision,
+        members: &[Instance],
+        primary: Option<&InstanceId>,
+    ) -> Result<(), SeamError> {
+        let kind = match decision {
+            Decision::Hold(_) => return Ok(()),
+            Decision::ScaleOut { count, reason } => {
+                let clone = spec.mode == Mode::Handover && members.iter().any(Instance::is_running);
+                let base = if clone { &spec.instance.clone_base } else { &spec.instance.base_name };
+                // Names are global across groups, so number against every member we own.
+                let everyone = self.provider.list(None).await.map_err(|e| e.context("provider list"))?;
+                let names = next_names(base, everyone.iter().map(|i| i.name.as_str()), *count as usize);
+                tracing::info!(group = %spec.id, "SCALE UP: {reason}; creating {}", names.join(", "));
+                OpKind::ScaleOut { names, clone }
+            }
+            Decision::ScaleIn { victims, reason } => {
+                let list: Vec<&str> = victims.iter().map(InstanceId::as_str).collect();
+                tracing::info!(group = %spec.id, "SCALE IN: {reason}; removing {}", list.join(", "));
+                OpKind::ScaleIn { victims: victims.clone() }
+            }
+            Decision::Handover { retire, successor, reason } => {
+                debug_assert_eq!(Some(retire), primary);
+                tracing::info!(group = %spec.id, "SCALE DOWN: {reason}; deleting baseline {retire} and proceeding with clone {successor}");
+                OpKind::Handover { retire: retire.clone(), successor: successor.clone() }
+            }
+        };
+        let op = self.store.begin_operation(&spec.id, &kind, self.clock.now()).await?;
+        self.failpoint(&format!("{}:after-begin", kind.as_str()));
+        self.execute(spec, &op).await
+    }
+
+    /// Carries out (or resumes) an operation and marks it finished. On error the operation is
+    /// marked Failed with the reason, and the error is returned for the error policy.
+    pub(crate) async fn execute(&self, spec: &GroupSpec, op: &Operation) -> Result<(), SeamError> {
+        let result = match &op.kind {
+            OpKind::ScaleOut { names, clone } => self.scale_out(spec, names, *clone).await,
+            OpKind::ScaleIn { victims } => self.scale_in(spec, victims).await,
+            OpKind::Handover { retire, successor } => self.handover(spec, retire, successor).await,
+        };
+        let now = self.clock.now();
+        match result {
+            Ok(()) => {
+                self.store.finish_operation(op.id, &OpState::Done, now).await?;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(group = %spec.id, op = %op.id, kind = op.kind.as_str(), error = %reason, "operation failed");
+                self.event(spec, now, EventKind::Error, format!("{} failed: {reason}", op.kind.as_str())).await;
+                self.store.finish_operation(op.id, &OpState::Failed(reason), now).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn scale_out(&self, spec: &GroupSpec, names: &[String], clone: bool) -> Result<(), SeamError> {
+        let created = self
+            .provider
+            .create(&spec.id, &spec.instance, names)
+            .await
+            .map_err(|e| e.context(format!("create {}", names.join(", "))))?;
+        self.failpoint("scale-out:after-create");
+        for inst in &created {
+            self.store.upsert_instance(inst).await?;
+            if let Some(address) = &inst.address {
+                let backend = Backend { id: inst.id.clone(), address: address.clone() };
+                self.balancer.add(&spec.id, backend).await?;
+                if !self.balancer.wait_healthy(&spec.id, &inst.id, self.options.healthy_timeout).await? {
+                    return Err(SeamError::transient(format!("{} did not pass its health check", inst.name)));
+                }
+            }
+            let what = if clone { "clone" } else { "member" };
+            self.event(spec, self.clock.now(), EventKind::MemberUp, format!("{what} {} serving at {}", inst.name,
+                inst.address.as_deref().unwrap_or("-"))).await;
+        }
+        if self.store.primary(&spec.id).await?.is_none() {
+            if let Some(first) = created.first() {
+                self.store.set_primary(&spec.id, Some(&first.id)).await?;
+            }
+        }
+        let names: Vec<&str> = created.iter().map(|i| i.name.as_str()).collect();
+        self.event(spec, self.clock.now(), EventKind::ScaleOut, format!("created {}", names.join(", "))).await;
+        Ok(())
+    }
+
+    async fn scale_in(&self, spec: &GroupSpec, victims: &[InstanceId]) -> Result<(), SeamError> {
+        for id in victims {
+            self.retire(spec, id).await?;
+        }
+        let names: Vec<&str> = victims.iter().map(InstanceId::as_str).collect();
+        self.event(spec, self.clock.now(), EventKind::ScaleIn, format!("removed {}", names.join(", "))).await;
+        Ok(())
+    }
+
+    async fn handover(&self, spec: &GroupSpec, retire: &InstanceId, successor: &InstanceId) -> Result<(), SeamError> {
+        let listed = self.provider.list(Some(&spec.id)).await.map_err(|e| e.context("provider list"))?;
+        let successor_running = listed.iter().any(|m| &m.id == successor && m.is_running());
+        let retire_exists = listed.iter().any(|m| &m.id == retire);
+        if !successor_running {
+            if retire_exists {
+                // Never retire the baseline without a healthy successor: that would delete the
+                // last serving member.
+                return Err(SeamError::transient(format!("handover aborted: clone {successor} is not running")));
+            }
+            return Err(SeamError::transient(format!("handover: neither {retire} nor a running {successor} exists")));
+        }
+        // The successor becomes primary first: if we crash after this, resuming only deletes.
+        self.store.set_primary(&spec.id, Some(successor)).await?;
+        self.failpoint("handover:after-primary");
+        self.retire(spec, retire).await?;
+        self.event(spec, self.clock.now(), EventKind::Handover,
+            format!("deleted baseline {retire}; {successor} is the new primary")).await;
+        Ok(())
+    }
+
+    /// Drain → delete → forget, each step safe to repeat.
+    async fn retire(&self, spec: &GroupSpec, id: &InstanceId) -> Result<(), SeamError> {
+        let stored = self.store.instances(&spec.id).await?;
+        if let Some(mut inst) = stored.into_iter().find(|i| &i.id == id) {
+            inst.state = InstanceState::Draining;
+            self.store.upsert_instance(&inst).await?;
+            let report = self.balancer.drain(&spec.id, id, spec.drain_timeout).await?;
+            if !report.completed {
+                tracing::warn!(group = %spec.id, member = %id, inflight = report.inflight_left,
+                    "drain deadline passed with requests in flight");
+            }
+            self.failpoint("retire:after-drain");
+            inst.state = InstanceState::Deleting;
+            self.store.upsert_instance(&inst).await?;
+        }
+        self.provider.delete(&spec.id, std::slice::from_ref(id)).await.map_err(|e| e.context(format!("delete {id}")))?;
+        self.failpoint("retire:after-delete");
+        self.balancer.remove(&spec.id, id).await?;
+        self.store.remove_instance(&spec.id, id).await?;
+        self.event(spec, self.clock.now(), EventKind::MemberGone, format!("{id} drained and deleted")).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_model::{
+    Balancer, Clock, Decision, Evaluation, GroupId, GroupSpec, Instance, InstanceState, MetricChoice, MetricSource,
+    Mode, OpState, Provider, SeamError, Store, Timestamp,
+};
+use flotilla_policy::{policy_for, GroupView, Policy};
+
+use crate::backoff::Backoff;
+
+/// A named point inside an operation where a test can crash the process (kill -9 itself).
+pub type Failpoint = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Knobs that are not per group.
+#[derive(Clone)]
+pub struct Options {
+    /// Samples kept per group in the store.
+    pub sample_window: usize,
+    /// How long a new member may take to pass the balancer's health check.
+    pub healthy_timeout: Duration,
+    /// Called with a point's name at each failpoint; the binary wires it to `FLOTILLA_FAILPOINT`.
+    pub failpoint: Option<Failpoint>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { sample_window: 600, healthy_timeout: Duration::from_secs(60), failpoint: None }
+    }
+}
+
+/// Everything the controller is built from: the seams, a clock and the groups.
+pub struct ControllerParts {
+    pub store: Arc<dyn Store>,
+    pub provider: Arc<dyn Provider>,
+    pub sources: Vec<Arc<dyn MetricSource>>,
+    pub balancer: Arc<dyn Balancer>,
+    pub clock: Arc<dyn Clock>,
+    pub groups: Vec<GroupSpec>,
+    pub options: Options,
+}
+
+/// What one reconcile did, for callers that drive it by hand (tests, `watch`).
+#[derive(Debug, Clone)]
+pub struct ReconcileOutcome {
+    pub evaluation: Option<Evaluation>,
+    /// An operation left over from before (a crash) was finished first.
+    pub resumed: bool,
+    /// The decision was carried out (an operation ran to Done).
+    pub applied: bool,
+}
+
+/// In-memory view of a group for status reporting.
+#[derive(Debug, Clone, Default)]
+pub struct GroupStatus {
+    pub last: Option<Evaluation>,
+    pub last_error: Option<String>,
+    pub paused_until: Option<Timestamp>,
+}
+
+pub(crate) struct Slot {
+    pub spec: GroupSpec,
+    pub policy: Box<dyn Policy>,
+    pub status: Mutex<GroupStatus>,
+    pub backoff: Mutex<Backoff>,
+}
+
+/// The controller: one instance drives many groups.
+pub struct Controller {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) sources: Vec<Arc<dyn MetricSource>>,
+    pub(crate) balancer: Arc<dyn Balancer>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) options: Options,
+    pub(crate) slots: BTreeMap<GroupId, Slot>,
+}
+
+impl Controller {
+    pub fn new(parts: ControllerParts) -> Arc<Self> {
+        let slots = parts
+            .groups
+            .into_iter()
+            .map(|spec| {
+                let slot = Slot {
+                    policy: policy_for(&spec),
+                    spec,
+                    status: Mutex::new(GroupStatus::default()),
+                    backoff: Mutex::new(Backoff::default()),
+                };
+                (slot.spec.id.clone(), slot)
+            })
+            .collect();
+        Arc::new(Controller {
+            store: parts.store,
+            provider: parts.provider,
+            sources: parts.sources,
+            balancer: parts.balancer,
+            clock: parts.clock,
+            options: parts.options,
+            slots,
+        })
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &GroupSpec> {
+        self.slots.values().map(|s| &s.spec)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn provider(&self) -> &Arc<dyn Provider> {
+        &self.provider
+    }
+
+    pub fn status(&self, group: &GroupId) -> Option<GroupStatus> {
+        self.slots.get(group).map(|s| s.status.lock().expect("status lock").clone())
+    }
+
+    pub(crate) fn slot(&self, group: &GroupId) -> Result<&Slot, SeamError> {
+        self.slots.get(group).ok_or_else(|| SeamError::bug(format!("unknown group {group}")))
+    }
+
+    pub(crate) fn failpoint(&self, name: &str) {
+        if let Some(fp) = &self.options.failpoint {
+            fp(name);
+        }
+    }
+
+    /// Registers the groups in the store and finishes every operation a previous run left pending.
+    pub async fn recover(&self) -> Result<usize, SeamError> {
+        for id in self.slots.keys() {
+            self.store.ensure_group(id).await?;
+        }
+        let pending = self.store.unfinished_operations().await?;
+        let mut resumed = 0;
+        for op in pending {
+            let Some(slot) = self.slots.get(&op.group) else {
+                tracing::warn!(group = %op.group, op = %op.id, kind = op.kind.as_str(),
+                    "pending operation of a group that is no longer configured; marking it failed");
+                let state = OpState::Failed("group no longer configured".into());
+                self.store.finish_operation(op.id, &state, self.clock.now()).await?;
+                continue;
+            };
+            tracing::info!(group = %op.group, op = %op.id, kind = op.kind.as_str(), "resuming unfinished operation");
+            self.execute(&slot.spec, &op).await?;
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    /// One observe → decide → apply pass over one group.
+    pub async fn reconcile(&self, group: &GroupId) -> Result<ReconcileOutcome, SeamError> {
+        let slot = self.slot(group)?;
+        let spec = &slot.spec;
+
+        // An operation left pending (crash, or an error mid-way) is finished before anything new.
+        let mut resumed = false;
+        for op in self.store.unfinished_operations().await? {
+            if &op.group == group {
+                tracing::info!(group = %group, op = %op.id, kind = op.kind.as_str(), "resuming unfinished operation");
+                self.execute(spec, &op).await?;
+                resumed = true;
+            }
+        }
+
+        let now = self.clock.now();
+        let members = self.observe_members(spec, now).await?;
+        let latest = self.sample(spec, &members, now).await;
+        let primary = self.ensure_primary(spec, &members).await?;
+
+        let state = self.store.policy_state(group).await?;
+        let view = GroupView {
+            spec,
+            members: &members,
+            latest: &latest,
+            primary: primary.as_ref(),
+            operation_pending: false,
+        };
+        let (evaluation, new_state) = slot.policy.decide(&view, &state, now);
+        log_evaluation(spec, &evaluation);
+        slot.status.lock().expect("status lock").last = Some(evaluation.clone());
+
+        // Counters and cooldown stamps are saved before the operation is begun: a crash in between
+        // loses one action (the streak is counted again) rather than repeating one.
+        if new_state != state {
+            self.store.save_policy_state(group, &new_state).await?;
+        }
+        let applied = match &evaluation.decision {
+            Decision::Hold(_) => false,
+            decision => {
+                self.apply(spec, decision, &members, primary.as_ref()).await?;
+                true
+            }
+        };
+        Ok(ReconcileOutcome { evaluation: Some(evaluation), resumed, applied })
+    }
+
+    /// Handover mode needs a primary: the stored one while it exists, else the oldest running member.
+    async fn ensure_primary(
+        &self,
+        spec: &GroupSpec,
+        members: &[Instance],
+    ) -> Result<Option<flotilla_model::InstanceId>, SeamError> {
+        let stored = self.store.primary(&spec.id).await?;
+        let alive = |id: &flotilla_model::InstanceId| members.iter().any(|m| &m.id == id && m.state != InstanceState::Deleting);
+        if let Some(id) = stored.as_ref().filter(|id| alive(id)) {
+            return Ok(Some(id.clone()));
+        }
+        let oldest = members
+            .iter()
+            .filter(|m| m.is_running())
+            .min_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)))
+            .map(|m| m.id.clone());
+        if spec.mode == Mode::Handover && oldest != stored {
+            if let Some(id) = &oldest {
+                tracing::info!(group = %spec.id, primary = %id, "primary is now {id}");
+            }
+            self.store.set_primary(&spec.id, oldest.as_ref()).await?;
+        }
+        Ok(oldest)
+    }
+}
+
+/// The seed's metric line: `[metrics] cpu=… mem=… -> max=…`, plus the streak counters.
+fn log_evaluation(spec: &GroupSpec, e: &Evaluation) {
+    let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}"));
+    let label = match spec.threshold.metric {
+        MetricChoice::Cpu => "cpu",
+        MetricChoice::Mem => "mem",
+        MetricChoice::Max => "max",
+    };
+    tracing::info!(
+        group = %spec.id,
+        "[metrics] cpu={} mem={} -> {label}={} (members {}/{}, up {}/{}, down {}/{})",
+        fmt(e.cpu),
+        fmt(e.mem),
+        fmt(e.value),
+        e.sampled,
+        e.running,
+        e.up_count,
+        spec.threshold.min_up,
+        e.down_count,
+        spec.threshold.min_down,
+    );
+}

@@ -1,0 +1,100 @@
+//! Observe: merge what the provider reports with what the store remembers, and sample metrics.
+
+use std::collections::BTreeMap;
+
+use flotilla_model::{Event, EventKind, GroupSpec, Instance, InstanceState, Sample, SeamError, Timestamp};
+
+use crate::Controller;
+
+impl Controller {
+    /// The group's members as of now. The provider is the truth about existence; the store adds our
+    /// own intent states (Draining/Deleting) while an operation holds them. Members the provider
+    /// has that the store lacks are adopted; members the store has that the provider lost are gone.
+    pub(crate) async fn observe_members(&self, spec: &GroupSpec, now: Timestamp) -> Result<Vec<Instance>, SeamError> {
+        let group = &spec.id;
+        let listed = self.provider.list(Some(group)).await.map_err(|e| e.context("provider list"))?;
+        let stored: BTreeMap<_, _> =
+            self.store.instances(group).await?.into_iter().map(|i| (i.id.clone(), i)).collect();
+
+        let mut members = Vec::with_capacity(listed.len());
+        for mut inst in listed {
+            match stored.get(&inst.id) {
+                None => {
+                    self.event(spec, now, EventKind::MemberUp, format!("adopted {} ({})", inst.name, inst.state.as_str()))
+                        .await;
+                    self.store.upsert_instance(&inst).await?;
+                }
+                Some(old) => {
+                    // Intent states outlive the provider's view only while an operation runs; an
+                    // operation that ended without finishing them (failed) hands them back.
+                    if matches!(old.state, InstanceState::Draining | InstanceState::Deleting)
+                        && inst.state == InstanceState::Running
+                        && self.has_pending(spec).await?
+                    {
+                        inst.state = old.state.clone();
+                    }
+                    if old != &inst {
+                        if old.state != inst.state {
+                            tracing::info!(group = %group, member = %inst.name, from = old.state.as_str(),
+                                to = inst.state.as_str(), "member state changed");
+                        }
+                        self.store.upsert_instance(&inst).await?;
+                    }
+                }
+            }
+            members.push(inst);
+        }
+        for (id, old) in &stored {
+            if !members.iter().any(|m| &m.id == id) {
+                self.store.remove_instance(group, id).await?;
+                self.event(spec, now, EventKind::MemberGone, format!("{} disappeared (was {})", old.name, old.state.as_str()))
+                    .await;
+            }
+        }
+        members.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(members)
+    }
+
+    pub(crate) async fn has_pending(&self, spec: &GroupSpec) -> Result<bool, SeamError> {
+        Ok(self.store.unfinished_operations().await?.iter().any(|op| op.group == spec.id))
+    }
+
+    /// Latest sample per running member, merged across sources (max per metric: the conservative
+    /// reading). A source that fails is logged; its members are simply unsampled this tick, and
+    /// missing data never scales in.
+    pub(crate) async fn sample(&self, spec: &GroupSpec, members: &[Instance], now: Timestamp) -> Vec<Sample> {
+        let running: Vec<Instance> = members.iter().filter(|m| m.is_running()).cloned().collect();
+        if running.is_empty() {
+            return Vec::new();
+        }
+        let mut merged: BTreeMap<_, Sample> = BTreeMap::new();
+        for source in &self.sources {
+            match source.sample(&spec.id, &running, now).await {
+                Ok(samples) => {
+                    for s in samples {
+                        match merged.get_mut(&s.instance) {
+                            Some(cur) => cur.merge_max(&s),
+                            None => {
+                                merged.insert(s.instance.clone(), s);
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(group = %spec.id, source = source.name(), error = %e, "metric source failed"),
+            }
+        }
+        let samples: Vec<Sample> = merged.into_values().collect();
+        if let Err(e) = self.store.push_samples(&spec.id, &samples, self.options.sample_window).await {
+            tracing::warn!(group = %spec.id, error = %e, "could not store samples");
+        }
+        samples
+    }
+
+    /// Records a history event; a store failure here is logged, never fatal to the loop.
+    pub(crate) async fn event(&self, spec: &GroupSpec, at: Timestamp, kind: EventKind, message: String) {
+        let ev = Event { at, group: spec.id.clone(), kind, message };
+        if let Err(e) = self.store.record_event(&ev).await {
+            tracing::warn!(group = %spec.id, error = %e, "could not record event");
+        }
+    }
+}

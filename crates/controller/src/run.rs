@@ -1,0 +1,111 @@
+//! The loop: one task per group (so one reconcile per group at a time), each sleeping its interval
+//! or its backoff, all stopping on one shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::Controller;
+
+/// Cloneable shutdown signal: `trigger` once, every task sees it.
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+    rx: watch::Receiver<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let (tx, rx) = watch::channel(false);
+        Shutdown { tx: Arc::new(tx), rx }
+    }
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// Recovers, then runs every group until `shutdown`. An in-flight reconcile is given `grace` to
+/// finish; if it does not, it is dropped: its operation stays pending in the store and is resumed
+/// by the next run.
+pub async fn run(ctl: Arc<Controller>, shutdown: Shutdown, grace: Duration) -> Result<(), flotilla_model::SeamError> {
+    let resumed = ctl.recover().await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "finished operations left by a previous run");
+    }
+    let mut tasks = Vec::new();
+    for spec in ctl.groups() {
+        let ctl = ctl.clone();
+        let shutdown = shutdown.clone();
+        let id = spec.id.clone();
+        let interval = spec.interval;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let delay = {
+                    let pass = ctl.reconcile(&id);
+                    tokio::pin!(pass);
+                    let result = tokio::select! {
+                        r = &mut pass => r,
+                        _ = shutdown.wait() => match tokio::time::timeout(grace, &mut pass).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                tracing::warn!(group = %id, "shutdown: abandoning an in-flight reconcile; it resumes on restart");
+                                break;
+                            }
+                        },
+                    };
+                    ctl.after_reconcile(&id, result)
+                };
+                if shutdown.is_triggered() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay.unwrap_or(interval)) => {}
+                    _ = shutdown.wait() => break,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+impl Controller {
+    /// The error policy: returns the delay before the next pass when the pass failed.
+    pub(crate) fn after_reconcile(
+        &self,
+        group: &flotilla_model::GroupId,
+        result: Result<crate::ReconcileOutcome, flotilla_model::SeamError>,
+    ) -> Option<Duration> {
+        let slot = self.slots.get(group)?;
+        match result {
+            Ok(_) => {
+                slot.backoff.lock().expect("backoff lock").reset();
+                let mut st = slot.status.lock().expect("status lock");
+                st.last_error = None;
+                st.paused_until = None;
+                None
+            }
+            Err(e) => {
+                let delay = slot.backoff.lock().expect("backoff lock").next(e.kind());
+                tracing::warn!(group = %group, kind = e.kind().as_str(), error = %e, retry_in = ?delay, "reconcile failed");
+                let mut st = slot.status.lock().expect("status lock");
+                st.last_error = Some(format!("{}: {e}", e.kind().as_str()));
+                st.paused_until = Some(self.clock.now().plus(delay));
+                Some(delay)
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Whole scenarios on fakes with a fake clock: the real controller and the real SQLite store (in
+//! memory), a fake provider and scripted metrics. The same scenario with real member processes is
+//! in `crates/flotilla/tests/scenario_local.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_controller::{Controller, ControllerParts, Options};
+use flotilla_lb::{BalancerCall, RecordingBalancer};
+use flotilla_model::{
+    Decision, ErrorKind, FakeClock, GroupId, GroupSpec, HoldReason, InstanceId, InstanceState, Mode, OpKind, OpState,
+    Clock, Store, Timestamp,
+};
+use flotilla_store_sqlite::SqliteStore;
+use flotilla_testkit::fake_provider::FakeProvider;
+use flotilla_testkit::scripted_metrics::ScriptedMetrics;
+
+struct Sim {
+    clock: FakeClock,
+    provider: Arc<FakeProvider>,
+    metrics: Arc<ScriptedMetrics>,
+    balancer: Arc<RecordingBalancer>,
+    store: Arc<SqliteStore>,
+    ctl: Arc<Controller>,
+    group: GroupId,
+}
+
+impl Sim {
+    fn new(spec: GroupSpec) -> Sim {
+        let clock = FakeClock::new(Timestamp::from_millis(1_700_000_000_000));
+        let provider = Arc::new(FakeProvider::new(clock.clone()));
+        let metrics = Arc::new(ScriptedMetrics::new());
+        let balancer = Arc::new(RecordingBalancer::new());
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let group = spec.id.clone();
+        let ctl = Self::controller(&clock, &provider, &metrics, &balancer, &store, spec);
+        Sim { clock, provider, metrics, balancer, store, ctl, group }
+    }
+
+    fn controller(
+        clock: &FakeClock,
+        provider: &Arc<FakeProvider>,
+        metrics: &Arc<ScriptedMetrics>,
+        balancer: &Arc<RecordingBalancer>,
+        store: &Arc<SqliteStore>,
+        spec: GroupSpec,
+    ) -> Arc<Controller> {
+        Controller::new(ControllerParts {
+            store: store.clone(),
+            provider: provider.clone(),
+            sources: vec![metrics.clone()],
+            balancer: balancer.clone(),
+            clock: Arc::new(clock.clone()),
+            groups: vec![spec],
+            options: Options::default(),
+        })
+    }
+
+    /// Advances one interval and reconciles; returns the decision.
+    async fn tick(&self) -> Decision {
+        self.clock.advance(Duration::from_secs(5));
+        let out = self.ctl.reconcile(&self.group).await.expect("reconcile");
+        out.evaluation.expect("evaluation").decision
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.provider.names()
+    }
+}
+
+fn seed_spec() -> GroupSpec {
+    GroupSpec::example("vm-test") // handover, min 1, max 2, high 80, low 20, min_up/down 4, metric max
+}
+
+#[tokio::test]
+async fn seed_timeline_spike_split_then_handover() {
+    let sim = Sim::new(seed_spec());
+    sim.ctl.recover().await.unwrap();
+
+    // Bounds repair: the group starts with its baseline.
+    assert!(matches!(sim.tick().await, Decision::ScaleOut { count: 1, .. }));
+    assert_eq!(sim.names(), vec!["vm-test_1"]);
+
+    // 100% spike on the baseline: exactly one clone after 4 samples.
+    sim.metrics.set_all(100.0, 10.0);
+    let mut decisions = Vec::new();
+    for _ in 0..4 {
+        decisions.push(sim.tick().await);
+    }
+    assert!(decisions[..3].iter().all(|d| !d.is_action()), "{decisions:?}");
+    assert!(matches!(decisions[3], Decision::ScaleOut { count: 1, .. }), "{decisions:?}");
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_clone_1"]);
+
+    // Load keeps the baseline hot for a while after the clone exists: at max, no second clone.
+    for _ in 0..6 {
+        assert!(!matches!(sim.tick().await, Decision::ScaleOut { .. }));
+    }
+
+    // 50/50 split: no further action, however long.
+    sim.metrics.set_all(50.0, 10.0);
+    for _ in 0..20 {
+        assert_eq!(sim.tick().await, Decision::Hold(HoldReason::Steady));
+    }
+
+    // Load stops: handover after 4 low samples; the baseline is drained before it is deleted.
+    sim.metrics.set_all(2.0, 10.0);
+    let mut handed = None;
+    for i in 0..4 {
+        let d = sim.tick().await;
+        if let Decision::Handover { retire, successor, .. } = &d {
+            handed = Some((i, retire.clone(), successor.clone()));
+        }
+    }
+    let (at, retire, successor) = handed.expect("handover");
+    assert_eq!(at, 3);
+    assert_eq!(retire, InstanceId::new("vm-test_1"));
+    assert_eq!(successor, InstanceId::new("vm-test_clone_1"));
+    assert_eq!(sim.names(), vec!["vm-test_clone_1"]);
+    assert_eq!(sim.store.primary(&sim.group).await.unwrap(), Some(successor.clone()));
+
+    let calls = sim.balancer.calls();
+    let drain = calls.iter().position(|c| matches!(c, BalancerCall::Drain(_, id) if id == &retire)).unwrap();
+    let remove = calls.iter().position(|c| matches!(c, BalancerCall::Remove(_, id) if id == &retire)).unwrap();
+    assert!(drain < remove);
+    // Every member was added to the balancer and waited for before it counted as up.
+    let added: Vec<_> = calls.iter().filter(|c| matches!(c, BalancerCall::Add(..))).collect();
+    assert_eq!(added.len(), 2);
+
+    // Low load with one member left: nothing more to do, the last member is never deleted.
+    for _ in 0..10 {
+        assert!(!sim.tick().await.is_action());
+    }
+    assert_eq!(sim.names(), vec!["vm-test_clone_1"]);
+
+    // The cycle repeats: a new spike clones the new primary.
+    sim.metrics.set_all(95.0, 10.0);
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.names(), vec!["vm-test_clone_1", "vm-test_clone_2"]);
+    assert_eq!(sim.provider.counts(), (3, 1));
+
+    let events = sim.store.events(Some(&sim.group), 100).await.unwrap();
+    assert!(events.iter().any(|e| e.message.contains("vm-test_clone_1 is the new primary")), "{events:?}");
+}
+
+#[tokio::test]
+async fn scale_mode_respects_max_and_increment() {
+    let mut spec = GroupSpec::example("web");
+    spec.mode = Mode::Scale;
+    spec.min = 1;
+    spec.max = 5;
+    spec.increment = 2;
+    spec.threshold.min_up = 2;
+    spec.threshold.min_down = 2;
+    let sim = Sim::new(spec);
+    sim.ctl.recover().await.unwrap();
+    sim.tick().await;
+    sim.metrics.set_all(99.0, 1.0);
+    let mut max_seen = 0;
+    for _ in 0..30 {
+        sim.tick().await;
+        max_seen = max_seen.max(sim.names().len());
+    }
+    assert_eq!(max_seen, 5, "never above max, and reaches it");
+    assert_eq!(sim.names(), vec!["web_1", "web_2", "web_3", "web_4", "web_5"]);
+    sim.metrics.set_all(1.0, 1.0);
+    for _ in 0..30 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.names().len(), 1, "scaled in to min, never to zero");
+}
+
+#[tokio::test]
+async fn a_pending_scale_out_is_resumed_exactly_once_after_a_crash() {
+    let sim = Sim::new(seed_spec());
+    sim.ctl.recover().await.unwrap();
+    sim.tick().await; // baseline
+    // A previous run stored its intent and died before (or after) calling the provider.
+    let kind = OpKind::ScaleOut { names: vec!["vm-test_clone_1".into()], clone: true };
+    let op = sim.store.begin_operation(&sim.group, &kind, sim.clock.now()).await.unwrap();
+
+    // Restart: a fresh controller on the same store and provider.
+    let ctl = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, seed_spec());
+    assert_eq!(ctl.recover().await.unwrap(), 1);
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_clone_1"]);
+    // Resuming again (a second crash right after) creates nothing new.
+    let again = sim.store.operations(&sim.group, 10).await.unwrap();
+    assert!(again.iter().all(|o| o.state != OpState::Pending));
+    assert_eq!(again.iter().find(|o| o.id == op.id).unwrap().state, OpState::Done);
+    let ctl2 = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, seed_spec());
+    assert_eq!(ctl2.recover().await.unwrap(), 0);
+    assert_eq!(sim.provider.counts(), (2, 0));
+}
+
+#[tokio::test]
+async fn a_pending_handover_whose_delete_already_happened_just_finishes() {
+    let sim = Sim::new(seed_spec());
+    sim.ctl.recover().await.unwrap();
+    sim.tick().await;
+    sim.metrics.set_all(100.0, 1.0);
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.names().len(), 2);
+    // Crash after the provider deleted the baseline but before the operation was marked done.
+    let kind = OpKind::Handover { retire: InstanceId::new("vm-test_1"), successor: InstanceId::new("vm-test_clone_1") };
+    sim.store.begin_operation(&sim.group, &kind, sim.clock.now()).await.unwrap();
+    use flotilla_model::Provider;
+    sim.provider.delete(&sim.group, &[InstanceId::new("vm-test_1")]).await.unwrap();
+
+    let ctl = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, seed_spec());
+    assert_eq!(ctl.recover().await.unwrap(), 1);
+    assert_eq!(sim.names(), vec!["vm-test_clone_1"]);
+    assert_eq!(sim.store.primary(&sim.group).await.unwrap(), Some(InstanceId::new("vm-test_clone_1")));
+    assert!(sim.store.instances(&sim.group).await.unwrap().iter().all(|i| i.name == "vm-test_clone_1"));
+}
+
+#[tokio::test]
+async fn handover_never_deletes_the_baseline_without_a_running_clone() {
+    let sim = Sim::new(seed_spec());
+    sim.ctl.recover().await.unwrap();
+    sim.tick().await;
+    sim.metrics.set_all(100.0, 1.0);
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    // The clone breaks; load drops. The failed clone is removed and replaced before any handover.
+    sim.provider.set_state("vm-test_clone_1", InstanceState::Failed("crashed".into()));
+    sim.metrics.set_all(1.0, 1.0);
+    for _ in 0..8 {
+        sim.tick().await;
+        assert!(sim.names().contains(&"vm-test_1".to_string()) || sim.names().len() == 1);
+    }
+    assert!(!sim.names().is_empty());
+    assert!(!sim.names().contains(&"vm-test_clone_1".to_string()), "failed member removed");
+}
+
+#[tokio::test]
+async fn provider_errors_fail_the_operation_and_back_off_by_kind() {
+    let sim = Sim::new(seed_spec());
+    sim.ctl.recover().await.unwrap();
+    sim.provider.fail_next("create", ErrorKind::Quota);
+    sim.clock.advance(Duration::from_secs(5));
+    let err = sim.ctl.reconcile(&sim.group).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Quota);
+    let ops = sim.store.operations(&sim.group, 10).await.unwrap();
+    assert!(matches!(&ops[0].state, OpState::Failed(reason) if reason.contains("injected create failure")), "{ops:?}");
+    assert!(sim.names().is_empty(), "nothing half-created");
+    // The next pass (after the error policy's pause) succeeds.
+    assert!(matches!(sim.tick().await, Decision::ScaleOut { count: 1, .. }));
+    assert_eq!(sim.names(), vec!["vm-test_1"]);
+}
+
+#[tokio::test]
+async fn missing_samples_never_hand_over() {
+    let sim = Sim::new(seed_spec());
+    sim.ctl.recover().await.unwrap();
+    sim.tick().await;
+    sim.metrics.set_all(100.0, 1.0);
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    // The metric source goes silent while the load has dropped: no data is not low data.
+    sim.metrics.set_all(0.0, 0.0);
+    sim.metrics.go_silent(true);
+    for _ in 0..10 {
+        assert!(!sim.tick().await.is_action());
+    }
+    assert_eq!(sim.names().len(), 2);
+}
