@@ -21,12 +21,14 @@ pub enum BalancerCall {
     Remove(GroupId, InstanceId),
 }
 
+/// backend id -> (address, draining)
+type GroupBackends = BTreeMap<InstanceId, (String, bool)>;
+
 /// Records calls and tracks which backends would receive traffic.
 #[derive(Debug, Default)]
 pub struct RecordingBalancer {
     calls: Mutex<Vec<BalancerCall>>,
-    /// group -> backend id -> (address, draining)
-    backends: Mutex<BTreeMap<GroupId, BTreeMap<InstanceId, (String, bool)>>>,
+    backends: Mutex<BTreeMap<GroupId, GroupBackends>>,
 }
 
 impl RecordingBalancer {

@@ -1,0 +1,418 @@
+//! Bad configuration files: every problem reported at once, each with its exact field path and
+//! line:column. Data-driven: each case is a YAML text and the errors it must produce, in order.
+
+use flotilla::config::{parse, ConfigError};
+
+/// `(path, line, col, message)`; line and col are 0 when the error has no position.
+type Expected = (&'static str, usize, usize, &'static str);
+
+struct Case {
+    name: &'static str,
+    yaml: &'static str,
+    errors: &'static [Expected],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "tab in the indentation",
+        yaml: "groups:\n  - name: a\n\tmode: scale\n",
+        errors: &[(
+            "",
+            3,
+            1,
+            "found a tab character that violates indentation, while scanning a plain scalar at line 2 column 11",
+        )],
+    },
+    Case {
+        name: "bad indentation",
+        yaml: "groups:\n  - name: a\n   mode: scale\n",
+        errors: &[(
+            "",
+            3,
+            4,
+            "did not find expected '-' indicator, while parsing a block collection at line 2 column 3",
+        )],
+    },
+    Case {
+        name: "mapping value where none may be",
+        yaml: "groups:\n  - name: a\n    policy: high: 3\n",
+        errors: &[("", 3, 17, "mapping values are not allowed in this context")],
+    },
+    Case {
+        name: "unknown field at the top level",
+        yaml: "groups:\n  - name: a\ncolour: blue\n",
+        errors: &[(
+            "colour",
+            3,
+            1,
+            "unknown field `colour`, expected one of `state_dir`, `store`, `provider`, `groups`",
+        )],
+    },
+    Case {
+        name: "unknown field in a group",
+        yaml: "groups:\n  - name: a\n    speed: 3\n",
+        errors: &[(
+            "groups[0].speed",
+            3,
+            5,
+            "unknown field `speed`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, \
+             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`",
+        )],
+    },
+    Case {
+        name: "unknown field in a policy",
+        yaml: "groups:\n  - name: a\n    policy:\n      high: 90\n      hgih: 90\n",
+        errors: &[(
+            "groups[0].policy.hgih",
+            5,
+            7,
+            "unknown field `hgih`, expected one of `metric`, `aggregation`, `high`, `low`, `min_up`, `min_down`",
+        )],
+    },
+    Case {
+        name: "wrong type",
+        yaml: "groups:\n  - name: a\n    policy:\n      high: lots\n",
+        errors: &[("groups[0].policy.high", 4, 13, "invalid type: string \"lots\", expected f64")],
+    },
+    Case {
+        name: "negative count",
+        yaml: "groups:\n  - name: a\n    min: -1\n",
+        errors: &[("groups[0].min", 3, 10, "invalid value: integer `-1`, expected u32")],
+    },
+    Case {
+        name: "empty value",
+        yaml: "groups:\n  - name: a\n    min:\n    max: ~\n",
+        errors: &[("groups[0].min", 3, 5, "invalid type: null, expected u32")],
+    },
+    Case {
+        name: "low not below high",
+        yaml: "groups:\n  - name: a\n    policy:\n      high: 50\n      low: 60\n",
+        errors: &[("groups[0].policy.low", 5, 12, "low (60) must be less than high (50)")],
+    },
+    Case {
+        name: "low not below a defaulted high points at low",
+        yaml: "groups:\n  - name: a\n    policy: {low: 85}\n",
+        errors: &[("groups[0].policy.low", 3, 19, "low (85) must be less than high (80)")],
+    },
+    Case {
+        name: "low not below high, low defaulted: the policy mapping",
+        yaml: "groups:\n  - name: a\n    policy:\n      high: 10\n",
+        errors: &[("groups[0].policy.low", 3, 5, "low (20) must be less than high (10)")],
+    },
+    Case {
+        name: "min above max",
+        yaml: "groups:\n  - name: a\n    min: 3\n    max: 2\n",
+        errors: &[("groups[0].min", 3, 10, "min (3) must not be greater than max (2)")],
+    },
+    Case {
+        name: "min above the default max",
+        yaml: "groups:\n  - name: a\n    min: 5\n",
+        errors: &[("groups[0].min", 3, 10, "min (5) must not be greater than max (4, the default for scale mode)")],
+    },
+    Case {
+        name: "handover needs two members",
+        yaml: "groups:\n  - name: a\n    mode: handover\n    max: 1\n",
+        errors: &[("groups[0].max", 4, 10, "handover mode needs max >= 2, room for the primary and its clone (got 1)")],
+    },
+    Case {
+        name: "bad duration",
+        yaml: "groups:\n  - name: a\n    interval: 5 parsecs\n",
+        errors: &[(
+            "groups[0].interval",
+            3,
+            15,
+            "invalid duration `5 parsecs`: unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, \
+             hours, days, weeks, months, years (and few variations)",
+        )],
+    },
+    Case {
+        name: "duration without a unit",
+        yaml: "groups:\n  - name: a\n    cooldown_up: 30\n",
+        errors: &[("groups[0].cooldown_up", 3, 18, "invalid duration `30`: a unit is needed, like `30s` or `30ms`")],
+    },
+    Case {
+        name: "interval too short, stale_after below it",
+        yaml: "groups:\n  - name: a\n    interval: 50ms\n    stale_after: 10ms\n",
+        errors: &[
+            ("groups[0].interval", 3, 15, "must be at least 100ms (got 50ms)"),
+            ("groups[0].stale_after", 4, 18, "stale_after (10ms) must be at least interval (50ms)"),
+        ],
+    },
+    Case {
+        name: "unknown mode",
+        yaml: "groups:\n  - name: a\n    mode: elastic\n",
+        errors: &[("groups[0].mode", 3, 11, "unknown variant `elastic`, expected `scale` or `handover`")],
+    },
+    Case {
+        name: "unknown victim lists the accepted values",
+        yaml: "groups:\n  - name: a\n    victim: biggest\n",
+        errors: &[(
+            "groups[0].victim",
+            3,
+            13,
+            "unknown variant `biggest`, expected one of `oldest`, `newest`, `least-busy`",
+        )],
+    },
+    Case {
+        name: "unknown metric",
+        yaml: "groups:\n  - name: a\n    policy: {metric: disk}\n",
+        errors: &[("groups[0].policy.metric", 3, 22, "unknown variant `disk`, expected one of `cpu`, `mem`, `max`")],
+    },
+    Case {
+        name: "duplicate group names",
+        yaml: "groups:\n  - name: web\n  - name: db\n  - name: web\n",
+        errors: &[("groups[2].name", 4, 11, "duplicate group name `web` (first used by groups[0])")],
+    },
+    Case {
+        name: "bad group name",
+        yaml: "groups:\n  - name: my web\n",
+        errors: &[(
+            "groups[0].name",
+            2,
+            11,
+            "invalid group name `my web`: use 1 to 63 characters from A-Z, a-z, 0-9, `.`, `_` and `-`",
+        )],
+    },
+    Case {
+        name: "colliding base names",
+        yaml: "groups:\n  - name: a\n  - name: b\n    template:\n      base_name: a\n",
+        errors: &[(
+            "groups[1].template.base_name",
+            5,
+            18,
+            "`a` is already used by groups[0].template.base_name; member names would collide",
+        )],
+    },
+    Case {
+        name: "missing name points at the group",
+        yaml: "groups:\n  - mode: scale\n    min: 1\n",
+        errors: &[("groups[0]", 2, 5, "missing field `name`")],
+    },
+    Case {
+        name: "a group that is not a mapping",
+        yaml: "groups:\n  - name: a\n  - 7\n",
+        errors: &[("groups[1]", 3, 5, "invalid type: integer `7`, expected a group mapping (`name`, `mode`, `min`, `max`, ...)")],
+    },
+    Case {
+        name: "no groups",
+        yaml: "state_dir: .flotilla\ngroups: []\n",
+        errors: &[("groups", 2, 1, "at least one group is required")],
+    },
+    Case {
+        name: "groups missing altogether points at the document",
+        yaml: "# a comment first\nstate_dir: .flotilla\n",
+        errors: &[("groups", 2, 1, "at least one group is required")],
+    },
+    Case {
+        name: "postgres store",
+        yaml: "store:\n  kind: postgres\ngroups:\n  - name: a\n",
+        errors: &[("store.kind", 2, 9, "postgres store is not available yet")],
+    },
+    Case {
+        name: "unknown store kind",
+        yaml: "store:\n  kind: mysql\ngroups:\n  - name: a\n",
+        errors: &[("store.kind", 2, 9, "unknown variant `mysql`, expected `sqlite` or `postgres`")],
+    },
+    Case {
+        name: "unknown provider kind names the known kinds",
+        yaml: "provider:\n  kind: libvirt\ngroups:\n  - name: a\n",
+        errors: &[("provider.kind", 2, 9, "unknown variant `libvirt`, expected `local`")],
+    },
+    Case {
+        name: "sample window too small",
+        yaml: "store: {sample_window: 5}\ngroups:\n  - name: a\n",
+        errors: &[("store.sample_window", 1, 24, "must be at least 10 (got 5)")],
+    },
+    Case {
+        name: "duplicate key",
+        yaml: "groups:\n  - name: a\n    min: 1\n    min: 2\n",
+        errors: &[("groups[0].min", 3, 5, "key `min` appears more than once")],
+    },
+    Case {
+        name: "two documents",
+        yaml: "groups:\n  - name: a\n---\ngroups:\n  - name: b\n",
+        errors: &[("", 4, 1, "expected one YAML document, found 2")],
+    },
+    Case {
+        name: "empty file",
+        yaml: "# nothing here\n",
+        errors: &[("", 0, 0, "the file is empty: it needs at least a `groups` list")],
+    },
+    Case {
+        name: "a list instead of a mapping",
+        yaml: "- name: a\n",
+        errors: &[(
+            "",
+            1,
+            1,
+            "invalid type: sequence, expected a mapping with `groups` and optional `state_dir`, `store`, `provider`",
+        )],
+    },
+    Case {
+        name: "four errors in four sections",
+        yaml: "\
+state_dir: .flotilla
+store:
+  kind: sqlite
+  sample_window: lots
+provider:
+  kind: local
+  start_timeout: soon
+groups:
+  - name: a
+    policy:
+      high: 50
+      low: 60
+  - name: b
+    mode: scael
+",
+        errors: &[
+            ("store.sample_window", 4, 18, "invalid type: string \"lots\", expected usize"),
+            (
+                "provider.start_timeout",
+                7,
+                18,
+                "invalid duration `soon`: expected a duration with a unit, like `5s`, `250ms` or `1m`",
+            ),
+            ("groups[0].policy.low", 12, 12, "low (60) must be less than high (50)"),
+            ("groups[1].mode", 14, 11, "unknown variant `scael`, expected `scale` or `handover`"),
+        ],
+    },
+    Case {
+        name: "several problems in one group, and in the next",
+        yaml: "\
+groups:
+  - name: a
+    colour: red
+    min: lots
+    policy: {hgih: 1, low: x}
+    victim: newest
+  - name: b
+    max: 0
+    template: {vcpus: 65}
+",
+        errors: &[
+            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`"),
+            ("groups[0].min", 4, 10, "invalid type: string \"lots\", expected u32"),
+            ("groups[0].policy.hgih", 5, 14, "unknown field `hgih`, expected one of `metric`, `aggregation`, `high`, `low`, `min_up`, `min_down`"),
+            ("groups[0].policy.low", 5, 28, "invalid type: string \"x\", expected f64"),
+            ("groups[1].max", 8, 10, "must be at least 1"),
+            ("groups[1].template.vcpus", 9, 23, "must be between 1 and 64 (got 65)"),
+        ],
+    },
+];
+
+fn describe(errors: &[ConfigError]) -> String {
+    errors.iter().map(|e| format!("  {e}\n")).collect()
+}
+
+#[test]
+fn every_case_reports_exactly_its_errors() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let errors = match parse(case.yaml, "t.yaml") {
+            Ok(_) => {
+                failures.push(format!("{}: parsed without errors", case.name));
+                continue;
+            }
+            Err(errors) => errors.0,
+        };
+        let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let want: Vec<String> = case
+            .errors
+            .iter()
+            .map(|&(path, line, col, message)| {
+                let place = if line == 0 {
+                    "t.yaml".to_string()
+                } else {
+                    format!("t.yaml:{line}:{col}")
+                };
+                if path.is_empty() {
+                    format!("{place}: {message}")
+                } else {
+                    format!("{place}: {path}: {message}")
+                }
+            })
+            .collect();
+        if got != want {
+            failures.push(format!(
+                "{}:\n got:\n{}want:\n{}",
+                case.name,
+                describe(&errors),
+                want.iter().map(|w| format!("  {w}\n")).collect::<String>()
+            ));
+            continue;
+        }
+        // The structured fields agree with the rendering.
+        for (e, &(path, line, col, message)) in errors.iter().zip(case.errors) {
+            assert_eq!(e.file, "t.yaml");
+            assert_eq!(e.path, path, "{}", case.name);
+            assert_eq!(e.line, (line != 0).then_some(line), "{}", case.name);
+            assert_eq!(e.col, (col != 0).then_some(col), "{}", case.name);
+            assert_eq!(e.message, message, "{}", case.name);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn messages_are_lowercase_without_a_trailing_period() {
+    for case in CASES {
+        for e in parse(case.yaml, "t.yaml").unwrap_err().0 {
+            let first = e.message.chars().next().unwrap();
+            assert!(!first.is_uppercase(), "{}: {e}", case.name);
+            assert!(!e.message.ends_with('.'), "{}: {e}", case.name);
+        }
+    }
+}
+
+#[test]
+fn all_errors_print_one_per_line() {
+    let case = CASES
+        .iter()
+        .find(|c| c.name == "four errors in four sections")
+        .unwrap();
+    let errors = parse(case.yaml, "t.yaml").unwrap_err();
+    let text = errors.to_string();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("t.yaml:")), "{text}");
+    // Usable with `?` in an anyhow context, as the CLI does.
+    let err: anyhow::Error = errors.into();
+    assert!(err
+        .downcast_ref::<flotilla::config::ConfigErrors>()
+        .is_some());
+}
+
+#[test]
+fn an_unreadable_file_is_one_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.yaml");
+    let errors = flotilla::config::load(&path).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    let e = &errors.0[0];
+    assert_eq!(e.file, path.display().to_string());
+    assert_eq!((e.path.as_str(), e.line, e.col), ("", None, None));
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: cannot read the file: ", path.display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn load_labels_errors_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "groups:\n  - name: a\n    min: 0\n").unwrap();
+    let errors = flotilla::config::load(&path).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        format!("{}:3:10: groups[0].min: must be at least 1", path.display())
+    );
+}

@@ -1,0 +1,91 @@
+//! Every `examples/*.yaml` loads and validates; new examples are picked up automatically.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flotilla::config::{load, Config};
+use flotilla_model::{GroupSpec, MetricChoice, Mode, Victim};
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(examples_dir())
+        .expect("examples/ exists")
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn example(name: &str) -> Config {
+    load(&examples_dir().join(name)).unwrap_or_else(|e| panic!("{name}:\n{e}"))
+}
+
+#[test]
+fn every_example_is_valid() {
+    let files = examples();
+    assert!(
+        files.len() >= 3,
+        "expected at least the three shipped examples, found {files:?}"
+    );
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| load(f).err().map(|e| format!("{}:\n{e}", f.display())))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_example_is_commented_for_users() {
+    for f in examples() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with('#')),
+            "{} has no comments",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn the_seed_example_is_the_seed() {
+    let config = example("seed-000-handover.yaml");
+    assert_eq!(config.groups, vec![GroupSpec::example("vm-test")]);
+}
+
+#[test]
+fn the_demo_example_is_fast_handover() {
+    let config = example("demo.yaml");
+    assert_eq!(config.groups.len(), 1);
+    let g = &config.groups[0];
+    assert_eq!(g.mode, Mode::Handover);
+    assert_eq!((g.min, g.max), (1, 2));
+    assert_eq!(g.interval, Duration::from_secs(1));
+    assert_eq!(g.stale_after, Duration::from_secs(3));
+    assert_eq!(
+        (g.cooldown_up, g.cooldown_down),
+        (Duration::from_secs(0), Duration::from_secs(5))
+    );
+    assert_eq!((g.threshold.high, g.threshold.low), (80.0, 20.0));
+    assert_eq!((g.threshold.min_up, g.threshold.min_down), (3, 3));
+    assert_eq!(g.threshold.metric, MetricChoice::Max);
+}
+
+#[test]
+fn the_scale_example_scales_by_two() {
+    let config = example("scale-web.yaml");
+    let g = &config.groups[0];
+    assert_eq!(g.mode, Mode::Scale);
+    assert_eq!((g.min, g.max, g.increment), (2, 6, 2));
+    assert_eq!(g.victim, Victim::LeastBusy);
+    assert_eq!(
+        (g.cooldown_up, g.cooldown_down),
+        (Duration::from_secs(30), Duration::from_secs(120))
+    );
+}
