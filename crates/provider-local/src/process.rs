@@ -1,0 +1,156 @@
+//! Finding and stopping member processes without ever hitting a stranger.
+//!
+//! Pids are reused, so a pid alone is not an identity: a member is "this process" only while
+//! /proc/<pid>/stat still shows the recorded starttime and /proc/<pid>/cmdline still names the
+//! member. Signals go only to processes that pass that check (or to a child we still hold).
+//!
+//! The few /proc/<pid>/stat fields needed here are parsed locally rather than borrowed from
+//! `flotilla-metrics`: adapters depend on `flotilla-model` only, never on each other.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// How often exit is polled.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The identity and liveness fields of /proc/<pid>/stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidStat {
+    /// `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
+    pub state: char,
+    pub pgrp: i32,
+    /// Clock ticks after boot: with the pid, one process for its whole life.
+    pub starttime: u64,
+}
+
+impl PidStat {
+    /// A zombie or dead process has exited; only its /proc entry lingers until it is reaped.
+    pub fn has_exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Parses /proc/<pid>/stat. `comm` (field 2) may contain spaces and `)`, so the remaining fields
+/// start after the *last* `)`.
+pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
+    let rest: Vec<&str> = text.get(text.rfind(')')? + 1..)?.split_whitespace().collect();
+    // proc(5) numbers fields from 1; `rest[0]` is field 3 (state).
+    let field = |n: usize| rest.get(n - 3).copied();
+    let mut state = field(3)?.chars();
+    let (Some(s), None) = (state.next(), state.next()) else {
+        return None;
+    };
+    Some(PidStat { state: s, pgrp: field(5)?.parse().ok()?, starttime: field(22)?.parse().ok()? })
+}
+
+/// /proc/<pid>/stat, or `None` if there is no such process.
+pub fn stat(pid: i32) -> Option<PidStat> {
+    parse_pid_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The starttime of `pid` right now (recorded right after spawn).
+pub fn starttime(pid: i32) -> Option<u64> {
+    stat(pid).map(|s| s.starttime)
+}
+
+/// Whether `cmdline` (NUL-separated) has `name` as an argument (`--name N` or `--name=N`).
+pub fn cmdline_names(cmdline: &[u8], name: &str) -> bool {
+    let eq = format!("--name={name}");
+    cmdline.split(|&b| b == 0).any(|arg| arg == name.as_bytes() || arg == eq.as_bytes())
+}
+
+/// The recorded member process is running: same pid, same starttime, not exited, and its command
+/// line names the member.
+pub fn is_member_alive(pid: i32, starttime: u64, name: &str) -> bool {
+    match stat(pid) {
+        Some(s) if s.starttime == starttime && !s.has_exited() => {
+            std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| cmdline_names(&c, name)).unwrap_or(false)
+        }
+        _ => false,
+    }
+}
+
+/// The process `pid` with `starttime` is no longer running (gone, a zombie, or a new process).
+pub fn has_exited(pid: i32, starttime: u64) -> bool {
+    match stat(pid) {
+        Some(s) => s.starttime != starttime || s.has_exited(),
+        None => true,
+    }
+}
+
+/// Sends `sig` to the member's process group (its pid, since members lead their own group), or to
+/// the pid alone if it somehow left that group. Only for a process already identified as ours.
+pub fn signal_member(pid: i32, sig: Signal) {
+    let leads_group = stat(pid).is_some_and(|s| s.pgrp == pid);
+    let result = if leads_group { killpg(Pid::from_raw(pid), sig) } else { kill(Pid::from_raw(pid), sig) };
+    if let Err(e) = result {
+        tracing::debug!(pid, ?sig, error = %e, "signal not delivered (already gone?)");
+    }
+}
+
+/// Waits up to `timeout` for the process to exit; true if it did.
+pub async fn wait_exit(pid: i32, starttime: u64, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if has_exited(pid, starttime) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// SIGTERM the member's group, wait up to `grace`, then SIGKILL (re-checking identity before each
+/// signal). True once the process has exited.
+pub async fn stop_member(pid: i32, starttime: u64, name: &str, grace: Duration) -> bool {
+    if !is_member_alive(pid, starttime, name) {
+        return true;
+    }
+    signal_member(pid, Signal::SIGTERM);
+    if wait_exit(pid, starttime, grace).await {
+        return true;
+    }
+    if is_member_alive(pid, starttime, name) {
+        tracing::warn!(pid, member = name, ?grace, "member ignored SIGTERM: SIGKILL");
+        signal_member(pid, Signal::SIGKILL);
+    }
+    wait_exit(pid, starttime, Duration::from_secs(2)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_an_awkward_comm() {
+        let text = "4242 (a) b (c) S 1 4242 4200 0 -1 4194304 98 0 0 0 3 5 0 0 20 0 1 0 987654 8192000 130 0 0\n";
+        assert_eq!(parse_pid_stat(text), Some(PidStat { state: 'S', pgrp: 4242, starttime: 987654 }));
+        let zombie = parse_pid_stat(&text.replace(") S ", ") Z ")).unwrap();
+        assert!(zombie.has_exited());
+        assert_eq!(parse_pid_stat("4242 (x) S 1 2"), None);
+        assert_eq!(parse_pid_stat(""), None);
+    }
+
+    #[test]
+    fn cmdline_matching_is_per_argument() {
+        let c = b"/usr/bin/flotilla\0workload\0--name\0web_1\0--vcpus\x001\0";
+        assert!(cmdline_names(c, "web_1"));
+        assert!(!cmdline_names(c, "web_"), "no substring matches");
+        assert!(!cmdline_names(c, "web_10"));
+        assert!(cmdline_names(b"x\0--name=web_2\0", "web_2"));
+    }
+
+    #[test]
+    fn this_process_is_alive_under_its_own_identity_only() {
+        let me = std::process::id() as i32;
+        let st = starttime(me).unwrap();
+        assert!(!has_exited(me, st));
+        assert!(has_exited(me, st + 1), "a different starttime is a different process");
+        assert!(!is_member_alive(me, st, "certainly-not-in-my-cmdline"));
+        assert!(has_exited(i32::MAX, 0), "no such pid");
+    }
+}
