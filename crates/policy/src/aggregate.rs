@@ -1,0 +1,130 @@
+//! Per-member values and their aggregation into the group's numbers.
+
+use flotilla_model::{Aggregation, GroupSpec, Metric, MetricChoice, Sample, Timestamp};
+
+use crate::view::Member;
+
+/// A member's value for the policy's metric: cpu, mem, or the larger of the two (using whichever
+/// exists). A missing metric, or a NaN reading, is no value.
+pub fn member_value(choice: MetricChoice, sample: &Sample) -> Option<f64> {
+    let get = |m: Metric| sample.get(m).filter(|v| !v.is_nan());
+    match choice {
+        MetricChoice::Cpu => get(Metric::Cpu),
+        MetricChoice::Mem => get(Metric::Mem),
+        MetricChoice::Max => match (get(Metric::Cpu), get(Metric::Mem)) {
+            (Some(c), Some(m)) => Some(c.max(m)),
+            (c, m) => c.or(m),
+        },
+    }
+}
+
+/// The group's numbers at one tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Readings {
+    pub cpu: Option<f64>,
+    pub mem: Option<f64>,
+    /// What the thresholds compare.
+    pub value: Option<f64>,
+    /// Running members with a fresh sample.
+    pub sampled: u32,
+    pub running: u32,
+    /// Every running member has a fresh sample carrying the policy's metric.
+    pub complete: bool,
+    /// Newest `at` over the fresh samples.
+    pub newest: Option<Timestamp>,
+}
+
+/// Running sum/max of one metric.
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    sum: f64,
+    max: f64,
+    n: u32,
+}
+
+impl Acc {
+    const EMPTY: Acc = Acc { sum: 0.0, max: f64::NEG_INFINITY, n: 0 };
+
+    fn add(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            self.sum += v;
+            self.max = self.max.max(v);
+            self.n += 1;
+        }
+    }
+
+    fn get(&self, how: Aggregation) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        Some(match how {
+            Aggregation::Mean => self.sum / f64::from(self.n),
+            Aggregation::Max => self.max,
+        })
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Aggregates the fresh samples of the running members.
+pub(crate) fn read(spec: &GroupSpec, running: &[Member<'_>]) -> Readings {
+    let (mut cpu, mut mem, mut value) = (Acc::EMPTY, Acc::EMPTY, Acc::EMPTY);
+    let mut sampled = 0usize;
+    let mut newest: Option<Timestamp> = None;
+    for s in running.iter().filter_map(|m| m.fresh) {
+        sampled += 1;
+        newest = newest.max(Some(s.at));
+        cpu.add(s.get(Metric::Cpu).filter(|v| !v.is_nan()));
+        mem.add(s.get(Metric::Mem).filter(|v| !v.is_nan()));
+        value.add(member_value(spec.threshold.metric, s));
+    }
+    let how = spec.aggregation;
+    Readings {
+        cpu: cpu.get(how),
+        mem: mem.get(how),
+        value: value.get(how),
+        sampled: count(sampled),
+        running: count(running.len()),
+        complete: !running.is_empty() && value.n as usize == running.len(),
+        newest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_model::InstanceId;
+
+    fn sample(vals: &[(Metric, f64)]) -> Sample {
+        vals.iter().fold(Sample::new(InstanceId::new("a"), Timestamp(1)), |s, &(m, v)| s.with(m, v))
+    }
+
+    /// The choice, the sample's values, the expected member value.
+    type Case<'a> = (MetricChoice, &'a [(Metric, f64)], Option<f64>);
+
+    #[test]
+    fn member_value_table() {
+        use MetricChoice::*;
+        let nan = f64::NAN;
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            (Cpu, &[(Metric::Cpu, 10.0), (Metric::Mem, 90.0)], Some(10.0)),
+            (Mem, &[(Metric::Cpu, 10.0), (Metric::Mem, 90.0)], Some(90.0)),
+            (Max, &[(Metric::Cpu, 10.0), (Metric::Mem, 90.0)], Some(90.0)),
+            (Max, &[(Metric::Cpu, 95.0), (Metric::Mem, 90.0)], Some(95.0)),
+            (Max, &[(Metric::Cpu, 42.0)], Some(42.0)),
+            (Max, &[(Metric::Mem, 43.0)], Some(43.0)),
+            (Max, &[(Metric::RequestRate, 500.0)], None),
+            (Cpu, &[(Metric::Mem, 50.0)], None),
+            (Mem, &[(Metric::Cpu, 50.0)], None),
+            (Cpu, &[], None),
+            (Cpu, &[(Metric::Cpu, nan)], None),
+            (Max, &[(Metric::Cpu, nan), (Metric::Mem, 7.0)], Some(7.0)),
+        ];
+        for (i, (choice, vals, want)) in cases.iter().enumerate() {
+            assert_eq!(member_value(*choice, &sample(vals)), *want, "case {i}: {choice:?} {vals:?}");
+        }
+    }
+}

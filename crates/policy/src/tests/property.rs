@@ -1,0 +1,382 @@
+//! Property-style tests: many random views and random evolving groups, driven by a small xorshift
+//! RNG (fixed seeds, so a failure replays). Every decision must keep the safety invariants.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flotilla_model::{
+    Aggregation, Decision, GroupSpec, HoldReason, Instance, InstanceId, InstanceState, Metric, MetricChoice, Mode,
+    PolicyState, Sample, Timestamp, Victim,
+};
+
+use super::{assert_safe, run};
+use crate::member_value;
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+    fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+    fn pct(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (self.below(10_001) as f64 / 10_000.0) * (hi - lo)
+    }
+}
+
+fn random_spec(rng: &mut XorShift) -> GroupSpec {
+    let mut s = GroupSpec::example("g");
+    s.mode = rng.pick(&[Mode::Scale, Mode::Handover]);
+    s.min = rng.range(0, 3) as u32;
+    s.max = s.min + rng.range(0, 4) as u32;
+    if rng.chance(3) {
+        s.max = rng.range(0, 2) as u32; // invalid or tight bounds must stay safe too
+    }
+    s.increment = rng.range(1, 3) as u32;
+    s.cooldown_up = Duration::from_secs(rng.pick(&[0, 0, 30, 60, 120]));
+    s.cooldown_down = Duration::from_secs(rng.pick(&[0, 0, 30, 90, 300]));
+    s.stale_after = Duration::from_secs(rng.range(5, 30));
+    s.threshold.metric = rng.pick(&[MetricChoice::Cpu, MetricChoice::Mem, MetricChoice::Max]);
+    s.threshold.high = rng.pct(55.0, 95.0);
+    s.threshold.low = rng.pct(5.0, 45.0);
+    s.threshold.min_up = rng.range(1, 5) as u32;
+    s.threshold.min_down = rng.range(1, 5) as u32;
+    s.aggregation = rng.pick(&[Aggregation::Mean, Aggregation::Max]);
+    s.victim = rng.pick(&[Victim::Oldest, Victim::Newest, Victim::LeastBusy]);
+    s
+}
+
+fn random_sample(rng: &mut XorShift, id: &InstanceId, at: Timestamp, band: (f64, f64)) -> Sample {
+    let mut s = Sample::new(id.clone(), at);
+    match rng.below(10) {
+        0 => {}
+        1 => s.set(Metric::Cpu, rng.pct(band.0, band.1)),
+        2 => s.set(Metric::Mem, rng.pct(band.0, band.1)),
+        3 => s.set(Metric::RequestRate, rng.pct(0.0, 1000.0)),
+        _ => {
+            s.set(Metric::Cpu, rng.pct(band.0, band.1));
+            s.set(Metric::Mem, rng.pct(band.0, band.1));
+        }
+    }
+    s
+}
+
+fn band(rng: &mut XorShift) -> (f64, f64) {
+    rng.pick(&[(0.0, 100.0), (85.0, 100.0), (0.0, 10.0), (30.0, 60.0)])
+}
+
+/// Every running member has a fresh sample with a value of the policy's metric.
+fn complete(spec: &GroupSpec, members: &[Instance], latest: &[Sample], now: Timestamp) -> bool {
+    let running: Vec<&Instance> = members.iter().filter(|m| m.is_running()).collect();
+    !running.is_empty()
+        && running.iter().all(|m| {
+            latest.iter().any(|s| {
+                s.instance == m.id
+                    && now.since(s.at) <= spec.stale_after
+                    && member_value(spec.threshold.metric, s).is_some()
+            })
+        })
+}
+
+const REPAIRS: [&str; 3] = ["replace failed members", "below min", "above max"];
+
+fn reason_of(d: &Decision) -> &str {
+    match d {
+        Decision::Hold(_) => "",
+        Decision::ScaleOut { reason, .. } | Decision::ScaleIn { reason, .. } | Decision::Handover { reason, .. } => {
+            reason
+        }
+    }
+}
+
+const ALL_KINDS: [&str; 11] = [
+    "hold steady",
+    "hold no-data",
+    "hold cooldown",
+    "hold in-progress",
+    "hold at-bound",
+    "out below-min",
+    "out streak",
+    "in failed",
+    "in above-max",
+    "in streak",
+    "handover",
+];
+
+#[derive(Default, Debug)]
+struct Seen {
+    by_kind: BTreeMap<&'static str, usize>,
+}
+
+impl Seen {
+    fn add(&mut self, d: &Decision) {
+        let kind = match d {
+            Decision::Hold(HoldReason::Steady) => "hold steady",
+            Decision::Hold(HoldReason::NoData) => "hold no-data",
+            Decision::Hold(HoldReason::Cooldown { .. }) => "hold cooldown",
+            Decision::Hold(HoldReason::InProgress) => "hold in-progress",
+            Decision::Hold(HoldReason::AtBound) => "hold at-bound",
+            Decision::ScaleOut { reason, .. } if reason == "below min" => "out below-min",
+            Decision::ScaleOut { .. } => "out streak",
+            Decision::ScaleIn { reason, .. } if reason == "replace failed members" => "in failed",
+            Decision::ScaleIn { reason, .. } if reason == "above max" => "in above-max",
+            Decision::ScaleIn { .. } => "in streak",
+            Decision::Handover { .. } => "handover",
+        };
+        *self.by_kind.entry(kind).or_default() += 1;
+    }
+    fn assert_covered(&self, kinds: &[&str]) {
+        for &kind in kinds {
+            assert!(self.by_kind.get(kind).copied().unwrap_or(0) > 0, "never saw {kind}: {:?}", self.by_kind);
+        }
+    }
+}
+
+/// Checks one decide call against every invariant; returns the decision and the new state.
+#[allow(clippy::too_many_arguments)]
+fn check_tick(
+    spec: &GroupSpec,
+    members: &[Instance],
+    latest: &[Sample],
+    primary: Option<&InstanceId>,
+    pending: bool,
+    old: &PolicyState,
+    now: Timestamp,
+    ctx: &str,
+) -> (Decision, PolicyState) {
+    let (e, st) = run(spec, members, latest, primary, pending, old, now);
+    let d = &e.decision;
+    assert_safe(spec, members, d, ctx);
+
+    // Pure.
+    assert_eq!(run(spec, members, latest, primary, pending, old, now), (e.clone(), st), "{ctx}: not pure");
+
+    // The numbers.
+    let running = members.iter().filter(|m| m.is_running()).count() as u32;
+    assert_eq!(e.running, running, "{ctx}");
+    assert!(e.sampled <= e.running, "{ctx}");
+    assert_eq!((e.up_count, e.down_count), (st.up_count, st.down_count), "{ctx}");
+    assert!(st.last_sample_at >= old.last_sample_at, "{ctx}: last_sample_at went back");
+
+    // In progress: nothing changes.
+    if *d == Decision::Hold(HoldReason::InProgress) {
+        assert_eq!(st, *old, "{ctx}: InProgress changed the state");
+    }
+
+    let reason = reason_of(d);
+    let repair = REPAIRS.contains(&reason);
+    let since = old.last_action().map(|at| now.since(at));
+    let ok_after = |cd: Duration| since.is_none_or(|s| s >= cd);
+    match d {
+        Decision::Hold(_) => {
+            assert_eq!((st.last_scale_out, st.last_scale_in), (old.last_scale_out, old.last_scale_in), "{ctx}");
+        }
+        Decision::ScaleIn { .. } if reason == "replace failed members" => {
+            assert_eq!((st.last_scale_out, st.last_scale_in), (old.last_scale_out, old.last_scale_in), "{ctx}");
+        }
+        _ => {
+            assert_eq!((st.up_count, st.down_count), (0, 0), "{ctx}: counters not reset after {d:?}");
+            let stamped = match d {
+                Decision::ScaleOut { .. } => st.last_scale_out,
+                _ => st.last_scale_in,
+            };
+            assert_eq!(stamped, Some(now), "{ctx}: action not stamped: {d:?}");
+        }
+    }
+    if !repair {
+        match d {
+            Decision::ScaleOut { .. } => {
+                assert!(ok_after(spec.cooldown_up), "{ctx}: scale-out in cooldown");
+                assert!(old.up_count + 1 >= spec.threshold.min_up, "{ctx}: scale-out without a streak");
+            }
+            Decision::ScaleIn { .. } | Decision::Handover { .. } => {
+                assert!(ok_after(spec.cooldown_down), "{ctx}: scale-in in cooldown");
+                assert!(old.down_count + 1 >= spec.threshold.min_down, "{ctx}: scale-in without a streak");
+                // Stale, missing or partial data never scales in.
+                assert!(complete(spec, members, latest, now), "{ctx}: scale-in on partial data: {d:?}");
+                let running_after = running as usize
+                    - match d {
+                        Decision::ScaleIn { victims, .. } => victims.len(),
+                        _ => 1,
+                    };
+                assert!(running_after >= spec.min.max(1) as usize, "{ctx}: scale-in below min");
+            }
+            Decision::Hold(_) => {}
+        }
+    }
+
+    // Calling again on the same data never counts further, and never starts a streak action.
+    let (e2, st2) = run(spec, members, latest, primary, pending, &st, now);
+    assert!(st2.up_count <= st.up_count && st2.down_count <= st.down_count, "{ctx}: second call counted");
+    assert_eq!(st2.last_sample_at, st.last_sample_at, "{ctx}");
+    if d.is_action() && !matches!(d, Decision::ScaleIn { reason, .. } if reason == "replace failed members") {
+        // Counters were reset: only a repair can follow on the same data.
+        assert!(!e2.decision.is_action() || REPAIRS.contains(&reason_of(&e2.decision)), "{ctx}: acted twice");
+    }
+    (e.decision, st)
+}
+
+#[test]
+fn random_views_keep_the_invariants() {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut seen = Seen::default();
+    for i in 0..30_000 {
+        let spec = random_spec(&mut rng);
+        let now = Timestamp(1_000_000_000 + rng.below(1_000_000));
+        let calm = rng.chance(75);
+        let n = rng.range(0, 7);
+        let members: Vec<Instance> = (0..n)
+            .map(|k| {
+                let mut m = Instance::new(format!("m{k}"), &spec.id, Timestamp(rng.below(100) * 1000));
+                m.state = match rng.below(100) {
+                    _ if calm && !rng.chance(4) => InstanceState::Running,
+                    0..=59 => InstanceState::Running,
+                    60..=69 => InstanceState::Creating,
+                    70..=79 => InstanceState::Draining,
+                    80..=89 => InstanceState::Deleting,
+                    _ => InstanceState::Failed("broken".into()),
+                };
+                m
+            })
+            .collect();
+        let b = band(&mut rng);
+        let mut latest = Vec::new();
+        for m in &members {
+            match rng.below(10) {
+                0 => {}
+                1 => latest.push(random_sample(&mut rng, &m.id, Timestamp(now.0 - 60_000), b)),
+                _ => {
+                    let age = rng.below(spec.stale_after.as_millis() as u64 + 1);
+                    latest.push(random_sample(&mut rng, &m.id, Timestamp(now.0 - age), b));
+                }
+            }
+        }
+        let bogus = InstanceId::new("gone");
+        let primary = match rng.below(3) {
+            0 => None,
+            1 if !members.is_empty() => Some(&members[rng.below(members.len() as u64) as usize].id),
+            _ => Some(&bogus),
+        };
+        let stamp = |rng: &mut XorShift| rng.chance(50).then(|| Timestamp(now.0 - rng.below(400_000)));
+        let old = PolicyState {
+            up_count: rng.range(0, 6) as u32,
+            down_count: rng.range(0, 6) as u32,
+            last_sample_at: Timestamp(now.0 - rng.below(40_000)),
+            last_scale_out: stamp(&mut rng),
+            last_scale_in: stamp(&mut rng),
+        };
+        let pending = rng.chance(5);
+        let ctx = format!("view #{i}");
+        let (d, _) = check_tick(&spec, &members, &latest, primary, pending, &old, now, &ctx);
+        seen.add(&d);
+    }
+    seen.assert_covered(&ALL_KINDS);
+}
+
+/// A group living through load phases: the controller applies most decisions (sometimes an
+/// operation fails), members come up slowly, sometimes fail, and samples go missing or stale.
+#[test]
+fn random_sequences_keep_the_invariants() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut seen = Seen::default();
+    for seq in 0..300 {
+        let mut spec = random_spec(&mut rng);
+        if spec.max == 0 {
+            spec.max = 2;
+        }
+        spec.min = spec.min.min(spec.max);
+        let mut now = Timestamp(1_000_000_000);
+        let mut next_id = 0u32;
+        let mut members: Vec<Instance> = Vec::new();
+        let mut primary: Option<InstanceId> = None;
+        let mut state = PolicyState::default();
+        let mut stale: BTreeMap<InstanceId, Sample> = BTreeMap::new();
+        let mut pending = false;
+        let mut b = band(&mut rng);
+        for tick in 0..200 {
+            now = now.plus(Duration::from_millis(5_000 + rng.below(2_000)));
+            if rng.chance(8) {
+                b = band(&mut rng);
+            }
+            // The world moves on.
+            members.retain(|m| m.state != InstanceState::Deleting || rng.chance(30));
+            for m in &mut members {
+                m.state = match &m.state {
+                    InstanceState::Creating if rng.chance(60) => {
+                        if rng.chance(5) {
+                            InstanceState::Failed("boot".into())
+                        } else {
+                            InstanceState::Running
+                        }
+                    }
+                    InstanceState::Draining if rng.chance(60) => InstanceState::Deleting,
+                    InstanceState::Running if rng.chance(1) => InstanceState::Failed("crash".into()),
+                    s => s.clone(),
+                };
+            }
+            let mut latest = Vec::new();
+            for m in members.iter().filter(|m| m.is_running()) {
+                match rng.below(100) {
+                    0..=5 => {}
+                    6..=12 => latest.extend(stale.get(&m.id).cloned()),
+                    _ => {
+                        let s = random_sample(&mut rng, &m.id, now, b);
+                        stale.insert(m.id.clone(), s.clone());
+                        latest.push(s);
+                    }
+                }
+            }
+            let ctx = format!("sequence {seq} tick {tick}");
+            let (d, st) = check_tick(&spec, &members, &latest, primary.as_ref(), pending, &state, now, &ctx);
+            seen.add(&d);
+            state = st;
+            pending = false;
+            if rng.chance(10) {
+                continue; // the operation failed: nothing changed
+            }
+            match d {
+                Decision::Hold(_) => {}
+                Decision::ScaleOut { count, .. } => {
+                    for _ in 0..count {
+                        next_id += 1;
+                        members.push(Instance::new(format!("m{next_id}"), &spec.id, now));
+                    }
+                    pending = rng.chance(30);
+                }
+                Decision::ScaleIn { victims, .. } => {
+                    for v in victims {
+                        let m = members.iter_mut().find(|m| m.id == v).expect("victim exists");
+                        m.state = match m.state {
+                            InstanceState::Failed(_) => InstanceState::Deleting,
+                            _ => InstanceState::Draining,
+                        };
+                    }
+                }
+                Decision::Handover { retire, successor, .. } => {
+                    members.iter_mut().find(|m| m.id == retire).expect("primary exists").state =
+                        InstanceState::Draining;
+                    primary = Some(successor);
+                }
+            }
+        }
+    }
+    // A group the controller keeps within bounds is never above max.
+    let kinds: Vec<&str> = ALL_KINDS.into_iter().filter(|k| *k != "in above-max").collect();
+    seen.assert_covered(&kinds);
+}

@@ -1,0 +1,85 @@
+//! What the core sees of a group, and the per-tick facts derived from it.
+
+use std::collections::HashMap;
+
+use flotilla_model::{GroupSpec, Instance, InstanceId, Sample, Timestamp};
+
+/// One group at one tick, as the controller knows it. Borrowed, so building one costs nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupView<'a> {
+    pub spec: &'a GroupSpec,
+    /// All members the controller knows, in any state.
+    pub members: &'a [Instance],
+    /// The latest sample per member (at most one per member, any order; may be missing for some).
+    pub latest: &'a [Sample],
+    /// Handover mode: the baseline. `None` (or a member that is not running) means the oldest
+    /// running member is the primary.
+    pub primary: Option<&'a InstanceId>,
+    /// An operation for this group is still unfinished.
+    pub operation_pending: bool,
+}
+
+impl<'a> GroupView<'a> {
+    /// A view with no primary and no pending operation.
+    pub fn new(spec: &'a GroupSpec, members: &'a [Instance], latest: &'a [Sample]) -> Self {
+        GroupView { spec, members, latest, primary: None, operation_pending: false }
+    }
+}
+
+/// A running member and its fresh sample, if it has one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Member<'a> {
+    pub inst: &'a Instance,
+    pub fresh: Option<&'a Sample>,
+}
+
+/// Above this many (member, sample) pairs the lookup uses a map instead of a scan.
+const SCAN_LIMIT: usize = 256;
+
+/// The running members, in the view's order, each with its fresh sample (`now - at <= stale_after`).
+/// Should `latest` hold several samples of one member, the newest is used.
+pub(crate) fn running_members<'a>(view: &GroupView<'a>, now: Timestamp) -> Vec<Member<'a>> {
+    let mut out: Vec<Member<'a>> =
+        view.members.iter().filter(|m| m.is_running()).map(|inst| Member { inst, fresh: None }).collect();
+    let stale_after = view.spec.stale_after;
+    let is_fresh = |s: &&Sample| now.since(s.at) <= stale_after;
+    if out.len().saturating_mul(view.latest.len()) <= SCAN_LIMIT {
+        for m in &mut out {
+            m.fresh = newest(view.latest.iter().filter(|s| s.instance == m.inst.id)).filter(is_fresh);
+        }
+    } else {
+        let mut by_id: HashMap<&InstanceId, &Sample> = HashMap::with_capacity(view.latest.len());
+        for s in view.latest {
+            by_id.entry(&s.instance).and_modify(|cur| *cur = newer(cur, s)).or_insert(s);
+        }
+        for m in &mut out {
+            m.fresh = by_id.get(&m.inst.id).copied().filter(is_fresh);
+        }
+    }
+    out
+}
+
+fn newer<'a>(a: &'a Sample, b: &'a Sample) -> &'a Sample {
+    if b.at > a.at {
+        b
+    } else {
+        a
+    }
+}
+
+fn newest<'a>(samples: impl Iterator<Item = &'a Sample>) -> Option<&'a Sample> {
+    samples.reduce(newer)
+}
+
+/// The oldest instance: smallest `created_at`, ties broken by id.
+pub(crate) fn oldest<'a>(it: impl Iterator<Item = &'a Instance>) -> Option<&'a Instance> {
+    it.min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+}
+
+/// Handover mode's primary: `view.primary` if it is running, else the oldest running member.
+pub(crate) fn primary<'a>(view: &GroupView<'a>, running: &[Member<'a>]) -> Option<&'a Instance> {
+    view.primary
+        .and_then(|p| running.iter().find(|m| &m.inst.id == p))
+        .map(|m| m.inst)
+        .or_else(|| oldest(running.iter().map(|m| m.inst)))
+}
