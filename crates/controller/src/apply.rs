@@ -86,8 +86,13 @@ impl Controller {
                 }
             }
             let what = if clone { "clone" } else { "member" };
-            self.event(spec, self.clock.now(), EventKind::MemberUp, format!("{what} {} serving at {}", inst.name,
-                inst.address.as_deref().unwrap_or("-"))).await;
+            self.event(
+                spec,
+                self.clock.now(),
+                EventKind::MemberUp,
+                format!("{what} {} serving at {}", inst.name, inst.address.as_deref().unwrap_or("-")),
+            )
+            .await;
         }
         if self.store.primary(&spec.id).await?.is_none() {
             if let Some(first) = created.first() {
@@ -124,8 +129,13 @@ impl Controller {
         self.store.set_primary(&spec.id, Some(successor)).await?;
         self.failpoint("handover:after-primary");
         self.retire(spec, retire).await?;
-        self.event(spec, self.clock.now(), EventKind::Handover,
-            format!("deleted baseline {retire}; {successor} is the new primary")).await;
+        self.event(
+            spec,
+            self.clock.now(),
+            EventKind::Handover,
+            format!("deleted baseline {retire}; {successor} is the new primary"),
+        )
+        .await;
         Ok(())
     }
 
@@ -144,7 +154,10 @@ impl Controller {
             inst.state = InstanceState::Deleting;
             self.store.upsert_instance(&inst).await?;
         }
-        self.provider.delete(&spec.id, std::slice::from_ref(id)).await.map_err(|e| e.context(format!("delete {id}")))?;
+        self.provider
+            .delete(&spec.id, std::slice::from_ref(id))
+            .await
+            .map_err(|e| e.context(format!("delete {id}")))?;
         self.failpoint("retire:after-delete");
         self.balancer.remove(&spec.id, id).await?;
         self.store.remove_instance(&spec.id, id).await?;

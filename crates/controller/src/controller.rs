@@ -172,13 +172,8 @@ impl Controller {
         let primary = self.ensure_primary(spec, &members).await?;
 
         let state = self.store.policy_state(group).await?;
-        let view = GroupView {
-            spec,
-            members: &members,
-            latest: &latest,
-            primary: primary.as_ref(),
-            operation_pending: false,
-        };
+        let view =
+            GroupView { spec, members: &members, latest: &latest, primary: primary.as_ref(), operation_pending: false };
         let (evaluation, new_state) = slot.policy.decide(&view, &state, now);
         log_evaluation(spec, &evaluation);
         slot.status.lock().expect("status lock").last = Some(evaluation.clone());
@@ -205,7 +200,8 @@ impl Controller {
         members: &[Instance],
     ) -> Result<Option<flotilla_model::InstanceId>, SeamError> {
         let stored = self.store.primary(&spec.id).await?;
-        let alive = |id: &flotilla_model::InstanceId| members.iter().any(|m| &m.id == id && m.state != InstanceState::Deleting);
+        let alive =
+            |id: &flotilla_model::InstanceId| members.iter().any(|m| &m.id == id && m.state != InstanceState::Deleting);
         if let Some(id) = stored.as_ref().filter(|id| alive(id)) {
             return Ok(Some(id.clone()));
         }

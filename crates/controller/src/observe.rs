@@ -20,8 +20,13 @@ impl Controller {
         for mut inst in listed {
             match stored.get(&inst.id) {
                 None => {
-                    self.event(spec, now, EventKind::MemberUp, format!("adopted {} ({})", inst.name, inst.state.as_str()))
-                        .await;
+                    self.event(
+                        spec,
+                        now,
+                        EventKind::MemberUp,
+                        format!("adopted {} ({})", inst.name, inst.state.as_str()),
+                    )
+                    .await;
                     self.store.upsert_instance(&inst).await?;
                 }
                 Some(old) => {
@@ -47,8 +52,13 @@ impl Controller {
         for (id, old) in &stored {
             if !members.iter().any(|m| &m.id == id) {
                 self.store.remove_instance(group, id).await?;
-                self.event(spec, now, EventKind::MemberGone, format!("{} disappeared (was {})", old.name, old.state.as_str()))
-                    .await;
+                self.event(
+                    spec,
+                    now,
+                    EventKind::MemberGone,
+                    format!("{} disappeared (was {})", old.name, old.state.as_str()),
+                )
+                .await;
             }
         }
         members.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));

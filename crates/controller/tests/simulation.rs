@@ -8,8 +8,8 @@ use std::time::Duration;
 use flotilla_controller::{Controller, ControllerParts, Options};
 use flotilla_lb::{BalancerCall, RecordingBalancer};
 use flotilla_model::{
-    Decision, ErrorKind, FakeClock, GroupId, GroupSpec, HoldReason, InstanceId, InstanceState, Mode, OpKind, OpState,
-    Clock, Store, Timestamp,
+    Clock, Decision, ErrorKind, FakeClock, GroupId, GroupSpec, HoldReason, InstanceId, InstanceState, Mode, OpKind,
+    OpState, Store, Timestamp,
 };
 use flotilla_store_sqlite::SqliteStore;
 use flotilla_testkit::fake_provider::FakeProvider;
@@ -176,7 +176,7 @@ async fn a_pending_scale_out_is_resumed_exactly_once_after_a_crash() {
     let sim = Sim::new(seed_spec());
     sim.ctl.recover().await.unwrap();
     sim.tick().await; // baseline
-    // A previous run stored its intent and died before (or after) calling the provider.
+                      // A previous run stored its intent and died before (or after) calling the provider.
     let kind = OpKind::ScaleOut { names: vec!["vm-test_clone_1".into()], clone: true };
     let op = sim.store.begin_operation(&sim.group, &kind, sim.clock.now()).await.unwrap();
 

@@ -1,4 +1,25 @@
 //! The flotilla binary's library half: configuration, wiring and the CLI verbs, so integration tests
 //! can drive them without a subprocess where that is enough.
+//!
+//! Start-up follows phases: load (config) → validate → build (store, provider, sources, balancer;
+//! may fail) → spawn (the controller loop) → drain (shutdown signal, in-flight work finishes).
 
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod failpoint;
+pub mod load;
+pub mod logging;
+pub mod state_dir;
+pub mod status;
+pub mod wiring;
+
+/// Bad input from the user (exit status 2), as opposed to a runtime failure (exit status 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Shorthand for returning a usage error.
+pub fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(UsageError(msg.into()).into())
+}

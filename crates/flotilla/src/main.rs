@@ -1,1 +1,33 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use flotilla::cli::Cli;
+use flotilla::{config::ConfigErrors, UsageError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    flotilla::logging::init(cli.log_format, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(flotilla::commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(errors) = err.downcast_ref::<ConfigErrors>() {
+                eprintln!("{errors}");
+                eprintln!("error: configuration has {} problem(s); nothing was started", errors.0.len());
+                ExitCode::from(2)
+            } else if err.downcast_ref::<UsageError>().is_some() {
+                eprintln!("error: {err:#}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {err:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -322,11 +322,7 @@ fn every_case_reports_exactly_its_errors() {
             .errors
             .iter()
             .map(|&(path, line, col, message)| {
-                let place = if line == 0 {
-                    "t.yaml".to_string()
-                } else {
-                    format!("t.yaml:{line}:{col}")
-                };
+                let place = if line == 0 { "t.yaml".to_string() } else { format!("t.yaml:{line}:{col}") };
                 if path.is_empty() {
                     format!("{place}: {message}")
                 } else {
@@ -352,13 +348,7 @@ fn every_case_reports_exactly_its_errors() {
             assert_eq!(e.message, message, "{}", case.name);
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        CASES.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
 }
 
 #[test]
@@ -374,19 +364,14 @@ fn messages_are_lowercase_without_a_trailing_period() {
 
 #[test]
 fn all_errors_print_one_per_line() {
-    let case = CASES
-        .iter()
-        .find(|c| c.name == "four errors in four sections")
-        .unwrap();
+    let case = CASES.iter().find(|c| c.name == "four errors in four sections").unwrap();
     let errors = parse(case.yaml, "t.yaml").unwrap_err();
     let text = errors.to_string();
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(text.lines().all(|l| l.starts_with("t.yaml:")), "{text}");
     // Usable with `?` in an anyhow context, as the CLI does.
     let err: anyhow::Error = errors.into();
-    assert!(err
-        .downcast_ref::<flotilla::config::ConfigErrors>()
-        .is_some());
+    assert!(err.downcast_ref::<flotilla::config::ConfigErrors>().is_some());
 }
 
 #[test]
@@ -398,11 +383,7 @@ fn an_unreadable_file_is_one_error_naming_it() {
     let e = &errors.0[0];
     assert_eq!(e.file, path.display().to_string());
     assert_eq!((e.path.as_str(), e.line, e.col), ("", None, None));
-    assert!(
-        e.to_string()
-            .starts_with(&format!("{}: cannot read the file: ", path.display())),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with(&format!("{}: cannot read the file: ", path.display())), "{e}");
 }
 
 #[test]
@@ -411,8 +392,5 @@ fn load_labels_errors_with_the_path() {
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "groups:\n  - name: a\n    min: 0\n").unwrap();
     let errors = flotilla::config::load(&path).unwrap_err();
-    assert_eq!(
-        errors.to_string(),
-        format!("{}:3:10: groups[0].min: must be at least 1", path.display())
-    );
+    assert_eq!(errors.to_string(), format!("{}:3:10: groups[0].min: must be at least 1", path.display()));
 }

@@ -14,10 +14,7 @@ fn examples() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(examples_dir())
         .expect("examples/ exists")
         .map(|entry| entry.unwrap().path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        })
+        .filter(|p| p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
         .collect();
     files.sort();
     files
@@ -30,14 +27,9 @@ fn example(name: &str) -> Config {
 #[test]
 fn every_example_is_valid() {
     let files = examples();
-    assert!(
-        files.len() >= 3,
-        "expected at least the three shipped examples, found {files:?}"
-    );
-    let failures: Vec<String> = files
-        .iter()
-        .filter_map(|f| load(f).err().map(|e| format!("{}:\n{e}", f.display())))
-        .collect();
+    assert!(files.len() >= 3, "expected at least the three shipped examples, found {files:?}");
+    let failures: Vec<String> =
+        files.iter().filter_map(|f| load(f).err().map(|e| format!("{}:\n{e}", f.display()))).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -45,11 +37,7 @@ fn every_example_is_valid() {
 fn every_example_is_commented_for_users() {
     for f in examples() {
         let text = std::fs::read_to_string(&f).unwrap();
-        assert!(
-            text.lines().any(|l| l.trim_start().starts_with('#')),
-            "{} has no comments",
-            f.display()
-        );
+        assert!(text.lines().any(|l| l.trim_start().starts_with('#')), "{} has no comments", f.display());
     }
 }
 
@@ -68,10 +56,7 @@ fn the_demo_example_is_fast_handover() {
     assert_eq!((g.min, g.max), (1, 2));
     assert_eq!(g.interval, Duration::from_secs(1));
     assert_eq!(g.stale_after, Duration::from_secs(3));
-    assert_eq!(
-        (g.cooldown_up, g.cooldown_down),
-        (Duration::from_secs(0), Duration::from_secs(5))
-    );
+    assert_eq!((g.cooldown_up, g.cooldown_down), (Duration::from_secs(0), Duration::from_secs(5)));
     assert_eq!((g.threshold.high, g.threshold.low), (80.0, 20.0));
     assert_eq!((g.threshold.min_up, g.threshold.min_down), (3, 3));
     assert_eq!(g.threshold.metric, MetricChoice::Max);
@@ -84,8 +69,5 @@ fn the_scale_example_scales_by_two() {
     assert_eq!(g.mode, Mode::Scale);
     assert_eq!((g.min, g.max, g.increment), (2, 6, 2));
     assert_eq!(g.victim, Victim::LeastBusy);
-    assert_eq!(
-        (g.cooldown_up, g.cooldown_down),
-        (Duration::from_secs(30), Duration::from_secs(120))
-    );
+    assert_eq!((g.cooldown_up, g.cooldown_down), (Duration::from_secs(30), Duration::from_secs(120)));
 }

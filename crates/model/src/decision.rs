@@ -19,10 +19,20 @@ pub enum HoldReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Hold(HoldReason),
-    ScaleOut { count: u32, reason: String },
-    ScaleIn { victims: Vec<InstanceId>, reason: String },
+    ScaleOut {
+        count: u32,
+        reason: String,
+    },
+    ScaleIn {
+        victims: Vec<InstanceId>,
+        reason: String,
+    },
     /// Retire the primary; `successor` (a running clone) becomes the primary.
-    Handover { retire: InstanceId, successor: InstanceId, reason: String },
+    Handover {
+        retire: InstanceId,
+        successor: InstanceId,
+        reason: String,
+    },
 }
 
 impl Decision {

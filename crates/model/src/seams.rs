@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    Event, GroupId, Instance, InstanceId, InstanceSpec, OpId, OpKind, OpState, Operation, PolicyState,
-    Sample, SeamError, Timestamp,
+    Event, GroupId, Instance, InstanceId, InstanceSpec, OpId, OpKind, OpState, Operation, PolicyState, Sample,
+    SeamError, Timestamp,
 };
 
 /// Makes and removes members. Only `provider-*` crates talk to clouds or spawn members.
@@ -21,12 +21,7 @@ pub trait Provider: Send + Sync {
     /// Creates one member per name. Names are idempotency keys: a member that already exists under a
     /// name is returned as it is, never created twice. Returns when the members are Running (their
     /// service answers) or with an error; a member that could not start is cleaned up, not orphaned.
-    async fn create(
-        &self,
-        group: &GroupId,
-        spec: &InstanceSpec,
-        names: &[String],
-    ) -> Result<Vec<Instance>, SeamError>;
+    async fn create(&self, group: &GroupId, spec: &InstanceSpec, names: &[String]) -> Result<Vec<Instance>, SeamError>;
 
     /// Deletes the named members. Deleting a member that is already gone is not an error.
     async fn delete(&self, group: &GroupId, ids: &[InstanceId]) -> Result<(), SeamError>;

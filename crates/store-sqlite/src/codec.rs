@@ -17,10 +17,7 @@ use flotilla_model::{InstanceId, Metric, OpKind};
 use serde_json::{Map, Value};
 
 pub(crate) fn encode_tags(tags: &BTreeMap<String, String>) -> String {
-    let map: Map<String, Value> = tags
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
+    let map: Map<String, Value> = tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     Value::Object(map).to_string()
 }
 
@@ -38,12 +35,8 @@ pub(crate) fn decode_tags(json: &str) -> Result<BTreeMap<String, String>, String
 pub(crate) fn encode_values(values: &[(Metric, f64)]) -> Result<String, String> {
     let mut map = Map::new();
     for &(metric, value) in values {
-        let number = serde_json::Number::from_f64(value).ok_or_else(|| {
-            format!(
-                "value of {} is not a finite number ({value})",
-                metric.as_str()
-            )
-        })?;
+        let number = serde_json::Number::from_f64(value)
+            .ok_or_else(|| format!("value of {} is not a finite number ({value})", metric.as_str()))?;
         map.insert(metric.as_str().to_string(), Value::Number(number));
     }
     Ok(Value::Object(map).to_string())
@@ -56,9 +49,7 @@ pub(crate) fn decode_values(json: &str) -> Result<Vec<(Metric, f64)>, String> {
     let mut values = Vec::with_capacity(map.len());
     for (key, value) in map {
         let metric = Metric::parse(&key).ok_or_else(|| format!("unknown metric {key:?}"))?;
-        let number = value
-            .as_f64()
-            .ok_or_else(|| format!("value of {key} is not a number: {value}"))?;
+        let number = value.as_f64().ok_or_else(|| format!("value of {key} is not a number: {value}"))?;
         values.push((metric, number));
     }
     values.sort_by_key(|&(m, _)| m);
@@ -66,16 +57,11 @@ pub(crate) fn decode_values(json: &str) -> Result<Vec<(Metric, f64)>, String> {
 }
 
 pub(crate) fn encode_op(kind: &OpKind) -> String {
-    let ids = |ids: &[InstanceId]| {
-        Value::Array(ids.iter().map(|id| Value::String(id.0.clone())).collect())
-    };
+    let ids = |ids: &[InstanceId]| Value::Array(ids.iter().map(|id| Value::String(id.0.clone())).collect());
     let mut map = Map::new();
     match kind {
         OpKind::ScaleOut { names, clone } => {
-            map.insert(
-                "names".into(),
-                Value::Array(names.iter().cloned().map(Value::String).collect()),
-            );
+            map.insert("names".into(), Value::Array(names.iter().cloned().map(Value::String).collect()));
             map.insert("clone".into(), Value::Bool(*clone));
         }
         OpKind::ScaleIn { victims } => {
@@ -103,12 +89,7 @@ pub(crate) fn decode_op(kind: &str, payload: &str) -> Result<OpKind, String> {
                 other => return Err(format!("field \"clone\" is not a boolean: {}", show(other))),
             },
         },
-        "scale-in" => OpKind::ScaleIn {
-            victims: strings(&map, "victims")?
-                .into_iter()
-                .map(InstanceId)
-                .collect(),
-        },
+        "scale-in" => OpKind::ScaleIn { victims: strings(&map, "victims")?.into_iter().map(InstanceId).collect() },
         _ => OpKind::Handover {
             retire: InstanceId(string(&map, "retire")?),
             successor: InstanceId(string(&map, "successor")?),
@@ -154,21 +135,13 @@ mod tests {
 
     #[test]
     fn op_payloads_have_the_documented_shape() {
-        let out = OpKind::ScaleOut {
-            names: vec!["a".into(), "b".into()],
-            clone: true,
-        };
+        let out = OpKind::ScaleOut { names: vec!["a".into(), "b".into()], clone: true };
         let v: Value = serde_json::from_str(&encode_op(&out)).unwrap();
         assert_eq!(v, serde_json::json!({"names": ["a", "b"], "clone": true}));
-        let v: Value = serde_json::from_str(&encode_op(&OpKind::ScaleIn {
-            victims: vec![InstanceId::new("x")],
-        }))
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(&encode_op(&OpKind::ScaleIn { victims: vec![InstanceId::new("x")] })).unwrap();
         assert_eq!(v, serde_json::json!({"victims": ["x"]}));
-        let h = OpKind::Handover {
-            retire: InstanceId::new("p"),
-            successor: InstanceId::new("c"),
-        };
+        let h = OpKind::Handover { retire: InstanceId::new("p"), successor: InstanceId::new("c") };
         let v: Value = serde_json::from_str(&encode_op(&h)).unwrap();
         assert_eq!(v, serde_json::json!({"retire": "p", "successor": "c"}));
         assert_eq!(decode_op("handover", &encode_op(&h)).unwrap(), h);
@@ -177,48 +150,29 @@ mod tests {
 
     #[test]
     fn bad_payloads_are_described() {
-        assert!(decode_op("explode", "{}")
-            .unwrap_err()
-            .contains("unknown operation kind \"explode\""));
-        assert!(decode_op("scale-out", "{\"names\":[]}")
-            .unwrap_err()
-            .contains("clone"));
-        assert!(decode_op("scale-in", "{\"victims\":[1]}")
-            .unwrap_err()
-            .contains("non-string"));
-        assert!(decode_op("handover", "not json")
-            .unwrap_err()
-            .contains("not valid JSON"));
-        assert!(decode_op("handover", "[]")
-            .unwrap_err()
-            .contains("not a JSON object"));
+        assert!(decode_op("explode", "{}").unwrap_err().contains("unknown operation kind \"explode\""));
+        assert!(decode_op("scale-out", "{\"names\":[]}").unwrap_err().contains("clone"));
+        assert!(decode_op("scale-in", "{\"victims\":[1]}").unwrap_err().contains("non-string"));
+        assert!(decode_op("handover", "not json").unwrap_err().contains("not valid JSON"));
+        assert!(decode_op("handover", "[]").unwrap_err().contains("not a JSON object"));
     }
 
     #[test]
     fn values_round_trip_exactly_and_in_metric_order() {
-        let vals = vec![
-            (Metric::RequestRate, 0.1 + 0.2),
-            (Metric::Cpu, 12.5),
-            (Metric::Mem, 1.0 / 3.0),
-        ];
+        let vals = vec![(Metric::RequestRate, 0.1 + 0.2), (Metric::Cpu, 12.5), (Metric::Mem, 1.0 / 3.0)];
         let json = encode_values(&vals).unwrap();
         let mut sorted = vals.clone();
         sorted.sort_by_key(|&(m, _)| m);
         assert_eq!(decode_values(&json).unwrap(), sorted);
         assert!(encode_values(&[(Metric::Cpu, f64::NAN)]).is_err());
-        assert!(decode_values(r#"{"gpu":1}"#)
-            .unwrap_err()
-            .contains("unknown metric \"gpu\""));
+        assert!(decode_values(r#"{"gpu":1}"#).unwrap_err().contains("unknown metric \"gpu\""));
         assert!(decode_values(r#"{"cpu":"high"}"#).is_err());
     }
 
     #[test]
     fn tags_round_trip() {
-        let tags: BTreeMap<String, String> = [
-            ("pid".to_string(), "42".to_string()),
-            ("odd \"key\"".to_string(), "ü\n".to_string()),
-        ]
-        .into();
+        let tags: BTreeMap<String, String> =
+            [("pid".to_string(), "42".to_string()), ("odd \"key\"".to_string(), "ü\n".to_string())].into();
         assert_eq!(decode_tags(&encode_tags(&tags)).unwrap(), tags);
         assert!(decode_tags(r#"{"pid":42}"#).is_err());
     }

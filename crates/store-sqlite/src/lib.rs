@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_model::{
-    ErrorKind, Event, EventKind, GroupId, Instance, InstanceId, InstanceState, OpId, OpKind,
-    OpState, Operation, PolicyState, Sample, SeamError, Store, Timestamp,
+    ErrorKind, Event, EventKind, GroupId, Instance, InstanceId, InstanceState, OpId, OpKind, OpState, Operation,
+    PolicyState, Sample, SeamError, Store, Timestamp,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -56,10 +56,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .field("events_kept", &self.events_kept)
-            .finish()
+        f.debug_struct("SqliteStore").field("path", &self.path).field("events_kept", &self.events_kept).finish()
     }
 }
 
@@ -71,11 +68,7 @@ impl SqliteStore {
         let ctx = format!("store: open {}", path.display());
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
-                SeamError::invalid(format!(
-                    "{ctx}: cannot create directory {}: {e}",
-                    parent.display()
-                ))
-                .with_source(e)
+                SeamError::invalid(format!("{ctx}: cannot create directory {}: {e}", parent.display())).with_source(e)
             })?;
         }
         let conn = Connection::open(path).map_err(|e| open_err(&ctx, e))?;
@@ -101,8 +94,7 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection, path: Option<PathBuf>, ctx: &str) -> Result<Self> {
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| open_err(ctx, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_err(ctx, e))?;
         if path.is_some() {
             // Returns the resulting mode; a file system without shared memory may refuse WAL and stay
             // in a rollback journal, which is still crash-safe with synchronous=FULL, so accept it.
@@ -113,11 +105,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| open_err(&format!("{ctx}: synchronous=FULL"), e))?;
         migrate(&mut conn).map_err(|e| e.context(ctx))?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            path,
-            events_kept: DEFAULT_EVENTS_KEPT,
-        })
+        Ok(SqliteStore { conn: Mutex::new(conn), path, events_kept: DEFAULT_EVENTS_KEPT })
     }
 
     /// A panic while the lock was held cannot leave half-written state (an open transaction is rolled
@@ -131,23 +119,17 @@ impl SqliteStore {
 /// already there, so `flotilla status` opening the daemon's file does not contend with it.
 fn migrate(conn: &mut Connection) -> Result<()> {
     let ctx = "migrate";
-    let read_version = |c: &Connection| {
-        c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-            .map_err(|e| db_err(ctx, e))
-    };
+    let read_version =
+        |c: &Connection| c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).map_err(|e| db_err(ctx, e));
     let current = read_version(conn)?;
     if current == i64::from(SCHEMA_VERSION) {
         return Ok(());
     }
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| db_err(ctx, e))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(ctx, e))?;
     // Another process may have migrated between the check above and taking the write lock.
     let current = read_version(&tx)?;
     let Ok(current) = u32::try_from(current) else {
-        return Err(SeamError::bug(format!(
-            "{ctx}: schema version {current} is not valid"
-        )));
+        return Err(SeamError::bug(format!("{ctx}: schema version {current} is not valid")));
     };
     if current > SCHEMA_VERSION {
         return Err(SeamError::invalid(format!(
@@ -156,11 +138,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(sql)
-            .map_err(|e| db_err(&format!("{ctx}: migration {:04}", i + 1), e))?;
+        tx.execute_batch(sql).map_err(|e| db_err(&format!("{ctx}: migration {:04}", i + 1), e))?;
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(|e| db_err(ctx, e))?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| db_err(ctx, e))?;
     tx.commit().map_err(|e| db_err(ctx, e))
 }
 
@@ -176,12 +156,9 @@ fn sqlite_code(e: &rusqlite::Error) -> Option<ErrorCode> {
 /// "not a database" shows on the first statement, not on `Connection::open`.
 fn open_err(ctx: &str, e: rusqlite::Error) -> SeamError {
     match sqlite_code(&e) {
-        Some(
-            ErrorCode::CannotOpen
-            | ErrorCode::NotADatabase
-            | ErrorCode::PermissionDenied
-            | ErrorCode::ReadOnly,
-        ) => SeamError::invalid(format!("{ctx}: {e}")).with_source(e),
+        Some(ErrorCode::CannotOpen | ErrorCode::NotADatabase | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            SeamError::invalid(format!("{ctx}: {e}")).with_source(e)
+        }
         _ => db_err(ctx, e),
     }
 }
@@ -193,11 +170,7 @@ fn db_err(ctx: &str, e: rusqlite::Error) -> SeamError {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Transient,
         _ => ErrorKind::Bug,
     };
-    let ctx = if ctx.starts_with("store: ") {
-        ctx.to_string()
-    } else {
-        format!("store: {ctx}")
-    };
+    let ctx = if ctx.starts_with("store: ") { ctx.to_string() } else { format!("store: {ctx}") };
     SeamError::new(kind, format!("{ctx}: {e}")).with_source(e)
 }
 
@@ -206,12 +179,8 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 fn ts_to_sql(ctx: &str, t: Timestamp) -> Result<i64> {
-    i64::try_from(t.as_millis()).map_err(|_| {
-        SeamError::invalid(format!(
-            "store: {ctx}: timestamp {} ms is out of range",
-            t.as_millis()
-        ))
-    })
+    i64::try_from(t.as_millis())
+        .map_err(|_| SeamError::invalid(format!("store: {ctx}: timestamp {} ms is out of range", t.as_millis())))
 }
 
 fn limit(n: usize) -> i64 {
@@ -224,9 +193,7 @@ fn bad_row(ctx: &str, row: impl std::fmt::Display, what: impl std::fmt::Display)
 }
 
 fn ts_from_sql(ctx: &str, row: &str, column: &str, v: i64) -> Result<Timestamp> {
-    u64::try_from(v)
-        .map(Timestamp)
-        .map_err(|_| bad_row(ctx, row, format!("{column} is negative ({v})")))
+    u64::try_from(v).map(Timestamp).map_err(|_| bad_row(ctx, row, format!("{column} is negative ({v})")))
 }
 
 fn count_from_sql(ctx: &str, row: &str, column: &str, v: i64) -> Result<u32> {
@@ -272,19 +239,12 @@ fn raw_operation(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOperation> {
 
 fn decode_operation(ctx: &str, raw: RawOperation) -> Result<Operation> {
     let row = format!("operations row {} (group {})", raw.id, raw.group);
-    let kind =
-        codec::decode_op(&raw.kind, &raw.payload_json).map_err(|what| bad_row(ctx, &row, what))?;
+    let kind = codec::decode_op(&raw.kind, &raw.payload_json).map_err(|what| bad_row(ctx, &row, what))?;
     let state = match raw.state.as_str() {
         "pending" => OpState::Pending,
         "done" => OpState::Done,
         "failed" => OpState::Failed(raw.failure_reason.unwrap_or_default()),
-        other => {
-            return Err(bad_row(
-                ctx,
-                &row,
-                format!("unknown operation state {other:?}"),
-            ))
-        }
+        other => return Err(bad_row(ctx, &row, format!("unknown operation state {other:?}"))),
     };
     Ok(Operation {
         id: OpId(raw.id),
@@ -296,20 +256,13 @@ fn decode_operation(ctx: &str, raw: RawOperation) -> Result<Operation> {
     })
 }
 
-fn query_operations(
-    conn: &Connection,
-    ctx: &str,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<Operation>> {
+fn query_operations(conn: &Connection, ctx: &str, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Operation>> {
     let mut stmt = conn.prepare_cached(sql).map_err(|e| db_err(ctx, e))?;
     let raws = stmt
         .query_map(params, raw_operation)
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(|e| db_err(ctx, e))?;
-    raws.into_iter()
-        .map(|raw| decode_operation(ctx, raw))
-        .collect()
+    raws.into_iter().map(|raw| decode_operation(ctx, raw)).collect()
 }
 
 // The synchronous bodies of the trait methods (the trait methods only delegate, so no lock guard ever
@@ -317,10 +270,7 @@ fn query_operations(
 impl SqliteStore {
     fn ensure_group_sync(&self, group: &GroupId) -> Result<()> {
         self.conn()
-            .execute(
-                "INSERT INTO groups (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
-                [group.as_str()],
-            )
+            .execute("INSERT INTO groups (name) VALUES (?1) ON CONFLICT (name) DO NOTHING", [group.as_str()])
             .map_err(|e| db_err("ensure_group", e))?;
         Ok(())
     }
@@ -328,9 +278,7 @@ impl SqliteStore {
     fn groups_sync(&self) -> Result<Vec<GroupId>> {
         let ctx = "groups";
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT name FROM groups ORDER BY name")
-            .map_err(|e| db_err(ctx, e))?;
+        let mut stmt = conn.prepare_cached("SELECT name FROM groups ORDER BY name").map_err(|e| db_err(ctx, e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0).map(GroupId))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -341,11 +289,7 @@ impl SqliteStore {
     fn primary_sync(&self, group: &GroupId) -> Result<Option<InstanceId>> {
         let id: Option<Option<String>> = self
             .conn()
-            .query_row(
-                "SELECT primary_id FROM groups WHERE name = ?1",
-                [group.as_str()],
-                |r| r.get(0),
-            )
+            .query_row("SELECT primary_id FROM groups WHERE name = ?1", [group.as_str()], |r| r.get(0))
             .optional()
             .map_err(|e| db_err("primary", e))?;
         Ok(id.flatten().map(InstanceId))
@@ -360,9 +304,7 @@ impl SqliteStore {
             )
             .map_err(|e| db_err("set_primary", e))?;
         if changed == 0 {
-            return Err(SeamError::not_found(format!(
-                "store: set_primary: no group {group} (ensure_group first)"
-            )));
+            return Err(SeamError::not_found(format!("store: set_primary: no group {group} (ensure_group first)")));
         }
         Ok(())
     }
@@ -397,10 +339,7 @@ impl SqliteStore {
 
     fn remove_instance_sync(&self, group: &GroupId, id: &InstanceId) -> Result<()> {
         self.conn()
-            .execute(
-                "DELETE FROM instances WHERE group_name = ?1 AND id = ?2",
-                [group.as_str(), id.as_str()],
-            )
+            .execute("DELETE FROM instances WHERE group_name = ?1 AND id = ?2", [group.as_str(), id.as_str()])
             .map_err(|e| db_err("remove_instance", e))?;
         Ok(())
     }
@@ -435,13 +374,10 @@ impl SqliteStore {
             .map(|raw| {
                 let row = format!("instances row ({group}, {})", raw.id);
                 let state = InstanceState::parse(&raw.state, raw.failure_reason.as_deref())
-                    .ok_or_else(|| {
-                        bad_row(ctx, &row, format!("unknown instance state {:?}", raw.state))
-                    })?;
+                    .ok_or_else(|| bad_row(ctx, &row, format!("unknown instance state {:?}", raw.state)))?;
                 Ok(Instance {
                     created_at: ts_from_sql(ctx, &row, "created_at_ms", raw.created_at_ms)?,
-                    tags: codec::decode_tags(&raw.tags_json)
-                        .map_err(|what| bad_row(ctx, &row, what))?,
+                    tags: codec::decode_tags(&raw.tags_json).map_err(|what| bad_row(ctx, &row, what))?,
                     id: InstanceId(raw.id),
                     name: raw.name,
                     group: group.clone(),
@@ -458,24 +394,21 @@ impl SqliteStore {
         let rows = samples
             .iter()
             .map(|s| {
-                let values = codec::encode_values(&s.values).map_err(|what| {
-                    SeamError::invalid(format!("store: {ctx}: sample of {}: {what}", s.instance))
-                })?;
+                let values = codec::encode_values(&s.values)
+                    .map_err(|what| SeamError::invalid(format!("store: {ctx}: sample of {}: {what}", s.instance)))?;
                 Ok((s.instance.as_str(), ts_to_sql(ctx, s.at)?, values))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| db_err(ctx, e))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(ctx, e))?;
         {
             let mut insert = tx
-                .prepare_cached("INSERT INTO samples (group_name, instance, at_ms, values_json) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT INTO samples (group_name, instance, at_ms, values_json) VALUES (?1, ?2, ?3, ?4)",
+                )
                 .map_err(|e| db_err(ctx, e))?;
             for (instance, at_ms, values) in &rows {
-                insert
-                    .execute(params![group.as_str(), instance, at_ms, values])
-                    .map_err(|e| db_err(ctx, e))?;
+                insert.execute(params![group.as_str(), instance, at_ms, values]).map_err(|e| db_err(ctx, e))?;
             }
             // Deletes the (keep+1)-th newest row and everything older; nothing when there are fewer.
             tx.prepare_cached(
@@ -500,12 +433,7 @@ impl SqliteStore {
                 .map_err(|e| db_err(ctx, e))?;
             let rows = stmt
                 .query_map(params![group.as_str(), limit(max)], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(|e| db_err(ctx, e))?;
@@ -517,8 +445,7 @@ impl SqliteStore {
                 Ok(Sample {
                     instance: InstanceId(instance),
                     at: ts_from_sql(ctx, &row, "at_ms", at_ms)?,
-                    values: codec::decode_values(&values_json)
-                        .map_err(|what| bad_row(ctx, &row, what))?,
+                    values: codec::decode_values(&values_json).map_err(|what| bad_row(ctx, &row, what))?,
                 })
             })
             .collect()
@@ -541,8 +468,7 @@ impl SqliteStore {
             return Ok(PolicyState::default());
         };
         let row = format!("policy_state row ({group})");
-        let stamp =
-            |column: &str, v: Option<i64>| v.map(|v| ts_from_sql(ctx, &row, column, v)).transpose();
+        let stamp = |column: &str, v: Option<i64>| v.map(|v| ts_from_sql(ctx, &row, column, v)).transpose();
         Ok(PolicyState {
             up_count: count_from_sql(ctx, &row, "up_count", up)?,
             down_count: count_from_sql(ctx, &row, "down_count", down)?,
@@ -581,21 +507,10 @@ impl SqliteStore {
         let ctx = "record_event";
         let at_ms = ts_to_sql(ctx, event.at)?;
         let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(ctx, e))?;
+        tx.prepare_cached("INSERT INTO events (at_ms, group_name, kind, message) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![at_ms, event.group.as_str(), event.kind.as_str(), event.message]))
             .map_err(|e| db_err(ctx, e))?;
-        tx.prepare_cached(
-            "INSERT INTO events (at_ms, group_name, kind, message) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                at_ms,
-                event.group.as_str(),
-                event.kind.as_str(),
-                event.message
-            ])
-        })
-        .map_err(|e| db_err(ctx, e))?;
         tx.prepare_cached(
             "DELETE FROM events WHERE group_name = ?1 AND id <= (
                  SELECT id FROM events WHERE group_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
@@ -624,7 +539,9 @@ impl SqliteStore {
                         "SELECT id, at_ms, group_name, kind, message FROM events
                          WHERE group_name = ?1 ORDER BY id DESC LIMIT ?2",
                     )
-                    .and_then(|mut s| s.query_map(params![g.as_str(), limit(max)], map)?.collect::<rusqlite::Result<Vec<_>>>()),
+                    .and_then(|mut s| {
+                        s.query_map(params![g.as_str(), limit(max)], map)?.collect::<rusqlite::Result<Vec<_>>>()
+                    }),
                 None => conn
                     .prepare_cached("SELECT id, at_ms, group_name, kind, message FROM events ORDER BY id DESC LIMIT ?1")
                     .and_then(|mut s| s.query_map([limit(max)], map)?.collect::<rusqlite::Result<Vec<_>>>()),
@@ -636,9 +553,8 @@ impl SqliteStore {
                 let row = format!("events row {id} (group {group})");
                 Ok(Event {
                     at: ts_from_sql(ctx, &row, "at_ms", at_ms)?,
-                    kind: EventKind::parse(&kind).ok_or_else(|| {
-                        bad_row(ctx, &row, format!("unknown event kind {kind:?}"))
-                    })?,
+                    kind: EventKind::parse(&kind)
+                        .ok_or_else(|| bad_row(ctx, &row, format!("unknown event kind {kind:?}")))?,
                     group: GroupId(group),
                     message,
                 })
@@ -646,12 +562,7 @@ impl SqliteStore {
             .collect()
     }
 
-    fn begin_operation_sync(
-        &self,
-        group: &GroupId,
-        kind: &OpKind,
-        now: Timestamp,
-    ) -> Result<Operation> {
+    fn begin_operation_sync(&self, group: &GroupId, kind: &OpKind, now: Timestamp) -> Result<Operation> {
         let ctx = "begin_operation";
         let now_ms = ts_to_sql(ctx, now)?;
         let payload = codec::encode_op(kind);
@@ -683,14 +594,10 @@ impl SqliteStore {
                     .optional()
                     .ok()
                     .flatten();
-                let existing = existing
-                    .map(|(id, kind)| format!(" ({} {kind})", OpId(id)))
-                    .unwrap_or_default();
+                let existing = existing.map(|(id, kind)| format!(" ({} {kind})", OpId(id))).unwrap_or_default();
                 Err(SeamError::new(
                     ErrorKind::Conflict,
-                    format!(
-                        "store: {ctx}: group {group} already has a pending operation{existing}"
-                    ),
+                    format!("store: {ctx}: group {group} already has a pending operation{existing}"),
                 )
                 .with_source(e))
             }
@@ -702,9 +609,7 @@ impl SqliteStore {
         let ctx = "finish_operation";
         let reason = match state {
             OpState::Pending => {
-                return Err(SeamError::invalid(format!(
-                    "store: {ctx}: {id}: cannot finish an operation as pending"
-                )));
+                return Err(SeamError::invalid(format!("store: {ctx}: {id}: cannot finish an operation as pending")));
             }
             OpState::Done => None,
             OpState::Failed(reason) => Some(reason.as_str()),
@@ -717,28 +622,19 @@ impl SqliteStore {
             )
             .map_err(|e| db_err(ctx, e))?;
         if changed == 0 {
-            return Err(SeamError::not_found(format!(
-                "store: {ctx}: no operation {id}"
-            )));
+            return Err(SeamError::not_found(format!("store: {ctx}: no operation {id}")));
         }
         Ok(())
     }
 
     fn unfinished_operations_sync(&self) -> Result<Vec<Operation>> {
-        let sql = format!(
-            "SELECT {OPERATION_COLUMNS} FROM operations WHERE state = 'pending' ORDER BY id"
-        );
+        let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE state = 'pending' ORDER BY id");
         query_operations(&self.conn(), "unfinished_operations", &sql, [])
     }
 
     fn operations_sync(&self, group: &GroupId, max: usize) -> Result<Vec<Operation>> {
         let sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE group_name = ?1 ORDER BY id DESC LIMIT ?2");
-        query_operations(
-            &self.conn(),
-            "operations",
-            &sql,
-            params![group.as_str(), limit(max)],
-        )
+        query_operations(&self.conn(), "operations", &sql, params![group.as_str(), limit(max)])
     }
 }
 
@@ -783,12 +679,7 @@ impl Store for SqliteStore {
     async fn events(&self, group: Option<&GroupId>, limit: usize) -> Result<Vec<Event>> {
         self.events_sync(group, limit)
     }
-    async fn begin_operation(
-        &self,
-        group: &GroupId,
-        kind: &OpKind,
-        now: Timestamp,
-    ) -> Result<Operation> {
+    async fn begin_operation(&self, group: &GroupId, kind: &OpKind, now: Timestamp) -> Result<Operation> {
         self.begin_operation_sync(group, kind, now)
     }
     async fn finish_operation(&self, id: OpId, state: &OpState, now: Timestamp) -> Result<()> {

@@ -12,8 +12,7 @@ async fn conformance_in_memory() {
 #[tokio::test]
 async fn conformance_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        SqliteStore::open(&dir.path().join("state").join("flotilla.db")).expect("open file");
+    let store = SqliteStore::open(&dir.path().join("state").join("flotilla.db")).expect("open file");
     store_conformance::run_all(&store).await;
 }
 

@@ -5,8 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use flotilla_model::{
-    Event, EventKind, GroupId, Instance, InstanceId, InstanceState, Metric, OpKind, OpState,
-    Sample, Store, Timestamp,
+    Event, EventKind, GroupId, Instance, InstanceId, InstanceState, Metric, OpKind, OpState, Sample, Store, Timestamp,
 };
 use flotilla_store_sqlite::SqliteStore;
 
@@ -19,9 +18,7 @@ fn crash_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
         let store = SqliteStore::open(std::path::Path::new(&path)).unwrap();
         let group = GroupId::new("web");
@@ -30,36 +27,20 @@ fn crash_child() {
             let now = Timestamp(1_700_000_000_000 + n);
             let name = format!("web_{n}");
             let op = store
-                .begin_operation(
-                    &group,
-                    &OpKind::ScaleOut {
-                        names: vec![name.clone()],
-                        clone: false,
-                    },
-                    now,
-                )
+                .begin_operation(&group, &OpKind::ScaleOut { names: vec![name.clone()], clone: false }, now)
                 .await
                 .unwrap();
             let mut member = Instance::new(name.clone(), &group, now);
             member.state = InstanceState::Running;
             store.upsert_instance(&member).await.unwrap();
-            let samples: Vec<Sample> = (0..20)
-                .map(|i| Sample::new(InstanceId::new(&name), now).with(Metric::Cpu, i as f64))
-                .collect();
+            let samples: Vec<Sample> =
+                (0..20).map(|i| Sample::new(InstanceId::new(&name), now).with(Metric::Cpu, i as f64)).collect();
             store.push_samples(&group, &samples, 50).await.unwrap();
             store
-                .record_event(&Event {
-                    at: now,
-                    group: group.clone(),
-                    kind: EventKind::ScaleOut,
-                    message: name,
-                })
+                .record_event(&Event { at: now, group: group.clone(), kind: EventKind::ScaleOut, message: name })
                 .await
                 .unwrap();
-            store
-                .finish_operation(op.id, &OpState::Done, now)
-                .await
-                .unwrap();
+            store.finish_operation(op.id, &OpState::Done, now).await.unwrap();
             println!("round {n} op {}", op.id.0);
         }
     });
@@ -92,32 +73,19 @@ fn kill_9_mid_write_leaves_a_consistent_store() {
     let last_done = last_done.expect("the child finished some rounds");
 
     let check = rusqlite::Connection::open(&path).unwrap();
-    let integrity: String = check
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = check.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
         let store = SqliteStore::open(&path).unwrap();
         let group = GroupId::new("web");
         let unfinished = store.unfinished_operations().await.unwrap();
         assert!(unfinished.len() <= 1, "{unfinished:?}");
         let history = store.operations(&group, 1000).await.unwrap();
-        let seen = history
-            .iter()
-            .find(|o| o.id.0 == last_done)
-            .expect("the last op the child saw finish");
+        let seen = history.iter().find(|o| o.id.0 == last_done).expect("the last op the child saw finish");
         assert_eq!(seen.state, OpState::Done);
-        assert!(
-            history
-                .iter()
-                .filter(|o| o.state == OpState::Pending)
-                .count()
-                <= 1
-        );
+        assert!(history.iter().filter(|o| o.state == OpState::Pending).count() <= 1);
         assert!(store.samples(&group, 1000).await.unwrap().len() <= 50);
         assert!(store.instances(&group).await.unwrap().len() as i64 >= last_done);
         assert!(!store.events(Some(&group), 10).await.unwrap().is_empty());

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use flotilla_model::{
-    ErrorKind, Event, EventKind, GroupId, Instance, InstanceId, InstanceState, Metric, OpKind,
-    OpState, PolicyState, Sample, Store, Timestamp,
+    ErrorKind, Event, EventKind, GroupId, Instance, InstanceId, InstanceState, Metric, OpKind, OpState, PolicyState,
+    Sample, Store, Timestamp,
 };
 use flotilla_store_sqlite::{SqliteStore, SCHEMA_VERSION};
 
@@ -17,8 +17,7 @@ fn t(ms: u64) -> Timestamp {
 
 fn raw(path: &Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(path).expect("raw open");
-    c.busy_timeout(std::time::Duration::from_secs(5))
-        .expect("busy_timeout");
+    c.busy_timeout(std::time::Duration::from_secs(5)).expect("busy_timeout");
     c
 }
 
@@ -35,22 +34,14 @@ struct Written {
 async fn write_everything(store: &dyn Store) -> Written {
     let group = GroupId::new("web");
     store.ensure_group(&group).await.unwrap();
-    store
-        .set_primary(&group, Some(&InstanceId::new("web_1")))
-        .await
-        .unwrap();
+    store.set_primary(&group, Some(&InstanceId::new("web_1"))).await.unwrap();
     let mut instance = Instance::new("web_1", &group, t(1));
     instance.state = InstanceState::Failed("crashed".into());
     instance.address = Some("127.0.0.1:4000".into());
     instance.tags = BTreeMap::from([("pid".to_string(), "77".to_string())]);
     store.upsert_instance(&instance).await.unwrap();
-    let sample = Sample::new(InstanceId::new("web_1"), t(2))
-        .with(Metric::Cpu, 12.5)
-        .with(Metric::Mem, 40.1);
-    store
-        .push_samples(&group, std::slice::from_ref(&sample), 10)
-        .await
-        .unwrap();
+    let sample = Sample::new(InstanceId::new("web_1"), t(2)).with(Metric::Cpu, 12.5).with(Metric::Mem, 40.1);
+    store.push_samples(&group, std::slice::from_ref(&sample), 10).await.unwrap();
     let policy = PolicyState {
         up_count: 2,
         down_count: 0,
@@ -59,78 +50,30 @@ async fn write_everything(store: &dyn Store) -> Written {
         last_scale_in: None,
     };
     store.save_policy_state(&group, &policy).await.unwrap();
-    let event = Event {
-        at: t(3),
-        group: group.clone(),
-        kind: EventKind::ScaleOut,
-        message: "added web_2".into(),
-    };
+    let event = Event { at: t(3), group: group.clone(), kind: EventKind::ScaleOut, message: "added web_2".into() };
     store.record_event(&event).await.unwrap();
     let done = store
-        .begin_operation(
-            &group,
-            &OpKind::ScaleIn {
-                victims: vec![InstanceId::new("web_0")],
-            },
-            t(4),
-        )
+        .begin_operation(&group, &OpKind::ScaleIn { victims: vec![InstanceId::new("web_0")] }, t(4))
         .await
         .unwrap();
-    store
-        .finish_operation(done.id, &OpState::Done, t(5))
-        .await
-        .unwrap();
-    let done = flotilla_model::Operation {
-        state: OpState::Done,
-        updated_at: t(5),
-        ..done
-    };
+    store.finish_operation(done.id, &OpState::Done, t(5)).await.unwrap();
+    let done = flotilla_model::Operation { state: OpState::Done, updated_at: t(5), ..done };
     let pending = store
-        .begin_operation(
-            &group,
-            &OpKind::ScaleOut {
-                names: vec!["web_2".into()],
-                clone: true,
-            },
-            t(6),
-        )
+        .begin_operation(&group, &OpKind::ScaleOut { names: vec!["web_2".into()], clone: true }, t(6))
         .await
         .unwrap();
-    Written {
-        group,
-        instance,
-        sample,
-        policy,
-        event,
-        done,
-        pending,
-    }
+    Written { group, instance, sample, policy, event, done, pending }
 }
 
 async fn assert_everything(store: &dyn Store, w: &Written) {
     assert_eq!(store.groups().await.unwrap(), vec![w.group.clone()]);
-    assert_eq!(
-        store.primary(&w.group).await.unwrap(),
-        Some(InstanceId::new("web_1"))
-    );
-    assert_eq!(
-        store.instances(&w.group).await.unwrap(),
-        vec![w.instance.clone()]
-    );
-    assert_eq!(
-        store.samples(&w.group, 10).await.unwrap(),
-        vec![w.sample.clone()]
-    );
+    assert_eq!(store.primary(&w.group).await.unwrap(), Some(InstanceId::new("web_1")));
+    assert_eq!(store.instances(&w.group).await.unwrap(), vec![w.instance.clone()]);
+    assert_eq!(store.samples(&w.group, 10).await.unwrap(), vec![w.sample.clone()]);
     assert_eq!(store.policy_state(&w.group).await.unwrap(), w.policy);
     assert_eq!(store.events(None, 10).await.unwrap(), vec![w.event.clone()]);
-    assert_eq!(
-        store.operations(&w.group, 10).await.unwrap(),
-        vec![w.pending.clone(), w.done.clone()]
-    );
-    assert_eq!(
-        store.unfinished_operations().await.unwrap(),
-        vec![w.pending.clone()]
-    );
+    assert_eq!(store.operations(&w.group, 10).await.unwrap(), vec![w.pending.clone(), w.done.clone()]);
+    assert_eq!(store.unfinished_operations().await.unwrap(), vec![w.pending.clone()]);
 }
 
 #[tokio::test]
@@ -153,10 +96,7 @@ async fn pending_operation_is_listed_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flotilla.db");
     let group = GroupId::new("web");
-    let kind = OpKind::Handover {
-        retire: InstanceId::new("web_1"),
-        successor: InstanceId::new("web_clone_1"),
-    };
+    let kind = OpKind::Handover { retire: InstanceId::new("web_1"), successor: InstanceId::new("web_clone_1") };
     let op = {
         let store = SqliteStore::open(&path).unwrap();
         store.ensure_group(&group).await.unwrap();
@@ -166,28 +106,12 @@ async fn pending_operation_is_listed_after_reopen() {
         op
     };
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(
-        store.unfinished_operations().await.unwrap(),
-        vec![op.clone()]
-    );
-    let err = store
-        .begin_operation(&group, &kind, t(20))
-        .await
-        .unwrap_err();
+    assert_eq!(store.unfinished_operations().await.unwrap(), vec![op.clone()]);
+    let err = store.begin_operation(&group, &kind, t(20)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(err.message.contains("store: begin_operation"), "{err}");
-    assert!(
-        err.message.contains(&op.id.to_string()),
-        "names the pending op: {err}"
-    );
-    store
-        .finish_operation(
-            op.id,
-            &OpState::Failed("abandoned after restart".into()),
-            t(30),
-        )
-        .await
-        .unwrap();
+    assert!(err.message.contains(&op.id.to_string()), "names the pending op: {err}");
+    store.finish_operation(op.id, &OpState::Failed("abandoned after restart".into()), t(30)).await.unwrap();
     assert!(store.unfinished_operations().await.unwrap().is_empty());
 }
 
@@ -202,29 +126,15 @@ async fn two_handles_share_one_file() {
     assert_everything(&status, &written).await;
 
     // Writes from the second handle are seen by the first, and the pending-op rule holds across both.
-    let err = status
-        .begin_operation(&written.group, &OpKind::ScaleIn { victims: vec![] }, t(50))
-        .await
-        .unwrap_err();
+    let err = status.begin_operation(&written.group, &OpKind::ScaleIn { victims: vec![] }, t(50)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
-    status
-        .finish_operation(written.pending.id, &OpState::Done, t(51))
-        .await
-        .unwrap();
+    status.finish_operation(written.pending.id, &OpState::Done, t(51)).await.unwrap();
     assert!(daemon.unfinished_operations().await.unwrap().is_empty());
     status
-        .record_event(&Event {
-            at: t(52),
-            group: written.group.clone(),
-            kind: EventKind::Info,
-            message: "hi".into(),
-        })
+        .record_event(&Event { at: t(52), group: written.group.clone(), kind: EventKind::Info, message: "hi".into() })
         .await
         .unwrap();
-    assert_eq!(
-        daemon.events(Some(&written.group), 1).await.unwrap()[0].message,
-        "hi"
-    );
+    assert_eq!(daemon.events(Some(&written.group), 1).await.unwrap()[0].message, "hi");
 }
 
 /// Concurrent writers on two handles (two processes, in effect) wait for each other instead of
@@ -241,25 +151,16 @@ async fn concurrent_writers_on_two_handles() {
     let writer = |store: Arc<SqliteStore>, who: &'static str| {
         let group = group.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
                 for n in 0..100u64 {
                     let s = Sample::new(InstanceId::new(who), t(n)).with(Metric::Cpu, n as f64);
                     store.push_samples(&group, &[s], 1000).await.unwrap();
-                    let e = Event {
-                        at: t(n),
-                        group: group.clone(),
-                        kind: EventKind::Info,
-                        message: format!("{who} {n}"),
-                    };
+                    let e =
+                        Event { at: t(n), group: group.clone(), kind: EventKind::Info, message: format!("{who} {n}") };
                     store.record_event(&e).await.unwrap();
                 }
-                store
-                    .begin_operation(&group, &OpKind::ScaleIn { victims: vec![] }, t(0))
-                    .await
-                    .map(|_| ())
+                store.begin_operation(&group, &OpKind::ScaleIn { victims: vec![] }, t(0)).await.map(|_| ())
             })
         })
     };
@@ -285,20 +186,14 @@ async fn migrations_are_idempotent_and_tracked() {
         assert_everything(&store, &written).await;
     }
     let c = raw(&path);
-    let version: u32 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let version: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    let mode: String = c
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let tables: i64 = c
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(tables, 6);
 }
@@ -308,15 +203,10 @@ async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flotilla.db");
     drop(SqliteStore::open(&path).unwrap());
-    raw(&path)
-        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-        .unwrap();
+    raw(&path).pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
-    assert!(
-        err.message.contains("newer than this flotilla supports"),
-        "{err}"
-    );
+    assert!(err.message.contains("newer than this flotilla supports"), "{err}");
 }
 
 #[tokio::test]
@@ -336,10 +226,7 @@ async fn the_database_enforces_one_pending_operation() {
     let path = dir.path().join("flotilla.db");
     let store = SqliteStore::open(&path).unwrap();
     let group = GroupId::new("web");
-    store
-        .begin_operation(&group, &OpKind::ScaleIn { victims: vec![] }, t(0))
-        .await
-        .unwrap();
+    store.begin_operation(&group, &OpKind::ScaleIn { victims: vec![] }, t(0)).await.unwrap();
     // Even raw SQL that bypasses the store cannot add a second pending row.
     let err = raw(&path)
         .execute(
@@ -365,26 +252,14 @@ async fn an_unknown_operation_kind_is_a_clear_error() {
         "INSERT INTO operations (group_name, kind, payload_json, state, created_at_ms, updated_at_ms)
          VALUES ('web', 'teleport', '{}', 'pending', 0, 0)",
     );
-    let id: i64 = raw(&path)
-        .query_row("SELECT max(id) FROM operations", [], |r| r.get(0))
-        .unwrap();
+    let id: i64 = raw(&path).query_row("SELECT max(id) FROM operations", [], |r| r.get(0)).unwrap();
     for err in [
         store.unfinished_operations().await.unwrap_err(),
-        store
-            .operations(&GroupId::new("web"), 10)
-            .await
-            .unwrap_err(),
+        store.operations(&GroupId::new("web"), 10).await.unwrap_err(),
     ] {
         assert_eq!(err.kind(), ErrorKind::Bug);
-        assert!(
-            err.message
-                .contains(&format!("operations row {id} (group web)")),
-            "{err}"
-        );
-        assert!(
-            err.message.contains("unknown operation kind \"teleport\""),
-            "{err}"
-        );
+        assert!(err.message.contains(&format!("operations row {id} (group web)")), "{err}");
+        assert!(err.message.contains("unknown operation kind \"teleport\""), "{err}");
     }
 }
 
@@ -426,10 +301,7 @@ async fn other_damaged_rows_are_clear_errors() {
             _ => store.policy_state(&g).await.unwrap_err(),
         };
         assert_eq!(err.kind(), ErrorKind::Bug, "{err}");
-        assert!(
-            err.message.contains(expected),
-            "expected {expected:?} in {err}"
-        );
+        assert!(err.message.contains(expected), "expected {expected:?} in {err}");
         corrupt(&path, "DELETE FROM operations; DELETE FROM samples; DELETE FROM instances; DELETE FROM events; DELETE FROM policy_state;");
     }
 }
@@ -441,33 +313,17 @@ async fn events_are_trimmed_per_group() {
     let (a, b) = (GroupId::new("a"), GroupId::new("b"));
     for n in 0..3 {
         store
-            .record_event(&Event {
-                at: t(n),
-                group: b.clone(),
-                kind: EventKind::Info,
-                message: format!("b{n}"),
-            })
+            .record_event(&Event { at: t(n), group: b.clone(), kind: EventKind::Info, message: format!("b{n}") })
             .await
             .unwrap();
     }
     for n in 0..20 {
         store
-            .record_event(&Event {
-                at: t(n),
-                group: a.clone(),
-                kind: EventKind::Info,
-                message: format!("a{n}"),
-            })
+            .record_event(&Event { at: t(n), group: a.clone(), kind: EventKind::Info, message: format!("a{n}") })
             .await
             .unwrap();
     }
-    let msgs: Vec<String> = store
-        .events(Some(&a), 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.message)
-        .collect();
+    let msgs: Vec<String> = store.events(Some(&a), 100).await.unwrap().into_iter().map(|e| e.message).collect();
     assert_eq!(msgs, ["a19", "a18", "a17", "a16", "a15"]);
     assert_eq!(store.events(Some(&b), 100).await.unwrap().len(), 3);
 }
@@ -489,35 +345,16 @@ async fn bad_input_is_refused_without_writing() {
     let bad = Sample::new(InstanceId::new("m"), t(1)).with(Metric::Cpu, f64::NAN);
     let err = store.push_samples(&g, &[good, bad], 10).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
-    assert!(
-        store.samples(&g, 10).await.unwrap().is_empty(),
-        "nothing written"
-    );
+    assert!(store.samples(&g, 10).await.unwrap().is_empty(), "nothing written");
 
     let huge = Instance::new("m", &g, Timestamp(u64::MAX));
-    assert_eq!(
-        store.upsert_instance(&huge).await.unwrap_err().kind(),
-        ErrorKind::Invalid
-    );
+    assert_eq!(store.upsert_instance(&huge).await.unwrap_err().kind(), ErrorKind::Invalid);
 
-    let err = store
-        .set_primary(&g, Some(&InstanceId::new("m")))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.kind(),
-        ErrorKind::NotFound,
-        "set_primary needs ensure_group first: {err}"
-    );
+    let err = store.set_primary(&g, Some(&InstanceId::new("m"))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "set_primary needs ensure_group first: {err}");
 
-    let op = store
-        .begin_operation(&g, &OpKind::ScaleIn { victims: vec![] }, t(0))
-        .await
-        .unwrap();
-    let err = store
-        .finish_operation(op.id, &OpState::Pending, t(1))
-        .await
-        .unwrap_err();
+    let op = store.begin_operation(&g, &OpKind::ScaleIn { victims: vec![] }, t(0)).await.unwrap();
+    let err = store.finish_operation(op.id, &OpState::Pending, t(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
 }
 
@@ -528,27 +365,11 @@ async fn busy_is_transient() {
     let path = dir.path().join("flotilla.db");
     let store = SqliteStore::open(&path).unwrap();
     let holder = raw(&path);
-    holder
-        .execute_batch("BEGIN IMMEDIATE; INSERT INTO groups (name) VALUES ('held');")
-        .unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE; INSERT INTO groups (name) VALUES ('held');").unwrap();
     // The store waits the full busy timeout (5 s), as a real second writer would, then gives up.
-    let err = store
-        .begin_operation(
-            &GroupId::new("g"),
-            &OpKind::ScaleIn { victims: vec![] },
-            t(0),
-        )
-        .await
-        .unwrap_err();
+    let err = store.begin_operation(&GroupId::new("g"), &OpKind::ScaleIn { victims: vec![] }, t(0)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(err.message.starts_with("store: begin_operation: "), "{err}");
     holder.execute_batch("ROLLBACK").unwrap();
-    store
-        .begin_operation(
-            &GroupId::new("g"),
-            &OpKind::ScaleIn { victims: vec![] },
-            t(0),
-        )
-        .await
-        .unwrap();
+    store.begin_operation(&GroupId::new("g"), &OpKind::ScaleIn { victims: vec![] }, t(0)).await.unwrap();
 }

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flotilla_model::{
-    ErrorKind, Event, EventKind, GroupId, Instance, InstanceId, InstanceState, Metric, OpId,
-    OpKind, OpState, PolicyState, Sample, Store, Timestamp,
+    ErrorKind, Event, EventKind, GroupId, Instance, InstanceId, InstanceState, Metric, OpId, OpKind, OpState,
+    PolicyState, Sample, Store, Timestamp,
 };
 
 /// A base time for the checks' timestamps (2023-11-14), well inside every backend's range.
@@ -31,15 +31,10 @@ fn t(offset_ms: u64) -> Timestamp {
 /// A group name no other check, and no earlier run against the same database, uses.
 pub fn unique_group(check: &str) -> GroupId {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    GroupId(format!(
-        "conf-{check}-{}-{nanos:x}-{seq}",
-        std::process::id()
-    ))
+    GroupId(format!("conf-{check}-{}-{nanos:x}-{seq}", std::process::id()))
 }
 
 /// Runs every check in turn. Panics (with the check's name in the message) on the first failure.
@@ -73,98 +68,36 @@ fn sorted(mut instances: Vec<Instance>) -> Vec<Instance> {
 pub async fn check_groups(store: &dyn Store) {
     let a = unique_group("groups-a");
     let b = unique_group("groups-b");
-    store
-        .ensure_group(&a)
-        .await
-        .expect("check_groups: ensure_group a");
-    store
-        .ensure_group(&a)
-        .await
-        .expect("check_groups: ensure_group a again is not an error");
-    store
-        .ensure_group(&b)
-        .await
-        .expect("check_groups: ensure_group b");
+    store.ensure_group(&a).await.expect("check_groups: ensure_group a");
+    store.ensure_group(&a).await.expect("check_groups: ensure_group a again is not an error");
+    store.ensure_group(&b).await.expect("check_groups: ensure_group b");
     let groups = store.groups().await.expect("check_groups: groups");
-    assert_eq!(
-        groups.iter().filter(|g| **g == a).count(),
-        1,
-        "check_groups: {a} listed exactly once in {groups:?}"
-    );
-    assert_eq!(
-        groups.iter().filter(|g| **g == b).count(),
-        1,
-        "check_groups: {b} listed exactly once in {groups:?}"
-    );
+    assert_eq!(groups.iter().filter(|g| **g == a).count(), 1, "check_groups: {a} listed exactly once in {groups:?}");
+    assert_eq!(groups.iter().filter(|g| **g == b).count(), 1, "check_groups: {b} listed exactly once in {groups:?}");
 }
 
 /// The primary starts unset, can be set, replaced and unset, and is per group.
 pub async fn check_primary(store: &dyn Store) {
     let g = unique_group("primary");
     let other = unique_group("primary-other");
-    store
-        .ensure_group(&g)
-        .await
-        .expect("check_primary: ensure_group");
-    store
-        .ensure_group(&other)
-        .await
-        .expect("check_primary: ensure_group other");
-    assert_eq!(
-        store.primary(&g).await.expect("check_primary: primary"),
-        None,
-        "check_primary: unset at first"
-    );
+    store.ensure_group(&g).await.expect("check_primary: ensure_group");
+    store.ensure_group(&other).await.expect("check_primary: ensure_group other");
+    assert_eq!(store.primary(&g).await.expect("check_primary: primary"), None, "check_primary: unset at first");
 
     let p1 = InstanceId::new("web_1");
-    store
-        .set_primary(&g, Some(&p1))
-        .await
-        .expect("check_primary: set");
-    assert_eq!(
-        store.primary(&g).await.expect("check_primary: primary"),
-        Some(p1.clone()),
-        "check_primary: set"
-    );
-    assert_eq!(
-        store.primary(&other).await.expect("check_primary: other"),
-        None,
-        "check_primary: per group"
-    );
+    store.set_primary(&g, Some(&p1)).await.expect("check_primary: set");
+    assert_eq!(store.primary(&g).await.expect("check_primary: primary"), Some(p1.clone()), "check_primary: set");
+    assert_eq!(store.primary(&other).await.expect("check_primary: other"), None, "check_primary: per group");
 
     let p2 = InstanceId::new("web_clone_1");
-    store
-        .set_primary(&g, Some(&p2))
-        .await
-        .expect("check_primary: replace");
-    assert_eq!(
-        store.primary(&g).await.expect("check_primary: primary"),
-        Some(p2),
-        "check_primary: replaced"
-    );
+    store.set_primary(&g, Some(&p2)).await.expect("check_primary: replace");
+    assert_eq!(store.primary(&g).await.expect("check_primary: primary"), Some(p2), "check_primary: replaced");
 
-    store
-        .ensure_group(&g)
-        .await
-        .expect("check_primary: ensure_group again");
-    assert!(
-        store
-            .primary(&g)
-            .await
-            .expect("check_primary: primary")
-            .is_some(),
-        "check_primary: ensure_group keeps it"
-    );
+    store.ensure_group(&g).await.expect("check_primary: ensure_group again");
+    assert!(store.primary(&g).await.expect("check_primary: primary").is_some(), "check_primary: ensure_group keeps it");
 
-    store
-        .set_primary(&g, None)
-        .await
-        .expect("check_primary: unset");
-    assert_eq!(
-        store.primary(&g).await.expect("check_primary: primary"),
-        None,
-        "check_primary: unset again"
-    );
+    store.set_primary(&g, None).await.expect("check_primary: unset");
+    assert_eq!(store.primary(&g).await.expect("check_primary: primary"), None, "check_primary: unset again");
 }
 
 fn member(id: &str, group: &GroupId, at: u64) -> Instance {
@@ -175,20 +108,10 @@ fn member(id: &str, group: &GroupId, at: u64) -> Instance {
 pub async fn check_instances(store: &dyn Store) {
     let g = unique_group("instances");
     let other = unique_group("instances-other");
-    store
-        .ensure_group(&g)
-        .await
-        .expect("check_instances: ensure_group");
-    store
-        .ensure_group(&other)
-        .await
-        .expect("check_instances: ensure_group other");
+    store.ensure_group(&g).await.expect("check_instances: ensure_group");
+    store.ensure_group(&other).await.expect("check_instances: ensure_group other");
     assert!(
-        store
-            .instances(&g)
-            .await
-            .expect("check_instances: instances")
-            .is_empty(),
+        store.instances(&g).await.expect("check_instances: instances").is_empty(),
         "check_instances: empty at first"
     );
 
@@ -199,10 +122,7 @@ pub async fn check_instances(store: &dyn Store) {
     a.tags = BTreeMap::from([
         ("pid".to_string(), "4242".to_string()),
         ("vcpus".to_string(), "2".to_string()),
-        (
-            "odd \"key\" ü".to_string(),
-            "line\nbreak, {json: [1]}".to_string(),
-        ),
+        ("odd \"key\" ü".to_string(), "line\nbreak, {json: [1]}".to_string()),
         ("empty".to_string(), String::new()),
     ]);
     let b = member("web_2", &g, 2);
@@ -211,26 +131,15 @@ pub async fn check_instances(store: &dyn Store) {
     a_elsewhere.state = InstanceState::Draining;
 
     for i in [&a, &b, &a_elsewhere] {
-        store
-            .upsert_instance(i)
-            .await
-            .expect("check_instances: upsert");
+        store.upsert_instance(i).await.expect("check_instances: upsert");
     }
     assert_eq!(
-        sorted(
-            store
-                .instances(&g)
-                .await
-                .expect("check_instances: instances")
-        ),
+        sorted(store.instances(&g).await.expect("check_instances: instances")),
         vec![a.clone(), b.clone()],
         "check_instances: both members, every field as written"
     );
     assert_eq!(
-        store
-            .instances(&other)
-            .await
-            .expect("check_instances: instances other"),
+        store.instances(&other).await.expect("check_instances: instances other"),
         vec![a_elsewhere.clone()],
         "check_instances: same id in another group is separate"
     );
@@ -242,66 +151,33 @@ pub async fn check_instances(store: &dyn Store) {
     a2.address = None;
     a2.created_at = t(10);
     a2.tags = BTreeMap::from([("pid".to_string(), "4343".to_string())]);
-    store
-        .upsert_instance(&a2)
-        .await
-        .expect("check_instances: upsert update");
+    store.upsert_instance(&a2).await.expect("check_instances: upsert update");
     assert_eq!(
-        sorted(
-            store
-                .instances(&g)
-                .await
-                .expect("check_instances: instances")
-        ),
+        sorted(store.instances(&g).await.expect("check_instances: instances")),
         vec![a2.clone(), b.clone()],
         "check_instances: update replaces the row, no duplicate"
     );
 
-    store
-        .remove_instance(&g, &a.id)
-        .await
-        .expect("check_instances: remove");
+    store.remove_instance(&g, &a.id).await.expect("check_instances: remove");
     assert_eq!(
-        store
-            .instances(&g)
-            .await
-            .expect("check_instances: instances"),
+        store.instances(&g).await.expect("check_instances: instances"),
         vec![b.clone()],
         "check_instances: removed"
     );
     assert_eq!(
-        store
-            .instances(&other)
-            .await
-            .expect("check_instances: instances other"),
+        store.instances(&other).await.expect("check_instances: instances other"),
         vec![a_elsewhere],
         "check_instances: removing from one group leaves the other alone"
     );
-    store
-        .remove_instance(&g, &a.id)
-        .await
-        .expect("check_instances: removing a gone member is not an error");
-    store
-        .remove_instance(&g, &b.id)
-        .await
-        .expect("check_instances: remove b");
-    assert!(
-        store
-            .instances(&g)
-            .await
-            .expect("check_instances: instances")
-            .is_empty(),
-        "check_instances: all gone"
-    );
+    store.remove_instance(&g, &a.id).await.expect("check_instances: removing a gone member is not an error");
+    store.remove_instance(&g, &b.id).await.expect("check_instances: remove b");
+    assert!(store.instances(&g).await.expect("check_instances: instances").is_empty(), "check_instances: all gone");
 }
 
 /// Every `InstanceState` survives the round trip, `Failed` with its reason (including an empty one).
 pub async fn check_instance_states(store: &dyn Store) {
     let g = unique_group("instance-states");
-    store
-        .ensure_group(&g)
-        .await
-        .expect("check_instance_states: ensure_group");
+    store.ensure_group(&g).await.expect("check_instance_states: ensure_group");
     let states = [
         InstanceState::Creating,
         InstanceState::Running,
@@ -314,19 +190,11 @@ pub async fn check_instance_states(store: &dyn Store) {
     for (n, state) in states.iter().enumerate() {
         let mut i = member(&format!("m_{n}"), &g, n as u64);
         i.state = state.clone();
-        store
-            .upsert_instance(&i)
-            .await
-            .expect("check_instance_states: upsert");
+        store.upsert_instance(&i).await.expect("check_instance_states: upsert");
         written.push(i);
     }
     assert_eq!(
-        sorted(
-            store
-                .instances(&g)
-                .await
-                .expect("check_instance_states: instances")
-        ),
+        sorted(store.instances(&g).await.expect("check_instance_states: instances")),
         written,
         "check_instance_states: every state round-trips"
     );
@@ -334,18 +202,9 @@ pub async fn check_instance_states(store: &dyn Store) {
     let mut i = member("life", &g, 100);
     for state in &states {
         i.state = state.clone();
-        store
-            .upsert_instance(&i)
-            .await
-            .expect("check_instance_states: upsert life");
-        let got = store
-            .instances(&g)
-            .await
-            .expect("check_instance_states: instances");
-        let got = got
-            .iter()
-            .find(|m| m.id == i.id)
-            .expect("check_instance_states: life member present");
+        store.upsert_instance(&i).await.expect("check_instance_states: upsert life");
+        let got = store.instances(&g).await.expect("check_instance_states: instances");
+        let got = got.iter().find(|m| m.id == i.id).expect("check_instance_states: life member present");
         assert_eq!(got, &i, "check_instance_states: transition to {state:?}");
     }
 }
@@ -354,22 +213,9 @@ pub async fn check_instance_states(store: &dyn Store) {
 pub async fn check_samples(store: &dyn Store) {
     let g = unique_group("samples");
     let other = unique_group("samples-other");
-    store
-        .ensure_group(&g)
-        .await
-        .expect("check_samples: ensure_group");
-    store
-        .ensure_group(&other)
-        .await
-        .expect("check_samples: ensure_group other");
-    assert!(
-        store
-            .samples(&g, 10)
-            .await
-            .expect("check_samples: samples")
-            .is_empty(),
-        "check_samples: empty at first"
-    );
+    store.ensure_group(&g).await.expect("check_samples: ensure_group");
+    store.ensure_group(&other).await.expect("check_samples: ensure_group other");
+    assert!(store.samples(&g, 10).await.expect("check_samples: samples").is_empty(), "check_samples: empty at first");
 
     let s = |n: u64| {
         let mut s = Sample::new(InstanceId::new(format!("web_{}", n % 2)), t(n * 1000));
@@ -384,50 +230,26 @@ pub async fn check_samples(store: &dyn Store) {
     let mut empty = Sample::new(InstanceId::new("web_9"), t(99));
     empty.values.clear();
 
-    store
-        .push_samples(&other, &[s(100), empty.clone()], 10)
-        .await
-        .expect("check_samples: push other");
-    store
-        .push_samples(&g, &[s(1), s(2), s(3), s(4), s(5)], 3)
-        .await
-        .expect("check_samples: push 5 keep 3");
+    store.push_samples(&other, &[s(100), empty.clone()], 10).await.expect("check_samples: push other");
+    store.push_samples(&g, &[s(1), s(2), s(3), s(4), s(5)], 3).await.expect("check_samples: push 5 keep 3");
     assert_eq!(
         normalized(store.samples(&g, 10).await.expect("check_samples: samples")),
         normalized(vec![s(5), s(4), s(3)]),
         "check_samples: newest 3, newest first"
     );
-    store
-        .push_samples(&g, &[s(6), s(7)], 3)
-        .await
-        .expect("check_samples: push 2 keep 3");
+    store.push_samples(&g, &[s(6), s(7)], 3).await.expect("check_samples: push 2 keep 3");
     assert_eq!(
         normalized(store.samples(&g, 10).await.expect("check_samples: samples")),
         normalized(vec![s(7), s(6), s(5)]),
         "check_samples: window slides across pushes"
     );
     assert_eq!(
-        normalized(
-            store
-                .samples(&g, 2)
-                .await
-                .expect("check_samples: samples limit 2")
-        ),
+        normalized(store.samples(&g, 2).await.expect("check_samples: samples limit 2")),
         normalized(vec![s(7), s(6)]),
         "check_samples: limit"
     );
-    assert!(
-        store
-            .samples(&g, 0)
-            .await
-            .expect("check_samples: limit 0")
-            .is_empty(),
-        "check_samples: limit 0"
-    );
-    store
-        .push_samples(&g, &[], 2)
-        .await
-        .expect("check_samples: push nothing, keep 2");
+    assert!(store.samples(&g, 0).await.expect("check_samples: limit 0").is_empty(), "check_samples: limit 0");
+    store.push_samples(&g, &[], 2).await.expect("check_samples: push nothing, keep 2");
     assert_eq!(
         normalized(store.samples(&g, 10).await.expect("check_samples: samples")),
         normalized(vec![s(7), s(6)]),
@@ -444,15 +266,9 @@ pub async fn check_samples(store: &dyn Store) {
 pub async fn check_policy_state(store: &dyn Store) {
     let g = unique_group("policy");
     let other = unique_group("policy-other");
-    store
-        .ensure_group(&g)
-        .await
-        .expect("check_policy_state: ensure_group");
+    store.ensure_group(&g).await.expect("check_policy_state: ensure_group");
     assert_eq!(
-        store
-            .policy_state(&g)
-            .await
-            .expect("check_policy_state: read"),
+        store.policy_state(&g).await.expect("check_policy_state: read"),
         PolicyState::default(),
         "check_policy_state: default when never saved"
     );
@@ -464,18 +280,8 @@ pub async fn check_policy_state(store: &dyn Store) {
         last_scale_out: Some(t(1_000)),
         last_scale_in: Some(t(2_000)),
     };
-    store
-        .save_policy_state(&g, &full)
-        .await
-        .expect("check_policy_state: save full");
-    assert_eq!(
-        store
-            .policy_state(&g)
-            .await
-            .expect("check_policy_state: read"),
-        full,
-        "check_policy_state: full"
-    );
+    store.save_policy_state(&g, &full).await.expect("check_policy_state: save full");
+    assert_eq!(store.policy_state(&g).await.expect("check_policy_state: read"), full, "check_policy_state: full");
 
     let partial = PolicyState {
         up_count: 0,
@@ -484,40 +290,18 @@ pub async fn check_policy_state(store: &dyn Store) {
         last_scale_out: None,
         last_scale_in: Some(t(3_000)),
     };
-    store
-        .save_policy_state(&g, &partial)
-        .await
-        .expect("check_policy_state: overwrite");
+    store.save_policy_state(&g, &partial).await.expect("check_policy_state: overwrite");
     assert_eq!(
-        store
-            .policy_state(&g)
-            .await
-            .expect("check_policy_state: read"),
+        store.policy_state(&g).await.expect("check_policy_state: read"),
         partial,
         "check_policy_state: overwrite, a stamp back to None"
     );
 
-    let none = PolicyState {
-        last_scale_in: None,
-        ..partial
-    };
-    store
-        .save_policy_state(&g, &none)
-        .await
-        .expect("check_policy_state: save no stamps");
+    let none = PolicyState { last_scale_in: None, ..partial };
+    store.save_policy_state(&g, &none).await.expect("check_policy_state: save no stamps");
+    assert_eq!(store.policy_state(&g).await.expect("check_policy_state: read"), none, "check_policy_state: no stamps");
     assert_eq!(
-        store
-            .policy_state(&g)
-            .await
-            .expect("check_policy_state: read"),
-        none,
-        "check_policy_state: no stamps"
-    );
-    assert_eq!(
-        store
-            .policy_state(&other)
-            .await
-            .expect("check_policy_state: other"),
+        store.policy_state(&other).await.expect("check_policy_state: other"),
         PolicyState::default(),
         "check_policy_state: per group"
     );
@@ -527,22 +311,9 @@ pub async fn check_policy_state(store: &dyn Store) {
 pub async fn check_events(store: &dyn Store) {
     let a = unique_group("events-a");
     let b = unique_group("events-b");
-    store
-        .ensure_group(&a)
-        .await
-        .expect("check_events: ensure_group a");
-    store
-        .ensure_group(&b)
-        .await
-        .expect("check_events: ensure_group b");
-    assert!(
-        store
-            .events(Some(&a), 10)
-            .await
-            .expect("check_events: events")
-            .is_empty(),
-        "check_events: none at first"
-    );
+    store.ensure_group(&a).await.expect("check_events: ensure_group a");
+    store.ensure_group(&b).await.expect("check_events: ensure_group b");
+    assert!(store.events(Some(&a), 10).await.expect("check_events: events").is_empty(), "check_events: none at first");
 
     let kinds = [
         EventKind::ScaleOut,
@@ -567,12 +338,7 @@ pub async fn check_events(store: &dyn Store) {
         written.push(e);
     }
     let newest_first = |group: Option<&GroupId>| -> Vec<Event> {
-        written
-            .iter()
-            .rev()
-            .filter(|e| group.is_none_or(|g| &e.group == g))
-            .cloned()
-            .collect()
+        written.iter().rev().filter(|e| group.is_none_or(|g| &e.group == g)).cloned().collect()
     };
 
     assert_eq!(
@@ -586,38 +352,17 @@ pub async fn check_events(store: &dyn Store) {
         "check_events: group b"
     );
     assert_eq!(
-        store
-            .events(Some(&a), 2)
-            .await
-            .expect("check_events: a limit 2"),
+        store.events(Some(&a), 2).await.expect("check_events: a limit 2"),
         newest_first(Some(&a))[..2].to_vec(),
         "check_events: group and limit"
     );
-    assert!(
-        store
-            .events(Some(&a), 0)
-            .await
-            .expect("check_events: limit 0")
-            .is_empty(),
-        "check_events: limit 0"
-    );
+    assert!(store.events(Some(&a), 0).await.expect("check_events: limit 0").is_empty(), "check_events: limit 0");
 
     // All groups: other checks (or runs) may have written events too, so look at ours only.
     let all = store.events(None, 10_000).await.expect("check_events: all");
-    let ours: Vec<Event> = all
-        .iter()
-        .filter(|e| e.group == a || e.group == b)
-        .cloned()
-        .collect();
-    assert_eq!(
-        ours,
-        newest_first(None),
-        "check_events: all groups, newest first"
-    );
-    let two = store
-        .events(None, 2)
-        .await
-        .expect("check_events: all limit 2");
+    let ours: Vec<Event> = all.iter().filter(|e| e.group == a || e.group == b).cloned().collect();
+    assert_eq!(ours, newest_first(None), "check_events: all groups, newest first");
+    let two = store.events(None, 2).await.expect("check_events: all limit 2");
     assert_eq!(two.len(), 2, "check_events: all groups honours limit");
 }
 
@@ -626,96 +371,41 @@ pub async fn check_events(store: &dyn Store) {
 pub async fn check_operation_lifecycle(store: &dyn Store) {
     let a = unique_group("ops-a");
     let b = unique_group("ops-b");
-    store
-        .ensure_group(&a)
-        .await
-        .expect("check_operation_lifecycle: ensure_group a");
-    store
-        .ensure_group(&b)
-        .await
-        .expect("check_operation_lifecycle: ensure_group b");
+    store.ensure_group(&a).await.expect("check_operation_lifecycle: ensure_group a");
+    store.ensure_group(&b).await.expect("check_operation_lifecycle: ensure_group b");
     let ours = |ops: Vec<flotilla_model::Operation>| -> Vec<flotilla_model::Operation> {
-        ops.into_iter()
-            .filter(|o| o.group == a || o.group == b)
-            .collect()
+        ops.into_iter().filter(|o| o.group == a || o.group == b).collect()
     };
     assert!(
-        ours(
-            store
-                .unfinished_operations()
-                .await
-                .expect("check_operation_lifecycle: unfinished")
-        )
-        .is_empty(),
+        ours(store.unfinished_operations().await.expect("check_operation_lifecycle: unfinished")).is_empty(),
         "check_operation_lifecycle: nothing pending at first"
     );
 
-    let kind_a = OpKind::ScaleOut {
-        names: vec!["web_2".to_string()],
-        clone: false,
-    };
-    let op_a = store
-        .begin_operation(&a, &kind_a, t(100))
-        .await
-        .expect("check_operation_lifecycle: begin a");
-    assert_eq!(
-        op_a.group, a,
-        "check_operation_lifecycle: begin returns the group"
-    );
-    assert_eq!(
-        op_a.kind, kind_a,
-        "check_operation_lifecycle: begin returns the kind"
-    );
-    assert_eq!(
-        op_a.state,
-        OpState::Pending,
-        "check_operation_lifecycle: begin returns Pending"
-    );
-    assert_eq!(
-        (op_a.created_at, op_a.updated_at),
-        (t(100), t(100)),
-        "check_operation_lifecycle: begin stamps"
-    );
+    let kind_a = OpKind::ScaleOut { names: vec!["web_2".to_string()], clone: false };
+    let op_a = store.begin_operation(&a, &kind_a, t(100)).await.expect("check_operation_lifecycle: begin a");
+    assert_eq!(op_a.group, a, "check_operation_lifecycle: begin returns the group");
+    assert_eq!(op_a.kind, kind_a, "check_operation_lifecycle: begin returns the kind");
+    assert_eq!(op_a.state, OpState::Pending, "check_operation_lifecycle: begin returns Pending");
+    assert_eq!((op_a.created_at, op_a.updated_at), (t(100), t(100)), "check_operation_lifecycle: begin stamps");
 
-    let kind_b = OpKind::ScaleIn {
-        victims: vec![InstanceId::new("web_1")],
-    };
-    let op_b = store
-        .begin_operation(&b, &kind_b, t(200))
-        .await
-        .expect("check_operation_lifecycle: begin b");
+    let kind_b = OpKind::ScaleIn { victims: vec![InstanceId::new("web_1")] };
+    let op_b = store.begin_operation(&b, &kind_b, t(200)).await.expect("check_operation_lifecycle: begin b");
     assert_ne!(op_a.id, op_b.id, "check_operation_lifecycle: distinct ids");
 
     assert_eq!(
-        ours(
-            store
-                .unfinished_operations()
-                .await
-                .expect("check_operation_lifecycle: unfinished")
-        ),
+        ours(store.unfinished_operations().await.expect("check_operation_lifecycle: unfinished")),
         vec![op_a.clone(), op_b.clone()],
         "check_operation_lifecycle: both pending, oldest first, exactly as begun"
     );
     assert_eq!(
-        store
-            .operations(&a, 10)
-            .await
-            .expect("check_operation_lifecycle: operations a"),
+        store.operations(&a, 10).await.expect("check_operation_lifecycle: operations a"),
         vec![op_a.clone()],
         "check_operation_lifecycle: operations of a group"
     );
 
-    store
-        .finish_operation(op_a.id, &OpState::Done, t(150))
-        .await
-        .expect("check_operation_lifecycle: finish a");
+    store.finish_operation(op_a.id, &OpState::Done, t(150)).await.expect("check_operation_lifecycle: finish a");
     assert_eq!(
-        ours(
-            store
-                .unfinished_operations()
-                .await
-                .expect("check_operation_lifecycle: unfinished")
-        ),
+        ours(store.unfinished_operations().await.expect("check_operation_lifecycle: unfinished")),
         vec![op_b.clone()],
         "check_operation_lifecycle: a done, b still pending"
     );
@@ -725,72 +415,37 @@ pub async fn check_operation_lifecycle(store: &dyn Store) {
         .await
         .expect("check_operation_lifecycle: finish b");
     assert!(
-        ours(
-            store
-                .unfinished_operations()
-                .await
-                .expect("check_operation_lifecycle: unfinished")
-        )
-        .is_empty(),
+        ours(store.unfinished_operations().await.expect("check_operation_lifecycle: unfinished")).is_empty(),
         "check_operation_lifecycle: nothing pending after both finished"
     );
 
-    let done_a = flotilla_model::Operation {
-        state: OpState::Done,
-        updated_at: t(150),
-        ..op_a.clone()
-    };
-    let failed_b = flotilla_model::Operation {
-        state: OpState::Failed(reason),
-        updated_at: t(250),
-        ..op_b.clone()
-    };
+    let done_a = flotilla_model::Operation { state: OpState::Done, updated_at: t(150), ..op_a.clone() };
+    let failed_b = flotilla_model::Operation { state: OpState::Failed(reason), updated_at: t(250), ..op_b.clone() };
     assert_eq!(
-        store
-            .operations(&a, 10)
-            .await
-            .expect("check_operation_lifecycle: operations a"),
+        store.operations(&a, 10).await.expect("check_operation_lifecycle: operations a"),
         vec![done_a.clone()],
         "check_operation_lifecycle: Done kept in history with its finish time"
     );
     assert_eq!(
-        store
-            .operations(&b, 10)
-            .await
-            .expect("check_operation_lifecycle: operations b"),
+        store.operations(&b, 10).await.expect("check_operation_lifecycle: operations b"),
         vec![failed_b],
         "check_operation_lifecycle: Failed kept with its reason"
     );
 
     // A finished operation frees the group: the next one begins, and history is newest first.
-    let kind_a2 = OpKind::Handover {
-        retire: InstanceId::new("web_1"),
-        successor: InstanceId::new("web_clone_1"),
-    };
-    let op_a2 = store
-        .begin_operation(&a, &kind_a2, t(300))
-        .await
-        .expect("check_operation_lifecycle: begin a again");
+    let kind_a2 = OpKind::Handover { retire: InstanceId::new("web_1"), successor: InstanceId::new("web_clone_1") };
+    let op_a2 = store.begin_operation(&a, &kind_a2, t(300)).await.expect("check_operation_lifecycle: begin a again");
     assert_eq!(
-        store
-            .operations(&a, 10)
-            .await
-            .expect("check_operation_lifecycle: operations a"),
+        store.operations(&a, 10).await.expect("check_operation_lifecycle: operations a"),
         vec![op_a2.clone(), done_a.clone()],
         "check_operation_lifecycle: newest first"
     );
     assert_eq!(
-        store
-            .operations(&a, 1)
-            .await
-            .expect("check_operation_lifecycle: operations a limit 1"),
+        store.operations(&a, 1).await.expect("check_operation_lifecycle: operations a limit 1"),
         vec![op_a2.clone()],
         "check_operation_lifecycle: limit"
     );
-    store
-        .finish_operation(op_a2.id, &OpState::Done, t(350))
-        .await
-        .expect("check_operation_lifecycle: finish a2");
+    store.finish_operation(op_a2.id, &OpState::Done, t(350)).await.expect("check_operation_lifecycle: finish a2");
 }
 
 /// A second `begin_operation` for a group with a pending one is a Conflict, and changes nothing; other
@@ -798,143 +453,59 @@ pub async fn check_operation_lifecycle(store: &dyn Store) {
 pub async fn check_one_pending_operation_per_group(store: &dyn Store) {
     let g = unique_group("ops-one-pending");
     let other = unique_group("ops-one-pending-other");
-    store
-        .ensure_group(&g)
-        .await
-        .expect("check_one_pending: ensure_group");
-    store
-        .ensure_group(&other)
-        .await
-        .expect("check_one_pending: ensure_group other");
-    let kind = OpKind::ScaleOut {
-        names: vec!["web_3".to_string()],
-        clone: true,
-    };
+    store.ensure_group(&g).await.expect("check_one_pending: ensure_group");
+    store.ensure_group(&other).await.expect("check_one_pending: ensure_group other");
+    let kind = OpKind::ScaleOut { names: vec!["web_3".to_string()], clone: true };
 
-    let first = store
-        .begin_operation(&g, &kind, t(10))
-        .await
-        .expect("check_one_pending: begin first");
+    let first = store.begin_operation(&g, &kind, t(10)).await.expect("check_one_pending: begin first");
     let err = store
-        .begin_operation(
-            &g,
-            &OpKind::ScaleIn {
-                victims: vec![InstanceId::new("web_1")],
-            },
-            t(20),
-        )
+        .begin_operation(&g, &OpKind::ScaleIn { victims: vec![InstanceId::new("web_1")] }, t(20))
         .await
         .expect_err("check_one_pending: a second pending operation must be refused");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "check_one_pending: refused as Conflict, got {err}");
     assert_eq!(
-        err.kind(),
-        ErrorKind::Conflict,
-        "check_one_pending: refused as Conflict, got {err}"
-    );
-    assert_eq!(
-        store
-            .operations(&g, 10)
-            .await
-            .expect("check_one_pending: operations"),
+        store.operations(&g, 10).await.expect("check_one_pending: operations"),
         vec![first.clone()],
         "check_one_pending: the refused operation left no trace"
     );
 
-    let elsewhere = store
-        .begin_operation(&other, &kind, t(30))
-        .await
-        .expect("check_one_pending: other group may begin");
+    let elsewhere =
+        store.begin_operation(&other, &kind, t(30)).await.expect("check_one_pending: other group may begin");
 
-    store
-        .finish_operation(first.id, &OpState::Done, t(40))
-        .await
-        .expect("check_one_pending: finish first");
-    let second = store
-        .begin_operation(&g, &kind, t(50))
-        .await
-        .expect("check_one_pending: begin after finish");
+    store.finish_operation(first.id, &OpState::Done, t(40)).await.expect("check_one_pending: finish first");
+    let second = store.begin_operation(&g, &kind, t(50)).await.expect("check_one_pending: begin after finish");
     store
         .finish_operation(second.id, &OpState::Failed("gave up".to_string()), t(60))
         .await
         .expect("check_one_pending: finish second");
-    store
-        .finish_operation(elsewhere.id, &OpState::Done, t(70))
-        .await
-        .expect("check_one_pending: finish other");
+    store.finish_operation(elsewhere.id, &OpState::Done, t(70)).await.expect("check_one_pending: finish other");
 }
 
 /// Every `OpKind` payload round-trips exactly through begin → unfinished → operations.
 pub async fn check_operation_payloads(store: &dyn Store) {
     let kinds = [
         OpKind::ScaleOut {
-            names: vec![
-                "web_2".to_string(),
-                "web_3".to_string(),
-                "wéb \"4\"".to_string(),
-            ],
+            names: vec!["web_2".to_string(), "web_3".to_string(), "wéb \"4\"".to_string()],
             clone: true,
         },
-        OpKind::ScaleOut {
-            names: vec!["web_5".to_string()],
-            clone: false,
-        },
-        OpKind::ScaleOut {
-            names: Vec::new(),
-            clone: false,
-        },
-        OpKind::ScaleIn {
-            victims: vec![InstanceId::new("web_1"), InstanceId::new("web_2")],
-        },
-        OpKind::ScaleIn {
-            victims: Vec::new(),
-        },
-        OpKind::Handover {
-            retire: InstanceId::new("web_1"),
-            successor: InstanceId::new("web_clone_1"),
-        },
+        OpKind::ScaleOut { names: vec!["web_5".to_string()], clone: false },
+        OpKind::ScaleOut { names: Vec::new(), clone: false },
+        OpKind::ScaleIn { victims: vec![InstanceId::new("web_1"), InstanceId::new("web_2")] },
+        OpKind::ScaleIn { victims: Vec::new() },
+        OpKind::Handover { retire: InstanceId::new("web_1"), successor: InstanceId::new("web_clone_1") },
     ];
     for (n, kind) in kinds.iter().enumerate() {
         let g = unique_group(&format!("ops-payload-{n}"));
-        store
-            .ensure_group(&g)
-            .await
-            .expect("check_operation_payloads: ensure_group");
-        let op = store
-            .begin_operation(&g, kind, t(n as u64))
-            .await
-            .expect("check_operation_payloads: begin");
-        assert_eq!(
-            &op.kind, kind,
-            "check_operation_payloads: begin returns the kind"
-        );
-        let pending = store
-            .unfinished_operations()
-            .await
-            .expect("check_operation_payloads: unfinished");
-        let found = pending
-            .iter()
-            .find(|o| o.id == op.id)
-            .expect("check_operation_payloads: listed as unfinished");
-        assert_eq!(
-            found,
-            &op,
-            "check_operation_payloads: {} read back from unfinished",
-            kind.as_str()
-        );
-        store
-            .finish_operation(op.id, &OpState::Done, t(1000))
-            .await
-            .expect("check_operation_payloads: finish");
-        let history = store
-            .operations(&g, 1)
-            .await
-            .expect("check_operation_payloads: operations");
+        store.ensure_group(&g).await.expect("check_operation_payloads: ensure_group");
+        let op = store.begin_operation(&g, kind, t(n as u64)).await.expect("check_operation_payloads: begin");
+        assert_eq!(&op.kind, kind, "check_operation_payloads: begin returns the kind");
+        let pending = store.unfinished_operations().await.expect("check_operation_payloads: unfinished");
+        let found = pending.iter().find(|o| o.id == op.id).expect("check_operation_payloads: listed as unfinished");
+        assert_eq!(found, &op, "check_operation_payloads: {} read back from unfinished", kind.as_str());
+        store.finish_operation(op.id, &OpState::Done, t(1000)).await.expect("check_operation_payloads: finish");
+        let history = store.operations(&g, 1).await.expect("check_operation_payloads: operations");
         assert_eq!(history.len(), 1, "check_operation_payloads: in history");
-        assert_eq!(
-            &history[0].kind,
-            kind,
-            "check_operation_payloads: {} read back from history",
-            kind.as_str()
-        );
+        assert_eq!(&history[0].kind, kind, "check_operation_payloads: {} read back from history", kind.as_str());
     }
 }
 
@@ -944,9 +515,5 @@ pub async fn check_finish_unknown_operation(store: &dyn Store) {
         .finish_operation(OpId(i64::MAX - 7), &OpState::Done, t(0))
         .await
         .expect_err("check_finish_unknown_operation: must fail");
-    assert_eq!(
-        err.kind(),
-        ErrorKind::NotFound,
-        "check_finish_unknown_operation: NotFound, got {err}"
-    );
+    assert_eq!(err.kind(), ErrorKind::NotFound, "check_finish_unknown_operation: NotFound, got {err}");
 }

@@ -71,10 +71,7 @@ impl Pos {
 
     /// saphyr's markers have 1-based lines and 0-based columns.
     pub(crate) fn from_marker(m: &saphyr::Marker) -> Pos {
-        Pos {
-            line: m.line(),
-            col: m.col() + 1,
-        }
+        Pos { line: m.line(), col: m.col() + 1 }
     }
 }
 
@@ -104,15 +101,10 @@ pub(crate) enum LoadProblem {
 impl<'a> Locator<'a> {
     /// Parses `src`. Zero documents give a locator that finds nothing.
     pub(crate) fn load(src: &'a str) -> Result<Locator<'a>, LoadProblem> {
-        let mut docs = MarkedYaml::load_from_str(src).map_err(|e| LoadProblem::Syntax {
-            message: e.info().to_string(),
-            pos: Pos::from_marker(e.marker()),
-        })?;
+        let mut docs = MarkedYaml::load_from_str(src)
+            .map_err(|e| LoadProblem::Syntax { message: e.info().to_string(), pos: Pos::from_marker(e.marker()) })?;
         if docs.len() > 1 {
-            return Err(LoadProblem::ManyDocuments {
-                count: docs.len(),
-                second: docs.get(1).map(Pos::of),
-            });
+            return Err(LoadProblem::ManyDocuments { count: docs.len(), second: docs.get(1).map(Pos::of) });
         }
         Ok(Locator { root: docs.pop() })
     }
@@ -132,18 +124,12 @@ impl<'a> Locator<'a> {
             let last = i + 1 == path.len();
             match (seg, &node.data) {
                 (Seg::Key(k), YamlData::Mapping(map)) => {
-                    let Some((key, value)) = map
-                        .iter()
-                        .find(|(key, _)| key.data.as_str() == Some(k.as_str()))
-                    else {
+                    let Some((key, value)) = map.iter().find(|(key, _)| key.data.as_str() == Some(k.as_str())) else {
                         return Some(pos);
                     };
                     let value = untag(value);
-                    pos = if last && target == Target::Value && is_scalar(value) {
-                        Pos::of(value)
-                    } else {
-                        Pos::of(key)
-                    };
+                    pos =
+                        if last && target == Target::Value && is_scalar(value) { Pos::of(value) } else { Pos::of(key) };
                     node = value;
                 }
                 (Seg::Index(idx), YamlData::Sequence(items)) => {
@@ -192,19 +178,12 @@ groups:
 
     fn at(path: &str, target: Target) -> Option<(usize, usize)> {
         let loc = Locator::load(SRC).unwrap();
-        loc.locate(&parse_path(path), target)
-            .map(|p| (p.line, p.col))
+        loc.locate(&parse_path(path), target).map(|p| (p.line, p.col))
     }
 
     #[test]
     fn paths_round_trip() {
-        for p in [
-            "",
-            "groups",
-            "groups[0]",
-            "groups[12].policy.low",
-            "store.kind",
-        ] {
+        for p in ["", "groups", "groups[0]", "groups[12].policy.low", "store.kind"] {
             assert_eq!(render(&parse_path(p)), p);
         }
     }
@@ -241,11 +220,6 @@ groups:
             }
             _ => panic!("expected two documents"),
         }
-        assert_eq!(
-            Locator::load("# nothing\n")
-                .unwrap()
-                .locate(&[], Target::Value),
-            None
-        );
+        assert_eq!(Locator::load("# nothing\n").unwrap().locate(&[], Target::Value), None);
     }
 }

@@ -136,13 +136,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error at `path` with no file or position yet.
     pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: String::new(),
-            path: path.into(),
-            line: None,
-            col: None,
-            message: tidy(message.into()),
-        }
+        ConfigError { file: String::new(), path: path.into(), line: None, col: None, message: tidy(message.into()) }
     }
 }
 
@@ -202,11 +196,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Validates `src`; `file` is only used to label errors.
 pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
-    Parser {
-        problems: Vec::new(),
-    }
-    .parse(src)
-    .map_err(|problems| finish(problems, src, file))
+    Parser { problems: Vec::new() }.parse(src).map_err(|problems| finish(problems, src, file))
 }
 
 /// A problem before it has a file and a position.
@@ -220,12 +210,7 @@ struct Problem {
 
 impl Problem {
     fn new(path: Vec<Seg>, target: Target, message: impl Into<String>) -> Problem {
-        Problem {
-            path,
-            target,
-            message: message.into(),
-            pos: None,
-        }
+        Problem { path, target, message: message.into(), pos: None }
     }
 }
 
@@ -264,20 +249,14 @@ impl Parser {
             Ok(_) => {}
             Err(LoadProblem::ManyDocuments { count, second }) => {
                 let message = format!("expected one YAML document, found {count}");
-                return Err(vec![Problem {
-                    pos: second,
-                    ..Problem::new(Vec::new(), Target::Value, message)
-                }]);
+                return Err(vec![Problem { pos: second, ..Problem::new(Vec::new(), Target::Value, message) }]);
             }
             Err(LoadProblem::Syntax { message, pos }) => match serde_yaml::from_str::<Value>(src) {
                 Err(e) if e.location().is_some() => return Err(vec![from_serde_yaml(&e)]),
                 // libyaml reads what saphyr cannot: carry on, without positions.
                 Ok(_) => {}
                 Err(_) => {
-                    return Err(vec![Problem {
-                        pos: Some(pos),
-                        ..Problem::new(Vec::new(), Target::Value, message)
-                    }])
+                    return Err(vec![Problem { pos: Some(pos), ..Problem::new(Vec::new(), Target::Value, message) }])
                 }
             },
         }
@@ -285,11 +264,7 @@ impl Parser {
         // 2. Structure, part by part.
         let mut value: Value = serde_yaml::from_str(src).map_err(|e| vec![from_serde_yaml(&e)])?;
         if let Err(e) = value.apply_merge() {
-            return Err(vec![Problem::new(
-                Vec::new(),
-                Target::Value,
-                format!("cannot apply a merge key (`<<`): {e}"),
-            )]);
+            return Err(vec![Problem::new(Vec::new(), Target::Value, format!("cannot apply a merge key (`<<`): {e}"))]);
         }
         if value.is_null() {
             return Err(vec![Problem::new(
@@ -303,9 +278,7 @@ impl Parser {
             return Err(self.problems);
         };
         let broken = |problems: &[Problem], key: &str| {
-            problems[top_start..]
-                .iter()
-                .any(|p| matches!(p.path.first(), Some(Seg::Key(k)) if k == key))
+            problems[top_start..].iter().any(|p| matches!(p.path.first(), Some(Seg::Key(k)) if k == key))
         };
         let parts = Parts {
             state_dir: (!broken(&self.problems, "state_dir")).then_some(sections.state_dir),
@@ -326,9 +299,7 @@ impl Parser {
                     items
                         .into_iter()
                         .enumerate()
-                        .map(|(i, v)| {
-                            self.clean_part::<RawGroup>(v, &[key("groups"), Seg::Index(i)])
-                        })
+                        .map(|(i, v)| self.clean_part::<RawGroup>(v, &[key("groups"), Seg::Index(i)]))
                         .collect(),
                 ),
             },
@@ -339,11 +310,8 @@ impl Parser {
             Ok(config) if self.problems.is_empty() => Ok(config),
             Ok(_) => Err(self.problems),
             Err(errors) => {
-                self.problems.extend(
-                    errors
-                        .into_iter()
-                        .map(|e| Problem::new(parse_path(&e.path), Target::Value, e.message)),
-                );
+                self.problems
+                    .extend(errors.into_iter().map(|e| Problem::new(parse_path(&e.path), Target::Value, e.message)));
                 Err(self.problems)
             }
         }
@@ -380,11 +348,7 @@ impl Parser {
                     }
                 }
             }
-            let target = if message.starts_with("unknown field") {
-                Target::Key
-            } else {
-                Target::Value
-            };
+            let target = if message.starts_with("unknown field") { Target::Key } else { Target::Value };
             let missing = message.starts_with("missing field");
             let path = base.iter().cloned().chain(rel.iter().cloned()).collect();
             self.problems.push(Problem::new(path, target, message));
@@ -426,26 +390,18 @@ fn remove(value: &mut Value, path: &[Seg]) -> bool {
 fn from_serde_yaml(e: &serde_yaml::Error) -> Problem {
     let mut message = e.to_string();
     let pos = e.location().map(|l| {
-        for needle in [
-            format!(" at line {} column {}", l.line(), l.column()),
-            format!(" at position {}", l.index()),
-        ] {
+        for needle in [format!(" at line {} column {}", l.line(), l.column()), format!(" at position {}", l.index())] {
             if let Some(i) = message.find(&needle) {
                 message.replace_range(i..i + needle.len(), "");
                 break;
             }
         }
-        Pos {
-            line: l.line(),
-            col: l.column(),
-        }
+        Pos { line: l.line(), col: l.column() }
     });
     let mut path = Vec::new();
     if let Some((head, rest)) = message.split_once(": ") {
         let is_path = !head.is_empty()
-            && head
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'));
+            && head.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'));
         if is_path {
             path = parse_path(head);
             message = rest.to_string();
@@ -459,27 +415,16 @@ fn from_serde_yaml(e: &serde_yaml::Error) -> Problem {
         path.push(Seg::Key(dup));
         return Problem::new(path, Target::Key, message);
     }
-    Problem {
-        pos,
-        ..Problem::new(path, Target::Key, message)
-    }
+    Problem { pos, ..Problem::new(path, Target::Key, message) }
 }
 
 /// Errors read as `lowercase message, no trailing period`; serde's "unit value" is YAML's null.
 fn tidy(message: String) -> String {
-    let message = message
-        .trim()
-        .trim_end_matches('.')
-        .replace("unit value", "null");
+    let message = message.trim().trim_end_matches('.').replace("unit value", "null");
     let mut chars = message.chars();
     match (chars.next(), chars.next()) {
-        (Some(first), second)
-            if first.is_uppercase() && !second.is_some_and(char::is_uppercase) =>
-        {
-            first
-                .to_lowercase()
-                .chain(message.chars().skip(1))
-                .collect()
+        (Some(first), second) if first.is_uppercase() && !second.is_some_and(char::is_uppercase) => {
+            first.to_lowercase().chain(message.chars().skip(1)).collect()
         }
         _ => message,
     }
@@ -498,10 +443,7 @@ mod tests {
             col: Some(5),
             message: "must be at least 1".into(),
         };
-        assert_eq!(
-            e.to_string(),
-            "f.yaml:3:5: groups[0].min: must be at least 1"
-        );
+        assert_eq!(e.to_string(), "f.yaml:3:5: groups[0].min: must be at least 1");
         e.col = None;
         assert_eq!(e.to_string(), "f.yaml:3: groups[0].min: must be at least 1");
         e.line = None;
@@ -515,37 +457,20 @@ mod tests {
 
     #[test]
     fn tidy_lowercases_and_drops_the_period() {
-        assert_eq!(
-            tidy("No such file or directory (os error 2)".into()),
-            "no such file or directory (os error 2)"
-        );
+        assert_eq!(tidy("No such file or directory (os error 2)".into()), "no such file or directory (os error 2)");
         assert_eq!(tidy("YAML is fine.".into()), "YAML is fine");
-        assert_eq!(
-            tidy("invalid type: unit value, expected u32".into()),
-            "invalid type: null, expected u32"
-        );
+        assert_eq!(tidy("invalid type: unit value, expected u32".into()), "invalid type: null, expected u32");
     }
 
     #[test]
     fn retry_drops_each_bad_key_in_turn() {
-        let mut parser = Parser {
-            problems: Vec::new(),
-        };
+        let mut parser = Parser { problems: Vec::new() };
         let value: Value =
-            serde_yaml::from_str("name: a\ncolour: red\nmin: lots\npolicy: {hgih: 1, low: x}\n")
-                .unwrap();
+            serde_yaml::from_str("name: a\ncolour: red\nmin: lots\npolicy: {hgih: 1, low: x}\n").unwrap();
         let (group, clean) = parser.part::<RawGroup>(value, &[key("groups"), Seg::Index(2)]);
         assert!(group.is_some() && !clean);
         let paths: Vec<String> = parser.problems.iter().map(|p| render(&p.path)).collect();
-        assert_eq!(
-            paths,
-            [
-                "groups[2].colour",
-                "groups[2].min",
-                "groups[2].policy.hgih",
-                "groups[2].policy.low"
-            ]
-        );
+        assert_eq!(paths, ["groups[2].colour", "groups[2].min", "groups[2].policy.hgih", "groups[2].policy.low"]);
     }
 
     #[test]
@@ -553,14 +478,8 @@ mod tests {
         let mut config = parse("groups: [{name: a}]\n", "t").unwrap();
         assert_eq!(config.store_path(), PathBuf::from("flotilla.db"));
         config.state_dir = Some(PathBuf::from("/var/lib/flotilla"));
-        assert_eq!(
-            config.store_path(),
-            PathBuf::from("/var/lib/flotilla/flotilla.db")
-        );
-        config.store = StoreConfig::Sqlite {
-            path: PathBuf::from("/tmp/x.db"),
-            sample_window: 600,
-        };
+        assert_eq!(config.store_path(), PathBuf::from("/var/lib/flotilla/flotilla.db"));
+        config.store = StoreConfig::Sqlite { path: PathBuf::from("/tmp/x.db"), sample_window: 600 };
         assert_eq!(config.store_path(), PathBuf::from("/tmp/x.db"));
     }
 }

@@ -13,10 +13,7 @@ use serde::Deserialize;
 /// The whole file. `parse` deserializes it section by section (see [`RawSections`]) so that one
 /// bad section does not hide the problems in the others; this type is the schema they add up to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`")]
 pub struct RawConfig {
     /// Where the store file and member records live. Relative store paths are resolved against it.
     #[serde(default)]
@@ -35,10 +32,7 @@ pub struct RawConfig {
 /// The top level with each section left as YAML, so every section (and every group) can be
 /// deserialized on its own and report its own problems. Must list the same fields as [`RawConfig`].
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`")]
 pub(crate) struct RawSections {
     /// See [`RawConfig::state_dir`].
     #[serde(default)]
@@ -56,10 +50,7 @@ pub(crate) struct RawSections {
 
 /// The `store` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of store settings (`kind`, `path`, `sample_window`)"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping of store settings (`kind`, `path`, `sample_window`)")]
 pub struct RawStore {
     /// Which store: `sqlite` (the only one available for now).
     #[serde(default = "default_store_kind")]
@@ -74,11 +65,7 @@ pub struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore {
-            kind: default_store_kind(),
-            path: default_store_path(),
-            sample_window: default_sample_window(),
-        }
+        RawStore { kind: default_store_kind(), path: default_store_path(), sample_window: default_sample_window() }
     }
 }
 
@@ -94,10 +81,7 @@ pub enum RawStoreKind {
 
 /// The `provider` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of provider settings (`kind`, `start_timeout`)"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping of provider settings (`kind`, `start_timeout`)")]
 pub struct RawProvider {
     /// Which provider: `local` (members are local processes).
     #[serde(default = "default_provider_kind")]
@@ -109,10 +93,7 @@ pub struct RawProvider {
 
 impl Default for RawProvider {
     fn default() -> Self {
-        RawProvider {
-            kind: default_provider_kind(),
-            start_timeout: default_start_timeout(),
-        }
+        RawProvider { kind: default_provider_kind(), start_timeout: default_start_timeout() }
     }
 }
 
@@ -126,10 +107,7 @@ pub enum RawProviderKind {
 
 /// One item of `groups`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a group mapping (`name`, `mode`, `min`, `max`, ...)"
-)]
+#[serde(deny_unknown_fields, expecting = "a group mapping (`name`, `mode`, `min`, `max`, ...)")]
 pub struct RawGroup {
     /// The group's name: 1 to 63 of `A-Z a-z 0-9 . _ -`, unique.
     pub name: String,
@@ -218,10 +196,7 @@ pub enum RawVictim {
 /// A group's `policy`: scale out after `min_up` consecutive samples above `high`, scale in after
 /// `min_down` consecutive samples below `low`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of policy settings (`metric`, `high`, `low`, ...)"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping of policy settings (`metric`, `high`, `low`, ...)")]
 pub struct RawPolicy {
     /// What is measured: `cpu`, `mem` or `max` (the larger of the two).
     #[serde(default = "default_metric")]
@@ -258,10 +233,7 @@ impl Default for RawPolicy {
 
 /// A group's `template`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of template settings (`base_name`, `clone_base`, `vcpus`)"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping of template settings (`base_name`, `clone_base`, `vcpus`)")]
 pub struct RawTemplate {
     /// Members are `<base_name>_N`; defaults to the group name. Unique across groups.
     #[serde(default)]
@@ -276,11 +248,7 @@ pub struct RawTemplate {
 
 impl Default for RawTemplate {
     fn default() -> Self {
-        RawTemplate {
-            base_name: None,
-            clone_base: None,
-            vcpus: default_vcpus(),
-        }
+        RawTemplate { base_name: None, clone_base: None, vcpus: default_vcpus() }
     }
 }
 
@@ -414,8 +382,9 @@ pub(crate) mod duration {
             humantime::parse_duration(s.trim()).map_err(|e| {
                 let why = match e {
                     // Humantime's own text names the supported units.
-                    humantime::DurationError::UnknownUnit { .. }
-                    | humantime::DurationError::NumberOverflow => e.to_string(),
+                    humantime::DurationError::UnknownUnit { .. } | humantime::DurationError::NumberOverflow => {
+                        e.to_string()
+                    }
                     _ => format!("expected {EXPECTING}"),
                 };
                 E::custom(format!("invalid duration `{s}`: {why}"))
@@ -423,21 +392,15 @@ pub(crate) mod duration {
         }
 
         fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-            Err(E::custom(format!(
-                "invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`"
-            )))
+            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
         }
 
         fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-            Err(E::custom(format!(
-                "invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`"
-            )))
+            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
         }
 
         fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
-            Err(E::custom(format!(
-                "invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`"
-            )))
+            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
         }
     }
 
@@ -488,44 +451,29 @@ mod tests {
     use super::*;
 
     fn unknown_field_message<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> String {
-        serde_yaml::from_str::<T>("bogus: 1\n")
-            .unwrap_err()
-            .to_string()
+        serde_yaml::from_str::<T>("bogus: 1\n").unwrap_err().to_string()
     }
 
     #[test]
     fn sections_mirror_the_config_fields() {
-        assert_eq!(
-            unknown_field_message::<RawSections>(),
-            unknown_field_message::<RawConfig>()
-        );
+        assert_eq!(unknown_field_message::<RawSections>(), unknown_field_message::<RawConfig>());
     }
 
     #[test]
     fn durations_parse_with_units() {
-        let g: RawGroup =
-            serde_yaml::from_str("name: a\ninterval: 250ms\nstale_after: 1m\n").unwrap();
+        let g: RawGroup = serde_yaml::from_str("name: a\ninterval: 250ms\nstale_after: 1m\n").unwrap();
         assert_eq!(g.interval, Duration::from_millis(250));
         assert_eq!(g.stale_after, Some(Duration::from_secs(60)));
         let g: RawGroup = serde_yaml::from_str("name: a\nstale_after: ~\n").unwrap();
         assert_eq!(g.stale_after, None);
         // Read from text or from a `Value` (as `parse` does), a bare number gets the same message.
-        let e = serde_yaml::from_str::<RawGroup>("name: a\ninterval: 5\n")
-            .unwrap_err()
-            .to_string();
+        let e = serde_yaml::from_str::<RawGroup>("name: a\ninterval: 5\n").unwrap_err().to_string();
         assert!(e.contains("invalid duration `5`"), "{e}");
         let v: serde_yaml::Value = serde_yaml::from_str("name: a\ninterval: 5\n").unwrap();
-        let e = serde_yaml::from_value::<RawGroup>(v)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "invalid duration `5`: a unit is needed, like `5s` or `5ms`"
-        );
+        let e = serde_yaml::from_value::<RawGroup>(v).unwrap_err().to_string();
+        assert_eq!(e, "invalid duration `5`: a unit is needed, like `5s` or `5ms`");
         let v: serde_yaml::Value = serde_yaml::from_str("name: a\ninterval: [5]\n").unwrap();
-        let e = serde_yaml::from_value::<RawGroup>(v)
-            .unwrap_err()
-            .to_string();
+        let e = serde_yaml::from_value::<RawGroup>(v).unwrap_err().to_string();
         assert!(e.contains("expected a duration with a unit"), "{e}");
     }
 

@@ -7,13 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla_model::{
-    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, ThresholdSpec, Victim,
-};
+use flotilla_model::{Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, ThresholdSpec, Victim};
 
 use super::raw::{
-    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawMetric, RawMode,
-    RawProvider, RawProviderKind, RawStore, RawStoreKind, RawVictim,
+    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawMetric, RawMode, RawProvider,
+    RawProviderKind, RawStore, RawStoreKind, RawVictim,
 };
 use super::{Config, ConfigError, ProviderConfig, StoreConfig};
 
@@ -58,12 +56,7 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
 
     match (state_dir, store, provider, groups) {
         (Some(state_dir), Some(store), Some(provider), Some(Some(groups))) if errors.is_empty() => {
-            Ok(Config {
-                state_dir,
-                store,
-                provider,
-                groups,
-            })
+            Ok(Config { state_dir, store, provider, groups })
         }
         _ => Err(errors),
     }
@@ -75,11 +68,7 @@ fn err(errors: &mut Vec<ConfigError>, path: impl Into<String>, message: impl Int
 
 fn check_state_dir(dir: Option<PathBuf>, errors: &mut Vec<ConfigError>) -> Option<PathBuf> {
     if dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
-        err(
-            errors,
-            "state_dir",
-            "must not be empty (leave it out for the default)",
-        );
+        err(errors, "state_dir", "must not be empty (leave it out for the default)");
     }
     dir
 }
@@ -92,19 +81,9 @@ fn check_store(raw: RawStore, errors: &mut Vec<ConfigError>) -> StoreConfig {
         err(errors, "store.path", "must not be empty");
     }
     if raw.sample_window < MIN_SAMPLE_WINDOW {
-        err(
-            errors,
-            "store.sample_window",
-            format!(
-                "must be at least {MIN_SAMPLE_WINDOW} (got {})",
-                raw.sample_window
-            ),
-        );
+        err(errors, "store.sample_window", format!("must be at least {MIN_SAMPLE_WINDOW} (got {})", raw.sample_window));
     }
-    StoreConfig::Sqlite {
-        path: raw.path,
-        sample_window: raw.sample_window,
-    }
+    StoreConfig::Sqlite { path: raw.path, sample_window: raw.sample_window }
 }
 
 fn check_provider(raw: RawProvider, errors: &mut Vec<ConfigError>) -> ProviderConfig {
@@ -113,19 +92,14 @@ fn check_provider(raw: RawProvider, errors: &mut Vec<ConfigError>) -> ProviderCo
             if raw.start_timeout.is_zero() {
                 err(errors, "provider.start_timeout", "must be greater than 0s");
             }
-            ProviderConfig::Local {
-                start_timeout: raw.start_timeout,
-            }
+            ProviderConfig::Local { start_timeout: raw.start_timeout }
         }
     }
 }
 
 /// Checks every group that deserialized, then the rules across groups. `None` when any group is
 /// broken or invalid.
-fn check_groups(
-    groups: Vec<Option<RawGroup>>,
-    errors: &mut Vec<ConfigError>,
-) -> Option<Vec<GroupSpec>> {
+fn check_groups(groups: Vec<Option<RawGroup>>, errors: &mut Vec<ConfigError>) -> Option<Vec<GroupSpec>> {
     if groups.is_empty() {
         err(errors, "groups", "at least one group is required");
         return None;
@@ -145,9 +119,7 @@ fn check_groups(
 
 fn check_name(errors: &mut Vec<ConfigError>, path: String, what: &str, name: &str) {
     let ok_len = (1..=MAX_NAME_LEN).contains(&name.len());
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !ok_len || !ok_chars {
         err(
             errors,
@@ -179,58 +151,26 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
             (None, RawMode::Scale) => ", the default for scale mode".to_string(),
             (None, RawMode::Handover) => ", the default for handover mode".to_string(),
         };
-        err(
-            errors,
-            p("min"),
-            format!(
-                "min ({}) must not be greater than max ({max}{default_note})",
-                g.min
-            ),
-        );
+        err(errors, p("min"), format!("min ({}) must not be greater than max ({max}{default_note})", g.min));
     }
     if g.mode == RawMode::Handover && max < 2 {
-        err(
-            errors,
-            p("max"),
-            format!("handover mode needs max >= 2, room for the primary and its clone (got {max})"),
-        );
+        err(errors, p("max"), format!("handover mode needs max >= 2, room for the primary and its clone (got {max})"));
     }
     if g.increment < 1 {
         err(errors, p("increment"), "must be at least 1");
     } else if max >= 1 && g.increment > max {
-        err(
-            errors,
-            p("increment"),
-            format!(
-                "increment ({}) must not be greater than max ({max})",
-                g.increment
-            ),
-        );
+        err(errors, p("increment"), format!("increment ({}) must not be greater than max ({max})", g.increment));
     }
 
     if g.interval < MIN_INTERVAL {
-        err(
-            errors,
-            p("interval"),
-            format!(
-                "must be at least {} (got {})",
-                dur(MIN_INTERVAL),
-                dur(g.interval)
-            ),
-        );
+        err(errors, p("interval"), format!("must be at least {} (got {})", dur(MIN_INTERVAL), dur(g.interval)));
     }
-    let stale_after = g
-        .stale_after
-        .unwrap_or_else(|| default_stale_after(g.interval));
+    let stale_after = g.stale_after.unwrap_or_else(|| default_stale_after(g.interval));
     if stale_after < g.interval {
         err(
             errors,
             p("stale_after"),
-            format!(
-                "stale_after ({}) must be at least interval ({})",
-                dur(stale_after),
-                dur(g.interval)
-            ),
+            format!("stale_after ({}) must be at least interval ({})", dur(stale_after), dur(g.interval)),
         );
     }
 
@@ -238,20 +178,12 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
     let mut in_range = true;
     for (field, value) in [("high", pol.high), ("low", pol.low)] {
         if !(0.0..=100.0).contains(&value) {
-            err(
-                errors,
-                p(&format!("policy.{field}")),
-                format!("must be between 0 and 100 percent (got {value})"),
-            );
+            err(errors, p(&format!("policy.{field}")), format!("must be between 0 and 100 percent (got {value})"));
             in_range = false;
         }
     }
     if in_range && pol.low >= pol.high {
-        err(
-            errors,
-            p("policy.low"),
-            format!("low ({}) must be less than high ({})", pol.low, pol.high),
-        );
+        err(errors, p("policy.low"), format!("low ({}) must be less than high ({})", pol.low, pol.high));
     }
     if pol.min_up < 1 {
         err(errors, p("policy.min_up"), "must be at least 1 sample");
@@ -260,36 +192,16 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         err(errors, p("policy.min_down"), "must be at least 1 sample");
     }
 
-    let base_name = g
-        .template
-        .base_name
-        .clone()
-        .unwrap_or_else(|| g.name.clone());
-    let clone_base = g
-        .template
-        .clone_base
-        .clone()
-        .unwrap_or_else(|| format!("{base_name}_clone"));
+    let base_name = g.template.base_name.clone().unwrap_or_else(|| g.name.clone());
+    let clone_base = g.template.clone_base.clone().unwrap_or_else(|| format!("{base_name}_clone"));
     if g.template.base_name.is_some() {
         check_name(errors, p("template.base_name"), "base name", &base_name);
     }
     if g.template.clone_base.is_some() {
-        check_name(
-            errors,
-            p("template.clone_base"),
-            "clone base name",
-            &clone_base,
-        );
+        check_name(errors, p("template.clone_base"), "clone base name", &clone_base);
     }
     if !(1..=MAX_VCPUS).contains(&g.template.vcpus) {
-        err(
-            errors,
-            p("template.vcpus"),
-            format!(
-                "must be between 1 and {MAX_VCPUS} (got {})",
-                g.template.vcpus
-            ),
-        );
+        err(errors, p("template.vcpus"), format!("must be between 1 and {MAX_VCPUS} (got {})", g.template.vcpus));
     }
 
     GroupSpec {
@@ -326,21 +238,12 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
             RawVictim::LeastBusy => Victim::LeastBusy,
         },
         drain_timeout: g.drain_timeout,
-        instance: InstanceSpec {
-            base_name,
-            clone_base,
-            vcpus: g.template.vcpus,
-            settings: BTreeMap::new(),
-        },
+        instance: InstanceSpec { base_name, clone_base, vcpus: g.template.vcpus, settings: BTreeMap::new() },
     }
 }
 
 /// Unique group names, and member-name prefixes (`base_name`, `clone_base`) that no two uses share.
-fn check_across_groups(
-    specs: &[(usize, GroupSpec)],
-    raw: &[Option<RawGroup>],
-    errors: &mut Vec<ConfigError>,
-) {
+fn check_across_groups(specs: &[(usize, GroupSpec)], raw: &[Option<RawGroup>], errors: &mut Vec<ConfigError>) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut duplicated = Vec::new();
     for (i, spec) in specs {
@@ -348,10 +251,7 @@ fn check_across_groups(
             err(
                 errors,
                 format!("groups[{i}].name"),
-                format!(
-                    "duplicate group name `{}` (first used by groups[{first}])",
-                    spec.id
-                ),
+                format!("duplicate group name `{}` (first used by groups[{first}])", spec.id),
             );
             duplicated.push(*i);
         } else {
@@ -362,31 +262,20 @@ fn check_across_groups(
     let mut prefixes: HashMap<&str, String> = HashMap::new();
     for (i, spec) in specs {
         // A defaulted base name repeats a duplicate group name: that is one problem, not two.
-        let defaulted = raw[*i]
-            .as_ref()
-            .is_none_or(|g| g.template.base_name.is_none());
+        let defaulted = raw[*i].as_ref().is_none_or(|g| g.template.base_name.is_none());
         if defaulted && duplicated.contains(i) {
             continue;
         }
-        let clone_defaulted = raw[*i]
-            .as_ref()
-            .is_none_or(|g| g.template.clone_base.is_none());
+        let clone_defaulted = raw[*i].as_ref().is_none_or(|g| g.template.clone_base.is_none());
         let mut base_collided = false;
-        for (field, prefix) in [
-            ("base_name", &spec.instance.base_name),
-            ("clone_base", &spec.instance.clone_base),
-        ] {
+        for (field, prefix) in [("base_name", &spec.instance.base_name), ("clone_base", &spec.instance.clone_base)] {
             if field == "clone_base" && base_collided && clone_defaulted {
                 // `<base_name>_clone` collides because `base_name` does: reported once already.
                 continue;
             }
             let path = format!("groups[{i}].template.{field}");
             if let Some(other) = prefixes.get(prefix.as_str()) {
-                err(
-                    errors,
-                    path,
-                    format!("`{prefix}` is already used by {other}; member names would collide"),
-                );
+                err(errors, path, format!("`{prefix}` is already used by {other}; member names would collide"));
                 base_collided = true;
             } else {
                 prefixes.insert(prefix, path);
@@ -406,10 +295,7 @@ mod tests {
     fn problems(yaml: &str) -> Vec<String> {
         match validate(raw(yaml)) {
             Ok(_) => Vec::new(),
-            Err(errors) => errors
-                .iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect(),
+            Err(errors) => errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
         }
     }
 
@@ -417,40 +303,19 @@ mod tests {
     fn minimal_file_gets_every_default() {
         let config = validate(raw("groups:\n  - name: web\n")).unwrap();
         assert_eq!(config.state_dir, None);
-        assert_eq!(
-            config.store,
-            StoreConfig::Sqlite {
-                path: PathBuf::from("flotilla.db"),
-                sample_window: 600
-            }
-        );
-        assert_eq!(
-            config.provider,
-            ProviderConfig::Local {
-                start_timeout: Duration::from_secs(20)
-            }
-        );
+        assert_eq!(config.store, StoreConfig::Sqlite { path: PathBuf::from("flotilla.db"), sample_window: 600 });
+        assert_eq!(config.provider, ProviderConfig::Local { start_timeout: Duration::from_secs(20) });
         let g = &config.groups[0];
         assert_eq!((g.mode, g.min, g.max, g.increment), (Mode::Scale, 1, 4, 1));
         assert_eq!(g.interval, Duration::from_secs(5));
         assert_eq!(g.stale_after, Duration::from_secs(15));
         assert_eq!(
             (g.cooldown_up, g.cooldown_down, g.drain_timeout),
-            (
-                Duration::from_secs(30),
-                Duration::from_secs(30),
-                Duration::from_secs(30)
-            )
+            (Duration::from_secs(30), Duration::from_secs(30), Duration::from_secs(30))
         );
         assert_eq!(
             g.threshold,
-            ThresholdSpec {
-                metric: MetricChoice::Max,
-                high: 80.0,
-                low: 20.0,
-                min_up: 4,
-                min_down: 4
-            }
+            ThresholdSpec { metric: MetricChoice::Max, high: 80.0, low: 20.0, min_up: 4, min_down: 4 }
         );
         assert_eq!(g.aggregation, Aggregation::Mean);
         assert_eq!(g.victim, Victim::Oldest);
@@ -507,10 +372,7 @@ mod tests {
             state_dir: Some(None),
             store: None,
             provider: Some(RawProvider::default()),
-            groups: Some(vec![
-                None,
-                raw("groups: [{name: a, min: 0}]").groups.into_iter().next(),
-            ]),
+            groups: Some(vec![None, raw("groups: [{name: a, min: 0}]").groups.into_iter().next()]),
         };
         let errors = validate_parts(parts).unwrap_err();
         assert_eq!(errors.len(), 1);

@@ -1,0 +1,168 @@
+//! The command line (clap). Verbs mirror the seed's scripts: `deploy`, `cleanup`, `watch`, `load`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about = "Autoscaler and load balancer for groups of VMs on private clouds")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// More detail in the logs.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Where the store and member records live (default: $FLOTILLA_STATE_DIR, the config's
+    /// `state_dir`, or ~/.local/state/flotilla).
+    #[arg(long, global = true, env = "FLOTILLA_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller daemon for the groups in a config file.
+    Run(RunArgs),
+    /// The built-in demo: the seed's spike, 50/50 split and handover on local members.
+    Demo(DemoArgs),
+    /// Watch one member and scale it the seed's way (clone on high, hand over on low).
+    Watch(WatchArgs),
+    /// Create a baseline member `NAME_N` (next free N).
+    Deploy(DeployArgs),
+    /// Delete Flotilla's own members whose names start with PREFIX.
+    Cleanup(CleanupArgs),
+    /// The seed's load generator: 100% on the baseline until a clone runs, then ~50/50.
+    Load(LoadArgs),
+    /// Groups, members, states, last metrics, recent events.
+    Status(StatusArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The bundled member workload server (run by the local provider; not usually by hand).
+    Workload(WorkloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The YAML config file.
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Delete the groups' members on shutdown (default: they keep running and are re-adopted).
+    #[arg(long)]
+    pub stop_members: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the controller and members running after the scenario (Ctrl-C ends it).
+    #[arg(long)]
+    pub keep: bool,
+    /// Seconds to hold the 50/50 split before stopping the load.
+    #[arg(long, default_value_t = 12)]
+    pub split_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricArg {
+    Cpu,
+    Mem,
+    Max,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The member to monitor (e.g. VM-test_1, as printed by `flotilla deploy`).
+    #[arg(long)]
+    pub server: String,
+    /// Base name for clones (`<clone>_N`); `legacy` or absent means `<server>_clone`.
+    #[arg(long)]
+    pub clone: Option<String>,
+    #[arg(long, default_value_t = 80.0)]
+    pub high: f64,
+    #[arg(long, default_value_t = 20.0)]
+    pub low: f64,
+    #[arg(long, default_value_t = 4)]
+    pub min_up: u32,
+    #[arg(long, default_value_t = 4)]
+    pub min_down: u32,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 5.0)]
+    pub interval: f64,
+    #[arg(long, value_enum, default_value_t = MetricArg::Max)]
+    pub metric: MetricArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Base name: the member is NAME_N.
+    #[arg(long)]
+    pub name: String,
+    /// vCPUs of the member (its CPU % is relative to this).
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    pub prefix: String,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The group to load (default: the only group in the state dir).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Stop all load on the group's members.
+    #[arg(long)]
+    pub stop: bool,
+    /// How long to wait for the controller to add a clone.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+    /// Duty cycle on each member once the load is split.
+    #[arg(long, default_value_t = 0.5)]
+    pub split_duty: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Events to show per group.
+    #[arg(long, default_value_t = 10)]
+    pub events: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file and print every problem with its field path and line:column.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u32,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Written with the bound port once the server listens.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}

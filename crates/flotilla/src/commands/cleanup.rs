@@ -1,0 +1,89 @@
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use flotilla_model::{Clock, Event, EventKind, GroupId, Instance, OpKind, OpState, Provider, Store, SystemClock};
+
+use crate::cli::CleanupArgs;
+use crate::{usage, wiring};
+
+/// `PREFIX` matches the member named PREFIX and every `PREFIX_*` (so `VM-test` takes `VM-test_1` and
+/// `VM-test_clone_2` but not `VM-testing_1`). Only Flotilla's own members are ever listed.
+fn matches(prefix: &str, name: &str) -> bool {
+    name == prefix || name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('_'))
+}
+
+pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Result<ExitCode> {
+    if args.prefix.is_empty() {
+        return usage("PREFIX must not be empty");
+    }
+    let state_dir = crate::state_dir::resolve(state_flag, None);
+    let (store, provider) = wiring::store_and_provider(&state_dir, None)?;
+    let doomed: Vec<Instance> =
+        provider.list(None).await?.into_iter().filter(|i| matches(&args.prefix, &i.name)).collect();
+    if doomed.is_empty() {
+        println!("nothing to clean up: no Flotilla member named {0} or {0}_*", args.prefix);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("will delete {} member(s):", doomed.len());
+    for i in &doomed {
+        println!("  {} (group {}, {}, {})", i.name, i.group, i.state.as_str(), i.address.as_deref().unwrap_or("-"));
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return usage("refusing to delete without confirmation: pass --yes (stdin is not a terminal)");
+        }
+        print!("delete them? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing deleted");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let clock = SystemClock;
+    let mut by_group: BTreeMap<GroupId, Vec<Instance>> = BTreeMap::new();
+    for i in doomed {
+        by_group.entry(i.group.clone()).or_default().push(i);
+    }
+    for (group, members) in by_group {
+        store.ensure_group(&group).await?;
+        let victims: Vec<_> = members.iter().map(|m| m.id.clone()).collect();
+        let op = store.begin_operation(&group, &OpKind::ScaleIn { victims: victims.clone() }, clock.now()).await?;
+        if let Err(e) = provider.delete(&group, &victims).await {
+            store.finish_operation(op.id, &OpState::Failed(e.to_string()), clock.now()).await?;
+            return Err(e.into());
+        }
+        for v in &victims {
+            store.remove_instance(&group, v).await?;
+        }
+        if store.primary(&group).await?.is_some_and(|p| victims.contains(&p)) {
+            store.set_primary(&group, None).await?;
+        }
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        let message = format!("cleanup deleted {}", names.join(", "));
+        store.record_event(&Event { at: clock.now(), group: group.clone(), kind: EventKind::ScaleIn, message }).await?;
+        store.finish_operation(op.id, &OpState::Done, clock.now()).await?;
+        println!("deleted {}", names.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_matching() {
+        for (prefix, name, want) in [
+            ("VM-test", "VM-test_1", true),
+            ("VM-test", "VM-test_clone_3", true),
+            ("VM-test", "VM-test", true),
+            ("VM-test", "VM-testing_1", false),
+            ("VM-test_1", "VM-test_1_clone_1", true),
+            ("VM-test_1", "VM-test_10", false),
+        ] {
+            assert_eq!(super::matches(prefix, name), want, "{prefix} vs {name}");
+        }
+    }
+}

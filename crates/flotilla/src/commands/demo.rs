@@ -1,0 +1,146 @@
+//! `flotilla demo`: the seed-000 scenario on local members, end to end, in about half a minute.
+//! Baseline → 100% spike → one clone → ~50/50 split (no further action) → load stops → handover.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use flotilla_controller::Shutdown;
+use flotilla_model::{GroupId, Provider, Store};
+
+use crate::cli::DemoArgs;
+use crate::{load, wiring};
+
+/// The demo's configuration, also shipped as a documented example.
+pub const DEMO_CONFIG: &str = include_str!("../../../../examples/demo.yaml");
+
+fn say(s: String) {
+    println!("[demo] {s}");
+}
+
+pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let config = crate::config::parse(DEMO_CONFIG, "examples/demo.yaml")?;
+    let state_dir = crate::state_dir::resolve(state_flag, None).join("demo");
+    fresh_state(&state_dir).await?;
+    let group = config.groups[0].id.clone();
+    let built = wiring::build(&config, &state_dir, config.groups.clone())?;
+    say(format!("state in {}; group {group}: {}", state_dir.display(), describe(&config.groups[0])));
+
+    let shutdown = Shutdown::default();
+    let loop_task =
+        tokio::spawn(flotilla_controller::run(built.controller.clone(), shutdown.clone(), Duration::from_secs(10)));
+    let started = tokio::time::Instant::now();
+
+    let outcome = tokio::select! {
+        r = scenario(&built, &group, &args) => r,
+        _ = super::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    };
+
+    let timeline = timeline(built.store.as_ref(), &group).await.unwrap_or_default();
+    if outcome.is_ok() {
+        say(format!("done in {:.1}s. Timeline:", started.elapsed().as_secs_f64()));
+        print!("{timeline}");
+    }
+    if args.keep && outcome.is_ok() {
+        say(format!(
+            "--keep: the controller keeps running (Ctrl-C stops it; members stay until \
+             `flotilla --state-dir {} cleanup {group} --yes`)",
+            state_dir.display()
+        ));
+        super::shutdown_signal().await;
+        shutdown.trigger();
+        loop_task.await??;
+    } else {
+        shutdown.trigger();
+        loop_task.await??;
+        super::run::stop_all(&built).await?;
+        say("members stopped".into());
+    }
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+fn describe(g: &flotilla_model::GroupSpec) -> String {
+    format!(
+        "{:?} mode, high {} low {} for {}/{} samples every {:?}",
+        g.mode, g.threshold.high, g.threshold.low, g.threshold.min_up, g.threshold.min_down, g.interval
+    )
+}
+
+/// Removes what a previous demo left behind (members and state), only inside the demo's own dir.
+async fn fresh_state(dir: &PathBuf) -> anyhow::Result<()> {
+    if dir.exists() {
+        let provider = wiring::local_provider(dir, Duration::from_secs(20))?;
+        for m in provider.list(None).await? {
+            provider.delete(&m.group, std::slice::from_ref(&m.id)).await?;
+        }
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot reset {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+async fn scenario(built: &wiring::Built, group: &GroupId, args: &DemoArgs) -> anyhow::Result<()> {
+    let store = built.store.as_ref();
+    wait_for(Duration::from_secs(30), "the baseline to start", || async {
+        Ok(load::running_members(store, group).await?.1.len() == 1)
+    })
+    .await?;
+
+    let members = load::split_after_scale(store, group, Duration::from_secs(90), 0.5, &say).await?;
+    if members.len() != 2 {
+        bail!("expected baseline + one clone, found {}", members.len());
+    }
+    let baseline = members[0].id.clone();
+    let clone = members[1].id.clone();
+
+    say(format!("holding the 50/50 split for {}s: the controller should take no action", args.split_secs));
+    let hold_until = tokio::time::Instant::now() + Duration::from_secs(args.split_secs);
+    while tokio::time::Instant::now() < hold_until {
+        let n = built.provider.list(Some(group)).await?.len();
+        if n != 2 {
+            bail!("the group changed to {n} member(s) during the 50/50 split");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let stopped = load::stop_all(store, group).await?;
+    say(format!("load stopped on {}; waiting for the handover", stopped.join(", ")));
+    wait_for(Duration::from_secs(90), "the handover", || async {
+        let members = built.provider.list(Some(group)).await?;
+        let primary = store.primary(group).await?;
+        Ok(members.len() == 1 && members[0].id == clone && primary.as_ref() == Some(&clone))
+    })
+    .await?;
+    say(format!("handover complete: {baseline} drained and deleted, {clone} is the primary"));
+    Ok(())
+}
+
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The group's history, oldest first, with times relative to the first event.
+pub async fn timeline(store: &dyn Store, group: &GroupId) -> anyhow::Result<String> {
+    let mut events = store.events(Some(group), 1000).await?;
+    events.reverse();
+    let Some(first) = events.first().map(|e| e.at) else { return Ok(String::new()) };
+    let mut out = String::new();
+    for e in &events {
+        out.push_str(&format!("  +{:>6.1}s  {:<11} {}\n", e.at.since(first).as_secs_f64(), e.kind.as_str(), e.message));
+    }
+    Ok(out)
+}

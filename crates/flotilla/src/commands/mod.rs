@@ -1,0 +1,56 @@
+//! One module per verb. Each returns the process exit code or an error (`UsageError` → 2).
+
+mod cleanup;
+mod config_check;
+mod demo;
+mod deploy;
+mod load;
+mod run;
+mod status;
+mod watch;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+
+pub use demo::demo;
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let state_flag = cli.state_dir.as_deref();
+    match cli.command {
+        Command::Run(args) => run::run(state_flag, args).await,
+        Command::Demo(args) => demo::demo(state_flag, args).await,
+        Command::Watch(args) => watch::watch(state_flag, args).await,
+        Command::Deploy(args) => deploy::deploy(state_flag, args).await,
+        Command::Cleanup(args) => cleanup::cleanup(state_flag, args).await,
+        Command::Load(args) => load::load(state_flag, args).await,
+        Command::Status(args) => status::status(state_flag, args).await,
+        Command::Config(ConfigCommand::Check { file }) => config_check::check(&file),
+        Command::Workload(args) => {
+            flotilla_workload::run(flotilla_workload::WorkloadConfig {
+                name: args.name,
+                listen: args.listen,
+                vcpus: args.vcpus,
+                ready_file: args.ready_file,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

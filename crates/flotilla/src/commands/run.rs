@@ -1,0 +1,60 @@
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use flotilla_controller::Shutdown;
+
+use crate::cli::RunArgs;
+use crate::wiring;
+
+pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = crate::config::load(&args.config)?;
+    let state_dir = crate::state_dir::resolve(state_flag, config.state_dir.as_deref());
+    let built = wiring::build(&config, &state_dir, config.groups.clone())?;
+    tracing::info!(state_dir = %state_dir.display(), groups = config.groups.len(), "flotilla controller starting");
+    serve(built, args.stop_members).await
+}
+
+/// Runs the loop until SIGINT/SIGTERM, then optionally deletes the members.
+pub(crate) async fn serve(built: wiring::Built, stop_members: bool) -> anyhow::Result<ExitCode> {
+    let shutdown = Shutdown::default();
+    let mut loop_task =
+        tokio::spawn(flotilla_controller::run(built.controller.clone(), shutdown.clone(), Duration::from_secs(10)));
+    tokio::select! {
+        _ = super::shutdown_signal() => {
+            tracing::info!("shutting down");
+            shutdown.trigger();
+            (&mut loop_task).await??;
+        }
+        res = &mut loop_task => res??,
+    }
+    if stop_members {
+        stop_all(&built).await?;
+    } else {
+        tracing::info!("members keep running; the next start re-adopts them (use --stop-members to delete them)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes every member of the configured groups, each through a stored operation.
+pub(crate) async fn stop_all(built: &wiring::Built) -> anyhow::Result<()> {
+    use flotilla_model::{Clock, OpKind, OpState, Provider, Store, SystemClock};
+    let clock = SystemClock;
+    for spec in built.controller.groups() {
+        let members = built.provider.list(Some(&spec.id)).await?;
+        if members.is_empty() {
+            continue;
+        }
+        let victims: Vec<_> = members.iter().map(|m| m.id.clone()).collect();
+        let op =
+            built.store.begin_operation(&spec.id, &OpKind::ScaleIn { victims: victims.clone() }, clock.now()).await?;
+        built.provider.delete(&spec.id, &victims).await?;
+        for v in &victims {
+            built.store.remove_instance(&spec.id, v).await?;
+        }
+        built.store.set_primary(&spec.id, None).await?;
+        built.store.finish_operation(op.id, &OpState::Done, clock.now()).await?;
+        tracing::info!(group = %spec.id, stopped = victims.len(), "members stopped");
+    }
+    Ok(())
+}

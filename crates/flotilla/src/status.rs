@@ -1,0 +1,146 @@
+//! `flotilla status`: what the store knows, for people (text) and programs (JSON). These structs are
+//! the JSON contract, so they, not the model types, carry the serde derives.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use flotilla_model::{GroupId, Metric, OpState, Store, Timestamp};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub groups: Vec<GroupReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupReport {
+    pub name: String,
+    pub primary: Option<String>,
+    pub members: Vec<MemberReport>,
+    pub up_count: u32,
+    pub down_count: u32,
+    pub last_scale_out_ms: Option<u64>,
+    pub last_scale_in_ms: Option<u64>,
+    pub pending_operation: Option<String>,
+    pub events: Vec<EventReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberReport {
+    pub name: String,
+    pub state: String,
+    pub address: Option<String>,
+    pub created_at_ms: u64,
+    pub cpu: Option<f64>,
+    pub mem: Option<f64>,
+    pub sampled_at_ms: Option<u64>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventReport {
+    pub at_ms: u64,
+    pub kind: String,
+    pub message: String,
+}
+
+pub async fn collect(store: &dyn Store, events: usize) -> Result<StatusReport, flotilla_model::SeamError> {
+    let pending = store.unfinished_operations().await?;
+    let mut groups = Vec::new();
+    for g in store.groups().await? {
+        groups.push(group_report(store, &g, events, &pending).await?);
+    }
+    Ok(StatusReport { groups })
+}
+
+async fn group_report(
+    store: &dyn Store,
+    g: &GroupId,
+    events: usize,
+    pending: &[flotilla_model::Operation],
+) -> Result<GroupReport, flotilla_model::SeamError> {
+    let samples = store.samples(g, 200).await?; // newest first
+    let state = store.policy_state(g).await?;
+    let mut members: Vec<MemberReport> = store
+        .instances(g)
+        .await?
+        .into_iter()
+        .map(|i| {
+            let last = samples.iter().find(|s| s.instance == i.id);
+            MemberReport {
+                name: i.name.clone(),
+                state: match &i.state {
+                    flotilla_model::InstanceState::Failed(r) if !r.is_empty() => format!("failed ({r})"),
+                    s => s.as_str().to_string(),
+                },
+                address: i.address.clone(),
+                created_at_ms: i.created_at.as_millis(),
+                cpu: last.and_then(|s| s.get(Metric::Cpu)),
+                mem: last.and_then(|s| s.get(Metric::Mem)),
+                sampled_at_ms: last.map(|s| s.at.as_millis()),
+                tags: i.tags.clone(),
+            }
+        })
+        .collect();
+    members.sort_by_key(|m| (m.created_at_ms, m.name.clone()));
+    let pending_operation = pending.iter().find(|o| &o.group == g).map(|o| {
+        debug_assert_eq!(o.state, OpState::Pending);
+        format!("{} {} since {}", o.id, o.kind.as_str(), o.created_at)
+    });
+    Ok(GroupReport {
+        name: g.to_string(),
+        primary: store.primary(g).await?.map(|p| p.to_string()),
+        members,
+        up_count: state.up_count,
+        down_count: state.down_count,
+        last_scale_out_ms: state.last_scale_out.map(Timestamp::as_millis),
+        last_scale_in_ms: state.last_scale_in.map(Timestamp::as_millis),
+        pending_operation,
+        events: store
+            .events(Some(g), events)
+            .await?
+            .into_iter()
+            .map(|e| EventReport { at_ms: e.at.as_millis(), kind: e.kind.as_str().into(), message: e.message })
+            .collect(),
+    })
+}
+
+pub fn render_text(report: &StatusReport) -> String {
+    let mut out = String::new();
+    if report.groups.is_empty() {
+        out.push_str("no groups yet\n");
+    }
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}%"));
+    for g in &report.groups {
+        let _ = writeln!(
+            out,
+            "group {} ({} member(s), primary {})",
+            g.name,
+            g.members.len(),
+            g.primary.as_deref().unwrap_or("-")
+        );
+        let _ = writeln!(out, "  streaks: up {} down {}", g.up_count, g.down_count);
+        if let Some(op) = &g.pending_operation {
+            let _ = writeln!(out, "  pending: {op}");
+        }
+        let _ = writeln!(out, "  {:<24} {:<10} {:<22} {:>7} {:>7}", "MEMBER", "STATE", "ADDRESS", "CPU", "MEM");
+        for m in &g.members {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:<10} {:<22} {:>7} {:>7}",
+                m.name,
+                m.state,
+                m.address.as_deref().unwrap_or("-"),
+                pct(m.cpu),
+                pct(m.mem)
+            );
+        }
+        if !g.events.is_empty() {
+            let _ = writeln!(out, "  recent events:");
+            for e in g.events.iter().rev() {
+                let _ = writeln!(out, "    {} {:<11} {}", Timestamp::from_millis(e.at_ms), e.kind, e.message);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,146 @@
+//! The seed timeline on the local provider with real member processes and the real binary:
+//! spike → exactly one clone; 50/50 → no further action; load stopped → handover; never more than
+//! `max` members; members survive a controller restart and are re-adopted, not duplicated.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{wait_until, Env, FAST_HANDOVER};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_timeline_with_run_load_and_restart() {
+    let mut env = Env::serial();
+    let cfg = env.file("flotilla.yaml", FAST_HANDOVER);
+    let cfg = cfg.to_str().unwrap();
+    let daemon = env.spawn(&["run", "-c", cfg], "run1.log", None);
+
+    wait_until(Duration::from_secs(30), "the baseline", || env.member_names("vm-test") == ["vm-test_1"]).await;
+
+    // The seed's load script: spike until a clone runs, then ~50/50.
+    let out = env.ok(&["load", "--group", "vm-test", "--wait", "60s"]);
+    assert!(out.contains("spike: 100% CPU on vm-test_1"), "{out}");
+    assert!(out.contains("split: 50% CPU on each of vm-test_1, vm-test_clone_1"), "{out}");
+
+    // Hold the split: nothing changes, and we never exceed max = 2.
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(env.member_names("vm-test"), ["vm-test_1", "vm-test_clone_1"], "{}", env.log("run1.log"));
+    }
+
+    env.ok(&["load", "--group", "vm-test", "--stop"]);
+    wait_until(Duration::from_secs(30), "the handover", || env.member_names("vm-test") == ["vm-test_clone_1"]).await;
+    let log = env.log("run1.log");
+    assert!(log.contains("[metrics] cpu="), "{log}");
+    assert!(log.contains("SCALE UP"), "{log}");
+    assert!(log.contains("deleting baseline vm-test_1 and proceeding with clone vm-test_clone_1"), "{log}");
+    assert_eq!(log.matches("SCALE UP").count(), 2, "baseline + exactly one clone:\n{log}");
+    assert_eq!(log.matches("SCALE DOWN").count(), 1, "{log}");
+    // The baseline's process is really gone; only the clone runs.
+    assert_eq!(env.live_member_names(), ["vm-test_clone_1"]);
+
+    let st = env.status();
+    assert_eq!(st["groups"][0]["primary"], "vm-test_clone_1");
+
+    // SIGTERM: clean exit, members keep running.
+    assert_eq!(env.stop(daemon).await, Some(0));
+    assert_eq!(env.live_member_names(), ["vm-test_clone_1"]);
+
+    // A new controller adopts the running member: no new member, same process.
+    let pids_before = env.member_pids();
+    let daemon = env.spawn(&["run", "-c", cfg, "--stop-members"], "run2.log", None);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.member_names("vm-test"), ["vm-test_clone_1"]);
+    assert_eq!(env.member_pids(), pids_before, "{}", env.log("run2.log"));
+    assert!(!env.log("run2.log").contains("SCALE UP"), "{}", env.log("run2.log"));
+
+    // --stop-members: shutdown deletes them.
+    assert_eq!(env.stop(daemon).await, Some(0));
+    assert!(env.live_member_names().is_empty());
+    assert!(env.member_names("vm-test").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_end_to_end_and_leaves_nothing_behind() {
+    let env = Env::serial();
+    let out = env.run(&["demo", "--split-secs", "6"]);
+    let stdout = support::text(&out.stdout);
+    let stderr = support::text(&out.stderr);
+    assert!(out.status.success(), "demo failed\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("handover complete: vm-test_1 drained and deleted, vm-test_clone_1 is the primary"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Timeline:"), "{stdout}");
+    assert!(stderr.contains("SCALE DOWN"), "{stderr}");
+    assert!(env.live_member_names().is_empty(), "demo stops its members");
+    // The timeline has exactly one scale-out beyond the baseline and one handover.
+    let timeline = &stdout[stdout.find("Timeline:").unwrap()..];
+    assert_eq!(timeline.matches("scale-out").count(), 2, "{timeline}");
+    assert_eq!(timeline.matches("handover").count(), 1, "{timeline}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_deploy_cleanup_seed_cli() {
+    let mut env = Env::serial();
+    let out = env.ok(&["deploy", "--name", "VM-test"]);
+    assert!(out.contains("VM-test_1 is running at http://127.0.0.1:"), "{out}");
+    // Deploy is idempotent apart from the next numbered member.
+    let out = env.ok(&["deploy", "--name", "VM-test"]);
+    assert!(out.contains("VM-test_2 is running"), "{out}");
+    assert_eq!(env.member_names("VM-test"), ["VM-test_1", "VM-test_2"]);
+    env.ok(&["cleanup", "VM-test_2", "--yes"]);
+    assert_eq!(env.live_member_names(), ["VM-test_1"]);
+
+    let watch = env.spawn(
+        &[
+            "watch",
+            "--server",
+            "VM-test_1",
+            "--clone",
+            "legacy",
+            "--high",
+            "80",
+            "--low",
+            "20",
+            "--min-up",
+            "3",
+            "--min-down",
+            "3",
+            "--interval",
+            "0.5",
+            "--metric",
+            "max",
+        ],
+        "watch.log",
+        None,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = env.ok(&["load", "--group", "VM-test", "--wait", "60s"]);
+    assert!(out.contains("VM-test_1_clone_1"), "{out}");
+    env.ok(&["load", "--group", "VM-test", "--stop"]);
+    wait_until(Duration::from_secs(30), "the handover", || env.member_names("VM-test") == ["VM-test_1_clone_1"]).await;
+    let log = env.log("watch.log");
+    assert!(log.contains("[metrics] cpu=") && log.contains("-> max="), "{log}");
+    assert!(log.contains("SCALE UP"), "{log}");
+    assert!(
+        log.contains("SCALE DOWN: ")
+            && log.contains("deleting baseline VM-test_1 and proceeding with clone VM-test_1_clone_1"),
+        "{log}"
+    );
+    assert_eq!(env.stop(watch).await, Some(0));
+
+    // Cleanup takes only this prefix's members, and says so when there are none.
+    env.ok(&["deploy", "--name", "other"]);
+    let out = env.ok(&["cleanup", "VM-test", "--yes"]);
+    assert!(out.contains("VM-test_1_clone_1"), "{out}");
+    assert_eq!(env.live_member_names(), ["other_1"]);
+    let out = env.ok(&["cleanup", "VM-test", "--yes"]);
+    assert!(out.contains("nothing to clean up"), "{out}");
+    // Without --yes and without a terminal, cleanup refuses (exit 2) and deletes nothing.
+    let out = env.run(&["cleanup", "other"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(env.live_member_names(), ["other_1"]);
+    env.ok(&["cleanup", "other", "--yes"]);
+    assert!(env.live_member_names().is_empty());
+}
