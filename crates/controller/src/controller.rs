@@ -228,6 +228,12 @@ fn log_evaluation(spec: &GroupSpec, e: &Evaluation) {
         MetricChoice::Mem => "mem",
         MetricChoice::Max => "max",
     };
+    if e.decision.is_action() {
+        // The streak counters were reset by the action; the action's own line says why.
+        tracing::info!(group = %spec.id, "[metrics] cpu={} mem={} -> {label}={} (members {}/{})",
+            fmt(e.cpu), fmt(e.mem), fmt(e.value), e.sampled, e.running);
+        return;
+    }
     tracing::info!(
         group = %spec.id,
         "[metrics] cpu={} mem={} -> {label}={} (members {}/{}, up {}/{}, down {}/{})",
