@@ -63,6 +63,19 @@ impl Sim {
         out.evaluation.expect("evaluation").decision
     }
 
+    /// The seed group after its spike: baseline `vm-test_1` and clone `vm-test_clone_1`, both running.
+    async fn with_clone() -> Sim {
+        let sim = Sim::new(seed_spec());
+        sim.ctl.recover().await.unwrap();
+        sim.tick().await;
+        sim.metrics.set_all(100.0, 1.0);
+        for _ in 0..4 {
+            sim.tick().await;
+        }
+        assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_clone_1"]);
+        sim
+    }
+
     fn names(&self) -> Vec<String> {
         self.provider.names()
     }
@@ -195,14 +208,7 @@ async fn a_pending_scale_out_is_resumed_exactly_once_after_a_crash() {
 
 #[tokio::test]
 async fn a_pending_handover_whose_delete_already_happened_just_finishes() {
-    let sim = Sim::new(seed_spec());
-    sim.ctl.recover().await.unwrap();
-    sim.tick().await;
-    sim.metrics.set_all(100.0, 1.0);
-    for _ in 0..4 {
-        sim.tick().await;
-    }
-    assert_eq!(sim.names().len(), 2);
+    let sim = Sim::with_clone().await;
     // Crash after the provider deleted the baseline but before the operation was marked done.
     let kind = OpKind::Handover { retire: InstanceId::new("vm-test_1"), successor: InstanceId::new("vm-test_clone_1") };
     sim.store.begin_operation(&sim.group, &kind, sim.clock.now()).await.unwrap();
@@ -218,13 +224,7 @@ async fn a_pending_handover_whose_delete_already_happened_just_finishes() {
 
 #[tokio::test]
 async fn handover_never_deletes_the_baseline_without_a_running_clone() {
-    let sim = Sim::new(seed_spec());
-    sim.ctl.recover().await.unwrap();
-    sim.tick().await;
-    sim.metrics.set_all(100.0, 1.0);
-    for _ in 0..4 {
-        sim.tick().await;
-    }
+    let sim = Sim::with_clone().await;
     // The clone breaks; load drops. The failed clone is removed and replaced before any handover.
     sim.provider.set_state("vm-test_clone_1", InstanceState::Failed("crashed".into()));
     sim.metrics.set_all(1.0, 1.0);
@@ -254,13 +254,7 @@ async fn provider_errors_fail_the_operation_and_back_off_by_kind() {
 
 #[tokio::test]
 async fn missing_samples_never_hand_over() {
-    let sim = Sim::new(seed_spec());
-    sim.ctl.recover().await.unwrap();
-    sim.tick().await;
-    sim.metrics.set_all(100.0, 1.0);
-    for _ in 0..4 {
-        sim.tick().await;
-    }
+    let sim = Sim::with_clone().await;
     // The metric source goes silent while the load has dropped: no data is not low data.
     sim.metrics.set_all(0.0, 0.0);
     sim.metrics.go_silent(true);

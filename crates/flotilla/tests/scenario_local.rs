@@ -41,6 +41,9 @@ async fn seed_timeline_with_run_load_and_restart() {
 
     let st = env.status();
     assert_eq!(st["groups"][0]["primary"], "vm-test_clone_1");
+    let text = env.ok(&["status"]);
+    assert!(text.contains("group vm-test (1 member(s), primary vm-test_clone_1)"), "{text}");
+    assert!(text.contains("deleted baseline vm-test_1; vm-test_clone_1 is the new primary"), "{text}");
 
     // SIGTERM: clean exit, members keep running.
     assert_eq!(env.stop(daemon).await, Some(0));
@@ -142,5 +145,21 @@ async fn watch_deploy_cleanup_seed_cli() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(env.live_member_names(), ["other_1"]);
     env.ok(&["cleanup", "other", "--yes"]);
+    assert!(env.live_member_names().is_empty());
+}
+
+#[test]
+fn json_logs_are_one_json_object_per_line() {
+    let env = Env::new();
+    let out = env.run(&["--log-format", "json", "deploy", "--name", "j"]);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    let stderr = support::text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    env.ok(&["cleanup", "j", "--yes"]);
     assert!(env.live_member_names().is_empty());
 }
