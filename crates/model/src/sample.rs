@@ -8,16 +8,43 @@ pub enum Metric {
     Cpu,
     /// Memory used %.
     Mem,
-    /// Requests per second (balancer).
+    /// Requests per second served by the member (balancer, over its rate window).
     RequestRate,
+    /// Requests the member served within the group's request-count window (balancer).
+    Requests,
+    /// Requests in flight to the member now (balancer).
+    Inflight,
+    /// Latency percentiles in milliseconds over the balancer's latency window.
+    LatencyP50,
+    LatencyP95,
+    LatencyP99,
+    /// Share of responses that were 5xx or failed, in percent (balancer).
+    ErrorRate,
 }
 
 impl Metric {
+    pub const ALL: [Metric; 9] = [
+        Metric::Cpu,
+        Metric::Mem,
+        Metric::RequestRate,
+        Metric::Requests,
+        Metric::Inflight,
+        Metric::LatencyP50,
+        Metric::LatencyP95,
+        Metric::LatencyP99,
+        Metric::ErrorRate,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Metric::Cpu => "cpu",
             Metric::Mem => "mem",
             Metric::RequestRate => "rps",
+            Metric::Requests => "requests",
+            Metric::Inflight => "inflight",
+            Metric::LatencyP50 => "p50_ms",
+            Metric::LatencyP95 => "p95_ms",
+            Metric::LatencyP99 => "p99_ms",
+            Metric::ErrorRate => "error_pct",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -25,6 +52,12 @@ impl Metric {
             "cpu" => Metric::Cpu,
             "mem" => Metric::Mem,
             "rps" => Metric::RequestRate,
+            "requests" => Metric::Requests,
+            "inflight" => Metric::Inflight,
+            "p50_ms" => Metric::LatencyP50,
+            "p95_ms" => Metric::LatencyP95,
+            "p99_ms" => Metric::LatencyP99,
+            "error_pct" => Metric::ErrorRate,
             _ => return None,
         })
     }
@@ -65,5 +98,18 @@ impl Sample {
             }
         }
         self.at = self.at.max(other.at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metric;
+
+    #[test]
+    fn metric_names_round_trip() {
+        for m in Metric::ALL {
+            assert_eq!(Metric::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(Metric::parse("nope"), None);
     }
 }
