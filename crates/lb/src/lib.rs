@@ -1,109 +1,76 @@
-//! Balancers behind the `Balancer` seam.
+//! Balancers behind the `Balancer` seam: the embedded HTTP/1.1 + TCP load balancer, and
+//! [`RecordingBalancer`] for tests.
 //!
-//! The embedded HTTP/TCP engine (health checks, draining, zero-drop retries) is the next milestone.
-//! Until it lands, [`RecordingBalancer`] stands in front of groups: it keeps the backend set the
-//! controller asked for and records every call, so the controller's contract (add after healthy,
-//! drain before delete) is observable and tested today.
+//! The embedded balancer puts one listener in front of each group ([`GroupBalancer`]; many groups
+//! via [`EmbeddedBalancer`], which also implements `MetricSource` as `lb`) and never drops a
+//! request while the group changes: new backends get traffic only after their health check
+//! passes, drains wait for in-flight requests, requests that could not be delivered are retried
+//! on another backend, and requests with no eligible backend wait (bounded) instead of failing.
+//!
+//! # Request lifecycle (HTTP mode)
+//!
+//! ```text
+//!  accept ─▶ read head ─▶ buffer body ─▶ select ─▶ send ─▶ respond + headers ─▶ record stats
+//!               │              │           │  ▲      │
+//!               ▼              ▼           │  │      ├─ connect error (nothing sent) ─▶ eject ──┐
+//!           400 / 431     400 + close      │  │      ├─ reset / EOF before a head, and the      │
+//!          (hyper; only  (bad chunking;    │  │      │  request is idempotent + body buffered ──┤
+//!           this conn)    nothing sent)    │  │      └─ anything else, or `retries` used ─▶ 502 │
+//!                                          │  └───────── retry on another backend ◀────────────┘
+//!                                          ▼
+//!                            queue (no eligible backend) ──(one becomes healthy)──▶ select
+//!                              └─ `queue_timeout` passed / `queue_limit` waiting ─▶ 503, Retry-After: 1
+//! ```
+//!
+//! 1. **accept**: one task per client connection, `TCP_NODELAY`, hyper's h1 server with
+//!    keep-alive. `max_buf_size` = `max_header_bytes` (hyper's floor: 8 KiB).
+//! 2. **read head**: hyper parses; a bad header line gets 400 and an oversized head 431 from hyper
+//!    itself, and only that connection ends.
+//! 3. **buffer body**: bodies up to `retry_buffer` are read whole (so they can be sent again and a
+//!    broken chunked body gets 400 before anything reaches a backend); larger ones stream after the
+//!    buffered prefix and are replayable only until the first send starts reading them.
+//!    Hop-by-hop headers go; `X-Forwarded-For`, `X-Forwarded-Proto`, `Via` are added.
+//! 4. **select**: least-outstanding / round-robin / weighted over eligible backends (healthy, not
+//!    draining, not tried by this request; the same backend twice only if it is the only one).
+//!    None eligible: **queue** until one becomes healthy, up to `queue_timeout`.
+//! 5. **send**: through the backend's own keep-alive pool. The backend's in-flight count covers
+//!    the request until its response body is done; a drain waits for exactly that.
+//! 6. **retry edges**: see the picture; at most `retries` extra attempts. A connect error ejects
+//!    the backend at once; `passive_5xx` consecutive 5xx/failures eject it too; only the active
+//!    check re-admits (`rise` passes).
+//! 7. **respond + headers**: hop-by-hop headers go, `x-flotilla-backend: <id>` and `Via` are added,
+//!    the body streams through.
+//! 8. **record stats**: when the body is done: per-backend counters and per-second ring (count,
+//!    errors, latency histogram) for rate, percentiles, error rate and requests-in-window.
+//!
+//! TCP mode shares select, queue, connect-retry and ejection; in-flight = open connections; a
+//! drain past its deadline closes them.
+//!
+//! # Modules
+//!
+//! `config` (settings), `group` ([`GroupBalancer`]: backend set, control API, stats),
+//! `backend` (state, atomics, pool, ring), `select`, `queue`, `health`, `body` (replayable request
+//! bodies, accounting response bodies), `http_proxy`, `tcp_proxy`, `stats`, `embedded`,
+//! `standalone`, `recording`.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::Duration;
+mod backend;
+mod body;
+mod config;
+mod embedded;
+mod group;
+mod health;
+mod http_proxy;
+mod queue;
+mod recording;
+mod select;
+mod standalone;
+mod stats;
+mod tcp_proxy;
 
-use async_trait::async_trait;
-use flotilla_model::{Backend, Balancer, DrainReport, GroupId, InstanceId, SeamError};
-
-/// One call the controller made, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BalancerCall {
-    Add(GroupId, Backend),
-    WaitHealthy(GroupId, InstanceId),
-    Drain(GroupId, InstanceId),
-    Remove(GroupId, InstanceId),
-}
-
-/// backend id -> (address, draining)
-type GroupBackends = BTreeMap<InstanceId, (String, bool)>;
-
-/// Records calls and tracks which backends would receive traffic.
-#[derive(Debug, Default)]
-pub struct RecordingBalancer {
-    calls: Mutex<Vec<BalancerCall>>,
-    backends: Mutex<BTreeMap<GroupId, GroupBackends>>,
-}
-
-impl RecordingBalancer {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn calls(&self) -> Vec<BalancerCall> {
-        self.calls.lock().expect("balancer lock").clone()
-    }
-    /// Backends of a group that would get new requests (added and not draining).
-    pub fn serving(&self, group: &GroupId) -> Vec<InstanceId> {
-        let b = self.backends.lock().expect("balancer lock");
-        b.get(group)
-            .map(|m| m.iter().filter(|(_, (_, draining))| !draining).map(|(id, _)| id.clone()).collect())
-            .unwrap_or_default()
-    }
-    fn record(&self, call: BalancerCall) {
-        self.calls.lock().expect("balancer lock").push(call);
-    }
-}
-
-#[async_trait]
-impl Balancer for RecordingBalancer {
-    async fn add(&self, group: &GroupId, backend: Backend) -> Result<(), SeamError> {
-        tracing::debug!(group = %group, backend = %backend.id, address = %backend.address, "balancer: add");
-        self.backends
-            .lock()
-            .expect("balancer lock")
-            .entry(group.clone())
-            .or_default()
-            .insert(backend.id.clone(), (backend.address.clone(), false));
-        self.record(BalancerCall::Add(group.clone(), backend));
-        Ok(())
-    }
-
-    async fn wait_healthy(&self, group: &GroupId, id: &InstanceId, _timeout: Duration) -> Result<bool, SeamError> {
-        self.record(BalancerCall::WaitHealthy(group.clone(), id.clone()));
-        let known = self.backends.lock().expect("balancer lock").get(group).is_some_and(|m| m.contains_key(id));
-        Ok(known)
-    }
-
-    async fn drain(&self, group: &GroupId, id: &InstanceId, _timeout: Duration) -> Result<DrainReport, SeamError> {
-        tracing::debug!(group = %group, backend = %id, "balancer: drain");
-        if let Some(entry) = self.backends.lock().expect("balancer lock").get_mut(group).and_then(|m| m.get_mut(id)) {
-            entry.1 = true;
-        }
-        self.record(BalancerCall::Drain(group.clone(), id.clone()));
-        Ok(DrainReport { completed: true, inflight_left: 0, waited: Duration::ZERO })
-    }
-
-    async fn remove(&self, group: &GroupId, id: &InstanceId) -> Result<(), SeamError> {
-        if let Some(m) = self.backends.lock().expect("balancer lock").get_mut(group) {
-            m.remove(id);
-        }
-        self.record(BalancerCall::Remove(group.clone(), id.clone()));
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn drained_backend_stops_serving_and_remove_forgets_it() {
-        let lb = RecordingBalancer::new();
-        let g = GroupId::new("g");
-        let a = InstanceId::new("a");
-        lb.add(&g, Backend { id: a.clone(), address: "127.0.0.1:1".into() }).await.unwrap();
-        assert!(lb.wait_healthy(&g, &a, Duration::from_secs(1)).await.unwrap());
-        assert_eq!(lb.serving(&g), vec![a.clone()]);
-        lb.drain(&g, &a, Duration::from_secs(1)).await.unwrap();
-        assert!(lb.serving(&g).is_empty());
-        lb.remove(&g, &a).await.unwrap();
-        assert!(!lb.wait_healthy(&g, &a, Duration::from_secs(1)).await.unwrap());
-        assert_eq!(lb.calls().len(), 5);
-    }
-}
+pub use backend::BackendStatus;
+pub use config::{HealthCheck, HealthConfig, LbConfig, Mode, Selection};
+pub use embedded::EmbeddedBalancer;
+pub use group::GroupBalancer;
+pub use recording::{BalancerCall, RecordingBalancer};
+pub use standalone::run_standalone;
+pub use stats::{BackendStats, GroupStats, TrafficStats};

@@ -1,0 +1,117 @@
+//! Balancer configuration: one [`LbConfig`] per group (one listener, one backend set).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What the listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// HTTP/1.1 reverse proxy (keep-alive both sides, retries, per-request metrics).
+    #[default]
+    Http,
+    /// Plain TCP (L4): one backend connection per client connection; in-flight = open connections.
+    Tcp,
+}
+
+/// How the next backend is chosen among the eligible ones (healthy, not draining).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Selection {
+    /// Fewest requests in flight (weight-scaled); ties rotate.
+    #[default]
+    LeastOutstanding,
+    /// Strict rotation, ignoring weights.
+    RoundRobin,
+    /// Rotation in proportion to weights.
+    Weighted,
+}
+
+/// The active health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// `GET path` on a fresh connection; any 2xx passes.
+    Http { path: String },
+    /// A TCP connect that succeeds within the timeout passes.
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub check: HealthCheck,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes before a (new or ejected) backend gets traffic.
+    pub rise: u32,
+    /// Consecutive failures before a serving backend is taken out.
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check: HealthCheck::Http { path: "/healthz".into() },
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbConfig {
+    pub listen: SocketAddr,
+    pub mode: Mode,
+    pub selection: Selection,
+    pub health: HealthConfig,
+    /// How long a request (or TCP connection) waits for an eligible backend before 503.
+    pub queue_timeout: Duration,
+    /// Requests allowed to wait at once; beyond it, 503 at once.
+    pub queue_limit: usize,
+    /// Extra attempts on other backends after a failed one.
+    pub retries: u32,
+    /// Request bodies up to this size are buffered (and so can be retried); larger ones stream.
+    pub retry_buffer: usize,
+    /// Consecutive 5xx responses (or proxy failures) that eject a backend; 0 disables.
+    pub passive_5xx: u32,
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections to backends are closed after this long.
+    pub idle_timeout: Duration,
+    /// Largest request head accepted (431 beyond). hyper's floor is 8 KiB.
+    pub max_header_bytes: usize,
+    /// Window of `rps`, latency percentiles and error rate (at most 300 s).
+    pub rate_window: Duration,
+    /// Window of `Metric::Requests` (at most 300 s).
+    pub count_window: Duration,
+}
+
+impl LbConfig {
+    /// HTTP mode with the defaults: least-outstanding, `GET /healthz` every second (timeout 1 s,
+    /// rise 1, fall 2), 30 s / 1024-deep queue, 3 retries, 64 KiB retry buffer, 5 consecutive 5xx
+    /// eject, 16 KiB heads, 10 s rate window, 60 s count window.
+    pub fn http(listen: SocketAddr) -> Self {
+        LbConfig {
+            listen,
+            mode: Mode::Http,
+            selection: Selection::LeastOutstanding,
+            health: HealthConfig::default(),
+            queue_timeout: Duration::from_secs(30),
+            queue_limit: 1024,
+            retries: 3,
+            retry_buffer: 64 * 1024,
+            passive_5xx: 5,
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            rate_window: Duration::from_secs(10),
+            count_window: Duration::from_secs(60),
+        }
+    }
+
+    /// TCP mode with the same defaults and a TCP-connect health check.
+    pub fn tcp(listen: SocketAddr) -> Self {
+        let mut cfg = Self::http(listen);
+        cfg.mode = Mode::Tcp;
+        cfg.health.check = HealthCheck::Tcp;
+        cfg
+    }
+}

@@ -1,0 +1,106 @@
+//! [`RecordingBalancer`]: keeps the backend set the controller asked for and records every call,
+//! so the controller's contract (add after healthy, drain before delete) is observable in tests
+//! without sockets.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flotilla_model::{Backend, Balancer, DrainReport, GroupId, InstanceId, SeamError};
+
+/// One call the controller made, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalancerCall {
+    Add(GroupId, Backend),
+    WaitHealthy(GroupId, InstanceId),
+    Drain(GroupId, InstanceId),
+    Remove(GroupId, InstanceId),
+}
+
+/// backend id -> (address, draining)
+type GroupBackends = BTreeMap<InstanceId, (String, bool)>;
+
+/// Records calls and tracks which backends would receive traffic.
+#[derive(Debug, Default)]
+pub struct RecordingBalancer {
+    calls: Mutex<Vec<BalancerCall>>,
+    backends: Mutex<BTreeMap<GroupId, GroupBackends>>,
+}
+
+impl RecordingBalancer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn calls(&self) -> Vec<BalancerCall> {
+        self.calls.lock().expect("balancer lock").clone()
+    }
+    /// Backends of a group that would get new requests (added and not draining).
+    pub fn serving(&self, group: &GroupId) -> Vec<InstanceId> {
+        let b = self.backends.lock().expect("balancer lock");
+        b.get(group)
+            .map(|m| m.iter().filter(|(_, (_, draining))| !draining).map(|(id, _)| id.clone()).collect())
+            .unwrap_or_default()
+    }
+    fn record(&self, call: BalancerCall) {
+        self.calls.lock().expect("balancer lock").push(call);
+    }
+}
+
+#[async_trait]
+impl Balancer for RecordingBalancer {
+    async fn add(&self, group: &GroupId, backend: Backend) -> Result<(), SeamError> {
+        tracing::debug!(group = %group, backend = %backend.id, address = %backend.address, "balancer: add");
+        self.backends
+            .lock()
+            .expect("balancer lock")
+            .entry(group.clone())
+            .or_default()
+            .insert(backend.id.clone(), (backend.address.clone(), false));
+        self.record(BalancerCall::Add(group.clone(), backend));
+        Ok(())
+    }
+
+    async fn wait_healthy(&self, group: &GroupId, id: &InstanceId, _timeout: Duration) -> Result<bool, SeamError> {
+        self.record(BalancerCall::WaitHealthy(group.clone(), id.clone()));
+        let known = self.backends.lock().expect("balancer lock").get(group).is_some_and(|m| m.contains_key(id));
+        Ok(known)
+    }
+
+    async fn drain(&self, group: &GroupId, id: &InstanceId, _timeout: Duration) -> Result<DrainReport, SeamError> {
+        tracing::debug!(group = %group, backend = %id, "balancer: drain");
+        if let Some(entry) = self.backends.lock().expect("balancer lock").get_mut(group).and_then(|m| m.get_mut(id)) {
+            entry.1 = true;
+        }
+        self.record(BalancerCall::Drain(group.clone(), id.clone()));
+        Ok(DrainReport { completed: true, inflight_left: 0, waited: Duration::ZERO })
+    }
+
+    async fn remove(&self, group: &GroupId, id: &InstanceId) -> Result<(), SeamError> {
+        if let Some(m) = self.backends.lock().expect("balancer lock").get_mut(group) {
+            m.remove(id);
+        }
+        self.record(BalancerCall::Remove(group.clone(), id.clone()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drained_backend_stops_serving_and_remove_forgets_it() {
+        let lb = RecordingBalancer::new();
+        let g = GroupId::new("g");
+        let a = InstanceId::new("a");
+        lb.add(&g, Backend { id: a.clone(), address: "127.0.0.1:1".into() }).await.unwrap();
+        assert!(lb.wait_healthy(&g, &a, Duration::from_secs(1)).await.unwrap());
+        assert_eq!(lb.serving(&g), vec![a.clone()]);
+        lb.drain(&g, &a, Duration::from_secs(1)).await.unwrap();
+        assert!(lb.serving(&g).is_empty());
+        lb.remove(&g, &a).await.unwrap();
+        assert!(!lb.wait_healthy(&g, &a, Duration::from_secs(1)).await.unwrap());
+        assert_eq!(lb.calls().len(), 5);
+    }
+}

@@ -1,0 +1,71 @@
+//! Malformed requests get 400/431 from the balancer itself; the balancer keeps serving others.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(5);
+
+async fn still_serves(lb: SocketAddr) {
+    let resp = raw(lb, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", T).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "a good request right after: {resp:?}");
+    assert!(resp.ends_with("b"), "{resp:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_header_line_gets_400() {
+    let b = TestBackend::start("b").await;
+    let lb = balancer_with(fast_cfg(), &[&b]).await;
+    let resp = raw(lb.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n", T).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp:?}");
+    let resp = raw(lb.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\nX-Ok: \x01\x02\r\n\r\n", T).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "control bytes in a value: {resp:?}");
+    still_serves(lb.local_addr()).await;
+    assert_eq!(b.hits(), 1, "nothing malformed reached the backend");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_head_gets_431() {
+    let b = TestBackend::start("b").await;
+    let lb = balancer_with(fast_cfg(), &[&b]).await;
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 20 * 1024));
+    req.extend_from_slice(b"\r\n\r\n");
+    let resp = raw(lb.local_addr(), &req, T).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp:?}");
+    still_serves(lb.local_addr()).await;
+    assert_eq!(b.hits(), 1);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_chunked_body_gets_400_before_reaching_a_backend() {
+    let b = TestBackend::start("b").await;
+    let lb = balancer_with(fast_cfg(), &[&b]).await;
+    let req = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let resp = raw(lb.local_addr(), req, T).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp:?}");
+    still_serves(lb.local_addr()).await;
+    assert_eq!(b.hits(), 1, "the broken body never reached the backend");
+    // A valid chunked body goes through whole.
+    let req = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let resp = raw(lb.local_addr(), req, T).await;
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("b:11"), "{resp:?}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_small_bodies_arrive_whole() {
+    let b = TestBackend::start("b").await;
+    let lb = balancer_with(fast_cfg(), &[&b]).await;
+    let c = client();
+    for len in [0usize, 10, 64 * 1024, 64 * 1024 + 1, 300 * 1024] {
+        let ans = send(&c, lb.local_addr(), "POST", "/echo", vec![7u8; len]).await.unwrap();
+        assert_eq!((ans.status, ans.body), (200, format!("b:{len}")));
+    }
+    lb.shutdown().await;
+}

@@ -1,0 +1,149 @@
+//! The model seams: `Balancer` and `MetricSource` through `EmbeddedBalancer`; stats; standalone mode.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use flotilla_lb::{run_standalone, EmbeddedBalancer, HealthCheck};
+use flotilla_model::{Backend, Balancer, ErrorKind, GroupId, Instance, InstanceId, Metric, MetricSource, Timestamp};
+
+fn backend(id: &str, addr: std::net::SocketAddr) -> Backend {
+    Backend { id: InstanceId::new(id), address: addr.to_string() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancer_trait_conformance() {
+    let eb = EmbeddedBalancer::new();
+    let g = GroupId::new("web");
+    let addr = eb.register(g.clone(), fast_cfg()).await.unwrap();
+    assert_eq!(eb.register(g.clone(), fast_cfg()).await.unwrap(), addr, "registering twice is idempotent");
+    let lb: &dyn Balancer = &eb;
+    let (a, b) = (TestBackend::start("m-a").await, TestBackend::start("m-b").await);
+    let (ia, ib) = (InstanceId::new("m-a"), InstanceId::new("m-b"));
+
+    lb.add(&g, backend("m-a", a.addr)).await.unwrap();
+    lb.add(&g, backend("m-a", a.addr)).await.unwrap(); // idempotent
+    assert!(lb.wait_healthy(&g, &ia, Duration::from_secs(10)).await.unwrap());
+    assert_eq!(get(&client(), addr, "/").await.unwrap().body, "m-a");
+
+    lb.add(&g, backend("m-b", b.addr)).await.unwrap();
+    assert!(lb.wait_healthy(&g, &ib, Duration::from_secs(10)).await.unwrap());
+    let r = lb.drain(&g, &ia, Duration::from_secs(5)).await.unwrap();
+    assert!(r.completed && r.inflight_left == 0, "{r:?}");
+    assert!(!lb.wait_healthy(&g, &ia, Duration::from_millis(50)).await.unwrap(), "drained is not serving");
+    for _ in 0..5 {
+        assert_eq!(get(&client(), addr, "/").await.unwrap().body, "m-b");
+    }
+    lb.remove(&g, &ia).await.unwrap();
+    lb.remove(&g, &ia).await.unwrap(); // removing twice is fine
+    assert!(!lb.wait_healthy(&g, &ia, Duration::from_millis(50)).await.unwrap(), "removed is unknown");
+    let r = lb.drain(&g, &InstanceId::new("ghost"), Duration::from_secs(5)).await.unwrap();
+    assert!(r.completed);
+
+    // Bad input is Invalid, naming what is wrong.
+    let e = lb.add(&g, Backend { id: InstanceId::new("x"), address: "not-an-address".into() }).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(e.message.contains("not-an-address"), "{e}");
+    let other = GroupId::new("unregistered");
+    let e = lb.add(&other, backend("x", a.addr)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(e.message.contains("unregistered"), "{e}");
+
+    assert!(eb.group(&g).is_some() && eb.group(&other).is_none());
+    eb.shutdown().await;
+    assert!(eb.group(&g).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_source_reports_what_the_balancer_saw() {
+    let eb = EmbeddedBalancer::new();
+    let g = GroupId::new("web");
+    let addr = eb.register(g.clone(), fast_cfg()).await.unwrap();
+    let a = TestBackend::start("m-a").await;
+    eb.add(&g, backend("m-a", a.addr)).await.unwrap();
+    assert!(eb.wait_healthy(&g, &InstanceId::new("m-a"), Duration::from_secs(10)).await.unwrap());
+
+    let n = 40;
+    let c = client();
+    for _ in 0..n {
+        assert_eq!(get(&c, addr, "/slow?ms=20").await.unwrap().status, 200);
+    }
+    let now = Timestamp::from_millis(1_000);
+    let members = [Instance::new("m-a", &g, Timestamp::ZERO), Instance::new("m-unknown", &g, Timestamp::ZERO)];
+    let src: &dyn MetricSource = &eb;
+    assert_eq!(src.name(), "lb");
+    let samples = src.sample(&g, &members, now).await.unwrap();
+    assert_eq!(samples.len(), 1, "members the balancer does not know are absent: {samples:?}");
+    let s = &samples[0];
+    assert_eq!((s.instance.as_str(), s.at), ("m-a", now));
+    assert_eq!(s.get(Metric::Requests), Some(n as f64), "all {n} requests are in the 60 s count window");
+    assert_eq!(s.get(Metric::RequestRate), Some(n as f64 / 10.0), "requests in the 10 s rate window / 10 s");
+    assert_eq!(s.get(Metric::Inflight), Some(0.0));
+    assert_eq!(s.get(Metric::ErrorRate), Some(0.0));
+    let (p50, p95, p99) =
+        (s.get(Metric::LatencyP50).unwrap(), s.get(Metric::LatencyP95).unwrap(), s.get(Metric::LatencyP99).unwrap());
+    assert!((19.0..2000.0).contains(&p50), "p50 {p50}");
+    assert!(p50 <= p95 && p95 <= p99, "{p50} {p95} {p99}");
+
+    // Errors count into the error rate.
+    a.set_fail(true);
+    for _ in 0..2 {
+        assert_eq!(get(&c, addr, "/").await.unwrap().status, 500);
+    }
+    let s = &src.sample(&g, &members, now).await.unwrap()[0];
+    let want = 2.0 * 100.0 / (n as f64 + 2.0);
+    assert!((s.get(Metric::ErrorRate).unwrap() - want).abs() < 1e-9, "{s:?}");
+
+    // Group stats agree.
+    let st = eb.group(&g).unwrap().stats();
+    assert_eq!(st.total.requests_total, n + 2);
+    assert_eq!(st.total.errors_total, 2);
+    assert_eq!(st.total.requests_in_count_window, n + 2);
+    assert_eq!(st.backends.len(), 1);
+    assert_eq!(st.backends[0].traffic.requests_total, n + 2);
+    assert_eq!(st.backends[0].traffic.rps, (n + 2) as f64 / 10.0);
+    let group = eb.group(&g).unwrap();
+    assert_eq!(group.requests_in("m-a", Duration::from_secs(300)), Some(n + 2));
+    assert_eq!(group.requests_in("nobody", Duration::from_secs(300)), None);
+
+    // A group without a balancer: no samples, no error.
+    assert!(src.sample(&GroupId::new("other"), &members, now).await.unwrap().is_empty());
+    // A known member with no traffic in the window has no latency figures.
+    let quiet = TestBackend::start("m-q").await;
+    eb.add(&g, backend("m-q", quiet.addr)).await.unwrap();
+    let s = src.sample(&g, &[Instance::new("m-q", &g, Timestamp::ZERO)], now).await.unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].get(Metric::Requests), Some(0.0));
+    assert_eq!(s[0].get(Metric::LatencyP50), None);
+    eb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_serves_until_shutdown() {
+    let (b0, b1) = (TestBackend::start("x").await, TestBackend::start("y").await);
+    // Reserve a port for the standalone listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut cfg = flotilla_lb::LbConfig::http(port);
+    cfg.health.check = HealthCheck::Tcp;
+    cfg.health.interval = Duration::from_millis(100);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run_standalone(cfg, vec![b0.addr, b1.addr], async {
+        let _ = stop_rx.await;
+    }));
+    let c = client();
+    let mut ids = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ids.len() < 2 && tokio::time::Instant::now() < deadline {
+        if let Ok(a) = get(&c, port, "/").await {
+            assert_eq!(a.status, 200);
+            ids.insert(a.backend.unwrap());
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(ids, ["b0".to_string(), "b1".to_string()].into_iter().collect(), "backends are b0, b1");
+    drop(c);
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), server).await.unwrap().unwrap().unwrap();
+}
