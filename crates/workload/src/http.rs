@@ -34,6 +34,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/", get(root))
         .route("/healthz", get(healthz))
         .route("/work", get(work))
+        .route("/sleep", get(sleep))
         .route("/load", get(load_get).post(load_start).delete(load_stop))
         .with_state(state)
         .layer(axum::middleware::map_response(move |mut res: Response| {
@@ -65,6 +66,17 @@ async fn root(State(s): State<AppState>) -> Response {
 
 async fn healthz() -> Response {
     text(StatusCode::OK, "ok".to_string())
+}
+
+/// `GET /sleep?ms=N`: answers after N ms without using CPU: a slow request (drain tests, slow
+/// upstreams) that does not move the member's CPU metric.
+async fn sleep(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let ms = match parse_ms(q.get("ms").map(String::as_str)) {
+        Ok(ms) => ms,
+        Err(msg) => return bad_request(msg),
+    };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    text(StatusCode::OK, format!("{} slept ms={ms}\n", s.name))
 }
 
 /// `GET /work?ms=N`: burns N ms of CPU on a blocking thread (N above 60000 is capped).

@@ -23,6 +23,17 @@ async fn work_burns_at_least_n_ms_and_names_the_member() {
 }
 
 #[tokio::test]
+async fn sleep_answers_after_the_delay() {
+    let srv = Server::start("web_1", 1).await;
+    let started = tokio::time::Instant::now();
+    let r = request(srv.addr, "GET", "/sleep?ms=300").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "web_1 slept ms=300\n"));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(request(srv.addr, "GET", "/sleep?ms=x").await.status, 400);
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn bad_parameters_are_400_naming_the_parameter() {
     let srv = Server::start("web_1", 1).await;
     for path in ["/work", "/work?ms=", "/work?ms=abc", "/work?ms=-5", "/work?ms=1.5"] {

@@ -71,3 +71,4 @@ impl Drop for Server {
         }
     }
 }
+
