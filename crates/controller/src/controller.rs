@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use flotilla_model::{
     Balancer, Clock, Decision, Evaluation, GroupId, GroupSpec, Instance, InstanceState, MetricChoice, MetricSource,
-    Mode, OpState, Provider, SeamError, Store, Timestamp,
+    Mode, OpState, PolicySpec, Provider, SeamError, Store, TargetMetric, Timestamp,
 };
 use flotilla_policy::{policy_for, GroupView, Policy};
 
@@ -75,6 +75,9 @@ pub struct Controller {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) options: Options,
     pub(crate) slots: BTreeMap<GroupId, Slot>,
+    /// Members this process has handed to the balancer. After a restart it is empty, so adopted
+    /// members are handed over again (the balancer itself starts empty too).
+    pub(crate) registered: Mutex<std::collections::BTreeSet<(GroupId, flotilla_model::InstanceId)>>,
 }
 
 impl Controller {
@@ -100,6 +103,7 @@ impl Controller {
             clock: parts.clock,
             options: parts.options,
             slots,
+            registered: Mutex::new(Default::default()),
         })
     }
 
@@ -168,6 +172,7 @@ impl Controller {
 
         let now = self.clock.now();
         let members = self.observe_members(spec, now).await?;
+        self.sync_balancer(spec, &members).await?;
         let latest = self.sample(spec, &members, now).await;
         let primary = self.ensure_primary(spec, &members).await?;
 
@@ -220,31 +225,126 @@ impl Controller {
     }
 }
 
-/// The seed's metric line: `[metrics] cpu=… mem=… -> max=…`, plus the streak counters.
+/// Logs the tick's [`metrics_line`].
 fn log_evaluation(spec: &GroupSpec, e: &Evaluation) {
+    tracing::info!(group = %spec.id, "{}", metrics_line(spec, e));
+}
+
+/// The metrics line of a tick, by policy kind. Threshold keeps the seed's `[metrics] cpu=… mem=… ->
+/// max=…`; target tracking shows the per-member value against the target and the member count it
+/// wants; request count the requests within the window against the trigger. Counters that the
+/// tick's action reset are left out (the action's own line says why).
+fn metrics_line(spec: &GroupSpec, e: &Evaluation) -> String {
     let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1}"));
-    let label = match spec.threshold.metric {
-        MetricChoice::Cpu => "cpu",
-        MetricChoice::Mem => "mem",
-        MetricChoice::Max => "max",
-    };
-    if e.decision.is_action() {
-        // The streak counters were reset by the action; the action's own line says why.
-        tracing::info!(group = %spec.id, "[metrics] cpu={} mem={} -> {label}={} (members {}/{})",
-            fmt(e.cpu), fmt(e.mem), fmt(e.value), e.sampled, e.running);
-        return;
+    let members = format!("members {}/{}", e.sampled, e.running);
+    let acted = e.decision.is_action();
+    match &spec.policy {
+        PolicySpec::Threshold(t) => {
+            let label = match t.metric {
+                MetricChoice::Cpu => "cpu",
+                MetricChoice::Mem => "mem",
+                MetricChoice::Max => "max",
+                MetricChoice::Rps => "rps",
+            };
+            let counts = if acted {
+                String::new()
+            } else {
+                format!(", up {}/{}, down {}/{}", e.up_count, t.min_up, e.down_count, t.min_down)
+            };
+            format!("[metrics] cpu={} mem={} -> {label}={} ({members}{counts})", fmt(e.cpu), fmt(e.mem), fmt(e.value))
+        }
+        PolicySpec::TargetTracking(t) => {
+            let label = match t.metric {
+                TargetMetric::Cpu => "cpu",
+                TargetMetric::Mem => "mem",
+                TargetMetric::Rps => "rps",
+            };
+            let desired = e.desired.map_or_else(|| "n/a".to_string(), |d| d.to_string());
+            let counts = if acted { String::new() } else { format!(", down {}/{}", e.down_count, t.scale_in_samples) };
+            format!(
+                "[metrics] per-member {label}={} target={} -> desired={desired} ({members}{counts})",
+                fmt(e.value),
+                t.target
+            )
+        }
+        PolicySpec::RequestCount(r) => {
+            let requests = e.value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}"));
+            format!("[metrics] requests in {:?}={requests} (trigger {}, {members})", r.window, r.requests)
+        }
     }
-    tracing::info!(
-        group = %spec.id,
-        "[metrics] cpu={} mem={} -> {label}={} (members {}/{}, up {}/{}, down {}/{})",
-        fmt(e.cpu),
-        fmt(e.mem),
-        fmt(e.value),
-        e.sampled,
-        e.running,
-        e.up_count,
-        spec.threshold.min_up,
-        e.down_count,
-        spec.threshold.min_down,
-    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use flotilla_model::{
+        Decision, Evaluation, GroupSpec, HoldReason, MetricChoice, PolicySpec, RequestCountSpec, TargetMetric,
+        TargetSpec, Timestamp,
+    };
+
+    use super::metrics_line;
+
+    fn eval(value: Option<f64>, desired: Option<u32>, decision: Decision) -> Evaluation {
+        Evaluation {
+            at: Timestamp(0),
+            cpu: Some(91.24),
+            mem: None,
+            value,
+            desired,
+            sampled: 1,
+            running: 2,
+            up_count: 3,
+            down_count: 1,
+            decision,
+        }
+    }
+
+    #[test]
+    fn one_line_per_kind() {
+        let hold = Decision::Hold(HoldReason::Steady);
+        let out = Decision::ScaleOut { count: 1, reason: "x".into() };
+        let mut spec = GroupSpec::example("g");
+        #[rustfmt::skip]
+        let threshold = [
+            (eval(Some(91.24), None, hold.clone()),
+             "[metrics] cpu=91.2 mem=n/a -> max=91.2 (members 1/2, up 3/4, down 1/4)"),
+            (eval(Some(91.24), None, out.clone()), "[metrics] cpu=91.2 mem=n/a -> max=91.2 (members 1/2)"),
+            (eval(None, None, Decision::Hold(HoldReason::NoData)),
+             "[metrics] cpu=91.2 mem=n/a -> max=n/a (members 1/2, up 3/4, down 1/4)"),
+        ];
+        for (e, want) in threshold {
+            assert_eq!(metrics_line(&spec, &e), want);
+        }
+        spec.policy.threshold_mut().unwrap().metric = MetricChoice::Rps;
+        assert_eq!(
+            metrics_line(&spec, &eval(Some(120.0), None, out.clone())),
+            "[metrics] cpu=91.2 mem=n/a -> rps=120.0 (members 1/2)"
+        );
+
+        spec.policy =
+            PolicySpec::TargetTracking(TargetSpec { metric: TargetMetric::Rps, target: 50.0, scale_in_samples: 3 });
+        assert_eq!(
+            metrics_line(&spec, &eval(Some(42.5), Some(2), hold.clone())),
+            "[metrics] per-member rps=42.5 target=50 -> desired=2 (members 1/2, down 1/3)"
+        );
+        assert_eq!(
+            metrics_line(&spec, &eval(Some(120.0), Some(5), out.clone())),
+            "[metrics] per-member rps=120.0 target=50 -> desired=5 (members 1/2)"
+        );
+        assert_eq!(
+            metrics_line(&spec, &eval(None, None, Decision::Hold(HoldReason::NoData))),
+            "[metrics] per-member rps=n/a target=50 -> desired=n/a (members 1/2, down 1/3)"
+        );
+
+        spec.policy = PolicySpec::RequestCount(RequestCountSpec { requests: 10, window: Duration::from_secs(60) });
+        assert_eq!(
+            metrics_line(&spec, &eval(Some(7.0), None, hold)),
+            "[metrics] requests in 60s=7 (trigger 10, members 1/2)"
+        );
+        assert_eq!(
+            metrics_line(&spec, &eval(None, None, Decision::Hold(HoldReason::NoData))),
+            "[metrics] requests in 60s=n/a (trigger 10, members 1/2)"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_model::{Event, EventKind, GroupSpec, Instance, InstanceState, Sample, SeamError, Timestamp};
+use flotilla_model::{Backend, Event, EventKind, GroupSpec, Instance, InstanceState, Sample, SeamError, Timestamp};
 
 use crate::Controller;
 
@@ -63,6 +63,39 @@ impl Controller {
         }
         members.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
         Ok(members)
+    }
+
+    /// Hands running members the balancer does not know yet (adopted after a restart, or whose
+    /// scale-out was resumed) to it, and forgets members that are gone. New members are added by
+    /// the scale-out itself, which also waits for their health check.
+    pub(crate) async fn sync_balancer(&self, spec: &GroupSpec, members: &[Instance]) -> Result<(), SeamError> {
+        let missing: Vec<&Instance> = {
+            let known = self.registered.lock().expect("registered lock");
+            members
+                .iter()
+                .filter(|m| m.is_running() && m.address.is_some())
+                .filter(|m| !known.contains(&(spec.id.clone(), m.id.clone())))
+                .collect()
+        };
+        for m in missing {
+            let backend = Backend { id: m.id.clone(), address: m.address.clone().unwrap_or_default() };
+            self.balancer.add(&spec.id, backend).await?;
+            tracing::info!(group = %spec.id, member = %m.name, "member handed to the balancer");
+            self.registered.lock().expect("registered lock").insert((spec.id.clone(), m.id.clone()));
+        }
+        let gone: Vec<_> = {
+            let known = self.registered.lock().expect("registered lock");
+            known
+                .iter()
+                .filter(|(g, id)| g == &spec.id && !members.iter().any(|m| &m.id == id))
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
+        for id in gone {
+            self.balancer.remove(&spec.id, &id).await?;
+            self.registered.lock().expect("registered lock").remove(&(spec.id.clone(), id));
+        }
+        Ok(())
     }
 
     pub(crate) async fn has_pending(&self, spec: &GroupSpec) -> Result<bool, SeamError> {

@@ -164,8 +164,9 @@ async fn scale_mode_respects_max_and_increment() {
     spec.min = 1;
     spec.max = 5;
     spec.increment = 2;
-    spec.threshold.min_up = 2;
-    spec.threshold.min_down = 2;
+    let t = spec.policy.threshold_mut().expect("the example is a threshold group");
+    t.min_up = 2;
+    t.min_down = 2;
     let sim = Sim::new(spec);
     sim.ctl.recover().await.unwrap();
     sim.tick().await;

@@ -44,8 +44,42 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The embedded load balancer alone, in front of a fixed set of backends (benchmarks).
+    Lb(LbArgs),
     /// The bundled member workload server (run by the local provider; not usually by hand).
     Workload(WorkloadArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LbModeArg {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SelectionArg {
+    LeastOutstanding,
+    RoundRobin,
+    Weighted,
+}
+
+#[derive(Debug, Args)]
+pub struct LbArgs {
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// A backend address; repeat for each backend.
+    #[arg(long = "backend", required = true)]
+    pub backends: Vec<SocketAddr>,
+    /// Worker threads (1 = a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value_t = LbModeArg::Http)]
+    pub mode: LbModeArg,
+    #[arg(long, value_enum, default_value_t = SelectionArg::LeastOutstanding)]
+    pub selection: SelectionArg,
+    /// HTTP health-check path; with `--mode tcp` the check is a TCP connect.
+    #[arg(long, default_value = "/healthz")]
+    pub health_path: String,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +100,9 @@ pub struct DemoArgs {
     /// Seconds to hold the 50/50 split before stopping the load.
     #[arg(long, default_value_t = 12)]
     pub split_secs: u64,
+    /// Where the demo group's balancer listens.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +158,22 @@ pub struct LoadArgs {
     /// The group to load (default: the only group in the state dir).
     #[arg(long)]
     pub group: Option<String>,
+    /// Send HTTP requests to this address (a group's balancer) instead of starting busy loops
+    /// inside the members: `concurrency` requests in flight, each `GET --path`.
+    #[arg(long)]
+    pub through: Option<SocketAddr>,
+    /// With --through: the request path (`/work?ms=50` burns 50 ms of a member's CPU).
+    #[arg(long, default_value = "/work?ms=50")]
+    pub path: String,
+    /// With --through: requests in flight (closed loop), or workers when --rate is given.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// With --through: total requests per second (open loop) instead of back to back.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// With --through: how long to send (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
     /// Stop all load on the group's members.
     #[arg(long)]
     pub stop: bool,

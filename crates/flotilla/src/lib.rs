@@ -4,6 +4,7 @@
 //! Start-up follows phases: load (config) → validate → build (store, provider, sources, balancer;
 //! may fail) → spawn (the controller loop) → drain (shutdown signal, in-flight work finishes).
 
+pub mod balancer_router;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -7,7 +7,17 @@ use flotilla::{config::ConfigErrors, UsageError};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     flotilla::logging::init(cli.log_format, cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `flotilla lb --threads N` picks its own runtime size (benchmarks compare thread counts).
+    let threads = match &cli.command {
+        flotilla::cli::Command::Lb(args) => args.threads.max(1),
+        _ => 0,
+    };
+    let built = match threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -56,7 +56,7 @@ const CASES: &[Case] = &[
             3,
             5,
             "unknown field `speed`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, \
-             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`",
+             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`",
         )],
     },
     Case {
@@ -66,7 +66,8 @@ const CASES: &[Case] = &[
             "groups[0].policy.hgih",
             5,
             7,
-            "unknown field `hgih`, expected one of `metric`, `aggregation`, `high`, `low`, `min_up`, `min_down`",
+            "unknown field `hgih`, expected one of `kind`, `metric`, `aggregation`, `high`, `low`, `min_up`, \
+             `min_down`",
         )],
     },
     Case {
@@ -156,7 +157,166 @@ const CASES: &[Case] = &[
     Case {
         name: "unknown metric",
         yaml: "groups:\n  - name: a\n    policy: {metric: disk}\n",
-        errors: &[("groups[0].policy.metric", 3, 22, "unknown variant `disk`, expected one of `cpu`, `mem`, `max`")],
+        errors: &[(
+            "groups[0].policy.metric",
+            3,
+            22,
+            "unknown variant `disk`, expected one of `cpu`, `mem`, `max`, `rps`",
+        )],
+    },
+    Case {
+        name: "a field of another kind under an explicit kind",
+        yaml: "groups:\n  - name: a\n    policy:\n      kind: threshold\n      high: 90\n      target: 50\n",
+        errors: &[(
+            "groups[0].policy.target",
+            6,
+            7,
+            "unknown field `target` for kind `threshold`, expected one of `kind`, `metric`, `aggregation`, `high`, \
+             `low`, `min_up`, `min_down` (`target` belongs to kind `target`)",
+        )],
+    },
+    Case {
+        name: "a field of another kind under the default kind",
+        yaml: "groups:\n  - name: a\n    policy: {high: 90, requests: 10}\n",
+        errors: &[(
+            "groups[0].policy.requests",
+            3,
+            24,
+            "unknown field `requests` for kind `threshold` (the default), expected one of `kind`, `metric`, \
+             `aggregation`, `high`, `low`, `min_up`, `min_down` (`requests` belongs to kind `requests`)",
+        )],
+    },
+    Case {
+        name: "the kind may come last: threshold fields under a target",
+        yaml: "groups:\n  - name: a\n    policy:\n      high: 80\n      metric: rps\n      target: 50\n      \
+               kind: target\n",
+        errors: &[(
+            "groups[0].policy.high",
+            4,
+            7,
+            "unknown field `high` for kind `target`, expected one of `kind`, `metric`, `target`, `scale_in_samples` \
+             (`high` belongs to kind `threshold`)",
+        )],
+    },
+    Case {
+        name: "a field two kinds share, under the third",
+        yaml: "groups:\n  - name: a\n    policy: {kind: requests, requests: 10, metric: cpu}\n",
+        errors: &[(
+            "groups[0].policy.metric",
+            3,
+            44,
+            "unknown field `metric` for kind `requests`, expected one of `kind`, `requests`, `window` (`metric` \
+             belongs to kind `threshold` or `target`)",
+        )],
+    },
+    Case {
+        name: "a field of no kind lists the fields of the kind given",
+        yaml: "groups:\n  - name: a\n    policy: {kind: target, metric: rps, target: 50, tagret: 5}\n",
+        errors: &[(
+            "groups[0].policy.tagret",
+            3,
+            53,
+            "unknown field `tagret`, expected one of `kind`, `metric`, `target`, `scale_in_samples`",
+        )],
+    },
+    Case {
+        name: "unknown policy kind",
+        yaml: "groups:\n  - name: a\n    policy: {kind: step}\n",
+        errors: &[(
+            "groups[0].policy.kind",
+            3,
+            20,
+            "unknown variant `step`, expected one of `threshold`, `target`, `requests`",
+        )],
+    },
+    Case {
+        name: "every problem in a policy: a bad value, a misplaced field, then what is missing",
+        yaml: "groups:\n  - name: a\n    policy:\n      kind: target\n      high: 80\n      scale_in_samples: many\n",
+        errors: &[
+            ("groups[0].policy", 3, 5, "missing field `metric`"),
+            (
+                "groups[0].policy.high",
+                5,
+                7,
+                "unknown field `high` for kind `target`, expected one of `kind`, `metric`, `target`, \
+                 `scale_in_samples` (`high` belongs to kind `threshold`)",
+            ),
+            ("groups[0].policy.scale_in_samples", 6, 25, "invalid type: string \"many\", expected u32"),
+        ],
+    },
+    Case {
+        name: "target of zero",
+        yaml: "groups:\n  - name: a\n    policy: {kind: target, metric: rps, target: 0}\n",
+        errors: &[
+            ("groups[0].policy.metric", 3, 36, "metric `rps` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.target", 3, 49, "must be greater than 0 requests per second (got 0)")],
+    },
+    Case {
+        name: "negative cpu target",
+        yaml: "groups:\n  - name: a\n    policy: {kind: target, metric: cpu, target: -5}\n",
+        errors: &[("groups[0].policy.target", 3, 49, "must be greater than 0 and at most 100 percent (got -5)")],
+    },
+    Case {
+        name: "cpu target above 100",
+        yaml: "groups:\n  - name: a\n    policy: {kind: target, metric: cpu, target: 150}\n",
+        errors: &[("groups[0].policy.target", 3, 49, "must be greater than 0 and at most 100 percent (got 150)")],
+    },
+    Case {
+        name: "mem target above 100, scale_in_samples 0",
+        yaml: "groups:\n  - name: a\n    policy: {kind: target, metric: mem, target: 101, scale_in_samples: 0}\n",
+        errors: &[
+            ("groups[0].policy.target", 3, 49, "must be greater than 0 and at most 100 percent (got 101)"),
+            ("groups[0].policy.scale_in_samples", 3, 72, "must be at least 1 sample"),
+        ],
+    },
+    Case {
+        name: "a target of the larger of cpu and mem: no guess at the target's unit",
+        yaml: "groups:\n  - name: a\n    policy: {kind: target, metric: max, target: 500}\n",
+        errors: &[("groups[0].policy.metric", 3, 36, "a target needs one metric: `cpu`, `mem` or `rps` (not `max`)")],
+    },
+    Case {
+        name: "target missing",
+        yaml: "groups:\n  - name: a\n    policy:\n      kind: target\n      metric: rps\n",
+        errors: &[("groups[0].policy", 3, 5, "missing field `target`")],
+    },
+    Case {
+        name: "zero requests",
+        yaml: "groups:\n  - name: a\n    policy: {kind: requests, requests: 0}\n",
+        errors: &[
+            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.requests", 3, 40, "must be at least 1 request")],
+    },
+    Case {
+        name: "negative requests",
+        yaml: "groups:\n  - name: a\n    policy: {kind: requests, requests: -1}\n",
+        errors: &[("groups[0].policy.requests", 3, 40, "invalid value: integer `-1`, expected u64")],
+    },
+    Case {
+        name: "window of 0s",
+        yaml: "groups:\n  - name: a\n    policy: {kind: requests, requests: 10, window: 0s}\n",
+        errors: &[
+            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.window", 3, 52, "must be between 1s and 5m (got 0s)")],
+    },
+    Case {
+        name: "window of 10m",
+        yaml: "groups:\n  - name: a\n    policy:\n      kind: requests\n      requests: 10\n      window: 10m\n",
+        errors: &[
+            ("groups[0].policy.kind", 4, 13, "policy kind `requests` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.window", 6, 15, "must be between 1s and 5m (got 10m)")],
+    },
+    Case {
+        name: "window without a unit",
+        yaml: "groups:\n  - name: a\n    policy: {kind: requests, requests: 10, window: 60}\n",
+        errors: &[("groups[0].policy.window", 3, 52, "invalid duration `60`: a unit is needed, like `60s` or `60ms`")],
+    },
+    Case {
+        name: "rps thresholds: not percent, but never negative",
+        yaml: "groups:\n  - name: a\n    policy: {metric: rps, high: 500, low: -1}\n",
+        errors: &[
+            ("groups[0].policy.metric", 3, 22, "metric `rps` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.low", 3, 43, "must be at least 0 requests per second (got -1)")],
+    },
+    Case {
+        name: "rps thresholds: low below high",
+        yaml: "groups:\n  - name: a\n    policy: {metric: rps, high: 500, low: 500}\n",
+        errors: &[
+            ("groups[0].policy.metric", 3, 22, "metric `rps` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.low", 3, 43, "low (500) must be less than high (500)")],
     },
     Case {
         name: "duplicate group names",
@@ -292,12 +452,71 @@ groups:
     template: {vcpus: 65}
 ",
         errors: &[
-            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`"),
+            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`"),
             ("groups[0].min", 4, 10, "invalid type: string \"lots\", expected u32"),
-            ("groups[0].policy.hgih", 5, 14, "unknown field `hgih`, expected one of `metric`, `aggregation`, `high`, `low`, `min_up`, `min_down`"),
+            ("groups[0].policy.hgih", 5, 14, "unknown field `hgih`, expected one of `kind`, `metric`, `aggregation`, `high`, `low`, `min_up`, `min_down`"),
             ("groups[0].policy.low", 5, 28, "invalid type: string \"x\", expected f64"),
             ("groups[1].max", 8, 10, "must be at least 1"),
             ("groups[1].template.vcpus", 9, 23, "must be between 1 and 64 (got 65)"),
+        ],
+    },
+    Case {
+        name: "balancer problems",
+        yaml: "\
+groups:
+  - name: a
+    balancer:
+      listen: localhost:80
+      selction: round-robin
+  - name: b
+    balancer:
+      listen: 127.0.0.1:8000
+      mode: udp
+  - name: c
+    balancer:
+      listen: 127.0.0.1:8000
+      retries: 11
+      health: {path: healthz, interval: 10ms, rise: 0}
+",
+        errors: &[
+            ("groups[0].balancer.selction", 5, 7, "unknown field `selction`, expected one of `listen`, `mode`, `selection`, `health`, `queue_timeout`, `queue_limit`, `retries`"),
+            ("groups[1].balancer.mode", 9, 13, "unknown variant `udp`, expected `http` or `tcp`"),
+            ("groups[2].balancer.retries", 13, 16, "must be at most 10, got 11"),
+            ("groups[2].balancer.health.path", 14, 22, "`healthz` must start with `/`"),
+            ("groups[2].balancer.health.interval", 14, 41, "must be at least 50ms, got 10ms"),
+            ("groups[2].balancer.health.rise", 14, 53, "must be at least 1"),
+        ],
+    },
+    Case {
+        name: "balancer listeners",
+        yaml: "\
+groups:
+  - name: a
+    balancer: {listen: localhost:80}
+  - name: b
+    balancer: {listen: 127.0.0.1:8000}
+  - name: c
+    balancer: {listen: 127.0.0.1:8000}
+",
+        errors: &[
+            ("groups[0].balancer.listen", 3, 24, "`localhost:80` is not an IP:port address like 127.0.0.1:8000"),
+            ("groups[2].balancer.listen", 7, 24, "127.0.0.1:8000 is already the listener of groups[1]"),
+        ],
+    },
+    Case {
+        name: "request policies need a balancer",
+        yaml: "\
+groups:
+  - name: a
+    policy: {kind: requests, requests: 10}
+  - name: b
+    policy: {kind: target, metric: rps, target: 50}
+  - name: c
+    policy: {kind: target, metric: cpu, target: 50}
+",
+        errors: &[
+            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section: the balancer is what counts requests"),
+            ("groups[1].policy.metric", 5, 36, "metric `rps` needs a `balancer:` section: the balancer is what counts requests"),
         ],
     },
 ];

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flotilla::config::{load, Config};
-use flotilla_model::{GroupSpec, MetricChoice, Mode, Victim};
+use flotilla_model::{GroupSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, TargetMetric, TargetSpec, Victim};
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -57,9 +57,10 @@ fn the_demo_example_is_fast_handover() {
     assert_eq!(g.interval, Duration::from_secs(1));
     assert_eq!(g.stale_after, Duration::from_secs(3));
     assert_eq!((g.cooldown_up, g.cooldown_down), (Duration::from_secs(0), Duration::from_secs(5)));
-    assert_eq!((g.threshold.high, g.threshold.low), (80.0, 20.0));
-    assert_eq!((g.threshold.min_up, g.threshold.min_down), (3, 3));
-    assert_eq!(g.threshold.metric, MetricChoice::Max);
+    let t = g.policy.threshold().expect("a threshold policy");
+    assert_eq!((t.high, t.low), (80.0, 20.0));
+    assert_eq!((t.min_up, t.min_down), (3, 3));
+    assert_eq!(t.metric, MetricChoice::Max);
 }
 
 #[test]
@@ -70,4 +71,28 @@ fn the_scale_example_scales_by_two() {
     assert_eq!((g.min, g.max, g.increment), (2, 6, 2));
     assert_eq!(g.victim, Victim::LeastBusy);
     assert_eq!((g.cooldown_up, g.cooldown_down), (Duration::from_secs(30), Duration::from_secs(120)));
+}
+
+#[test]
+fn the_target_example_tracks_50_rps_per_member() {
+    let config = example("target-rps.yaml");
+    let g = &config.groups[0];
+    assert_eq!(g.mode, Mode::Scale);
+    assert_eq!((g.min, g.max), (1, 4));
+    assert_eq!(
+        g.policy,
+        PolicySpec::TargetTracking(TargetSpec { metric: TargetMetric::Rps, target: 50.0, scale_in_samples: 3 })
+    );
+}
+
+#[test]
+fn the_seed_002_example_is_the_request_trigger() {
+    let config = example("seed-002-requests.yaml");
+    assert_eq!(config.groups.len(), 1);
+    let g = &config.groups[0];
+    assert_eq!(g.mode, Mode::Scale);
+    assert_eq!((g.min, g.max), (1, 2));
+    assert_eq!(g.cooldown_up, Duration::from_secs(10));
+    assert_eq!(g.instance.vcpus, 1);
+    assert_eq!(g.policy, PolicySpec::RequestCount(RequestCountSpec { requests: 10, window: Duration::from_secs(60) }));
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla::config::{load, parse, Config, ProviderConfig, StoreConfig};
-use flotilla_model::{Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, ThresholdSpec, Victim};
+use flotilla_model::{
+    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, TargetMetric,
+    TargetSpec, ThresholdSpec, Victim,
+};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -51,6 +54,7 @@ groups:
         state_dir: Some(PathBuf::from("/var/lib/flotilla")),
         store: StoreConfig::Sqlite { path: PathBuf::from("state.db"), sample_window: 100 },
         provider: ProviderConfig::Local { start_timeout: secs(60) },
+        balancers: Default::default(),
         groups: vec![GroupSpec {
             id: GroupId::new("web.front_1"),
             mode: Mode::Scale,
@@ -61,7 +65,13 @@ groups:
             cooldown_down: secs(0),
             interval: Duration::from_millis(250),
             stale_after: secs(2),
-            threshold: ThresholdSpec { metric: MetricChoice::Cpu, high: 75.5, low: 0.0, min_up: 1, min_down: 10 },
+            policy: PolicySpec::Threshold(ThresholdSpec {
+                metric: MetricChoice::Cpu,
+                high: 75.5,
+                low: 0.0,
+                min_up: 1,
+                min_down: 10,
+            }),
             aggregation: Aggregation::Max,
             victim: Victim::LeastBusy,
             drain_timeout: secs(45),
@@ -95,7 +105,13 @@ fn defaults_fill_everything_but_the_name() {
         cooldown_down: secs(30),
         interval: secs(5),
         stale_after: secs(15),
-        threshold: ThresholdSpec { metric: MetricChoice::Max, high: 80.0, low: 20.0, min_up: 4, min_down: 4 },
+        policy: PolicySpec::Threshold(ThresholdSpec {
+            metric: MetricChoice::Max,
+            high: 80.0,
+            low: 20.0,
+            min_up: 4,
+            min_down: 4,
+        }),
         aggregation: Aggregation::Mean,
         victim: Victim::Oldest,
         drain_timeout: secs(30),
@@ -135,7 +151,8 @@ groups:
     let config = parse(yaml, "t.yaml").unwrap();
     let (a, b) = (&config.groups[0], &config.groups[1]);
     assert_eq!(b.id, GroupId::new("b"));
-    assert_eq!((b.mode, b.interval, b.threshold.high, b.threshold.low), (a.mode, a.interval, 90.0, 10.0));
+    let t = b.policy.threshold().expect("a threshold");
+    assert_eq!((b.mode, b.interval, t.high, t.low), (a.mode, a.interval, 90.0, 10.0));
     assert_eq!(b.instance.base_name, "b");
 }
 
@@ -152,4 +169,150 @@ fn load_reads_a_file() {
     let path = dir.path().join("ok.yaml");
     std::fs::write(&path, "groups:\n  - name: a\n").unwrap();
     assert_eq!(load(&path).unwrap().groups[0].id, GroupId::new("a"));
+}
+
+/// The group fields every policy test below leaves at their defaults, with `policy` in place.
+fn defaults_with(name: &str, policy: PolicySpec) -> GroupSpec {
+    GroupSpec {
+        id: GroupId::new(name),
+        mode: Mode::Scale,
+        min: 1,
+        max: 4,
+        increment: 1,
+        cooldown_up: secs(30),
+        cooldown_down: secs(30),
+        interval: secs(5),
+        stale_after: secs(15),
+        policy,
+        aggregation: Aggregation::Mean,
+        victim: Victim::Oldest,
+        drain_timeout: secs(30),
+        instance: InstanceSpec {
+            base_name: name.into(),
+            clone_base: format!("{name}_clone"),
+            vcpus: 1,
+            settings: BTreeMap::new(),
+        },
+    }
+}
+
+#[test]
+fn each_policy_kind_round_trips() {
+    let yaml = "\
+groups:
+  - name: t
+    policy:
+      kind: threshold
+      metric: mem
+      aggregation: max
+      high: 70
+      low: 10
+      min_up: 2
+      min_down: 3
+  - name: rps
+    policy: {metric: rps, high: 1500, low: 100.5}
+  - name: tt
+    policy:
+      kind: target
+      metric: rps
+      target: 250.5
+      scale_in_samples: 5
+  - name: tcpu
+    policy: {kind: target, metric: cpu, target: 100}
+  - name: r
+    policy:
+      kind: requests
+      requests: 10
+      window: 90s
+  - name: rdefault
+    policy: {window: 1s, requests: 1, kind: requests}
+";
+    let config = parse(yaml, "kinds.yaml").unwrap();
+    let threshold = |metric, high, low, min_up, min_down| {
+        PolicySpec::Threshold(ThresholdSpec { metric, high, low, min_up, min_down })
+    };
+    let target =
+        |metric, target, scale_in_samples| PolicySpec::TargetTracking(TargetSpec { metric, target, scale_in_samples });
+    let requests = |requests, window| PolicySpec::RequestCount(RequestCountSpec { requests, window });
+    let expected = vec![
+        GroupSpec {
+            aggregation: Aggregation::Max,
+            ..defaults_with("t", threshold(MetricChoice::Mem, 70.0, 10.0, 2, 3))
+        },
+        // Requests per second are not percent: above 100 is fine.
+        defaults_with("rps", threshold(MetricChoice::Rps, 1500.0, 100.5, 4, 4)),
+        defaults_with("tt", target(TargetMetric::Rps, 250.5, 5)),
+        // scale_in_samples defaults to 3; a cpu target of exactly 100 is allowed.
+        defaults_with("tcpu", target(TargetMetric::Cpu, 100.0, 3)),
+        defaults_with("r", requests(10, secs(90))),
+        // `kind` may come last.
+        defaults_with("rdefault", requests(1, secs(1))),
+    ];
+    assert_eq!(config.groups, expected);
+}
+
+#[test]
+fn a_request_window_defaults_to_a_minute_and_may_be_five() {
+    let yaml = "groups:
+  - name: a
+    policy: {kind: requests, requests: 3}
+  - name: b
+    policy: {kind: requests, requests: 3, window: 5m}
+";
+    let config = parse(yaml, "w.yaml").unwrap();
+    let windows: Vec<_> = config
+        .groups
+        .iter()
+        .map(|g| match &g.policy {
+            PolicySpec::RequestCount(r) => r.window,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(windows, [secs(60), secs(300)]);
+}
+
+#[test]
+fn an_explicit_threshold_kind_is_the_default() {
+    let explicit = parse("groups:\n  - name: a\n    policy: {kind: threshold}\n", "k.yaml").unwrap();
+    let default = parse("groups:\n  - name: a\n", "k.yaml").unwrap();
+    assert_eq!(explicit, default);
+    assert_eq!(default.groups[0].policy.kind(), "threshold");
+}
+
+#[test]
+fn balancer_section_round_trips_with_defaults() {
+    use flotilla::config::{BalancerSelection, BalancerSettings};
+    let yaml = "
+groups:
+  - name: web
+    policy: {kind: requests, requests: 10, window: 30s}
+    balancer:
+      listen: 127.0.0.1:8000
+      selection: round-robin
+      health: {path: /ready, rise: 2}
+  - name: db
+    balancer: {listen: 127.0.0.1:5433, mode: tcp}
+";
+    let config = parse(yaml, "lb.yaml").unwrap();
+    let web = &config.balancers[&GroupId::new("web")];
+    assert_eq!(
+        web,
+        &BalancerSettings {
+            listen: "127.0.0.1:8000".parse().unwrap(),
+            tcp: false,
+            selection: BalancerSelection::RoundRobin,
+            health_path: "/ready".into(),
+            health_interval: secs(1),
+            health_timeout: secs(1),
+            rise: 2,
+            fall: 2,
+            queue_timeout: secs(30),
+            queue_limit: 1024,
+            retries: 3,
+        }
+    );
+    let db = &config.balancers[&GroupId::new("db")];
+    assert!(db.tcp);
+    assert_eq!(db.selection, BalancerSelection::LeastOutstanding);
+    assert_eq!(config.balancers.len(), 2);
 }

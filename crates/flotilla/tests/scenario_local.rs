@@ -66,7 +66,8 @@ async fn seed_timeline_with_run_load_and_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_end_to_end_and_leaves_nothing_behind() {
     let env = Env::serial();
-    let out = env.run(&["demo", "--split-secs", "6"]);
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let out = env.run(&["demo", "--split-secs", "6", "--listen", &listen]);
     let stdout = support::text(&out.stdout);
     let stderr = support::text(&out.stderr);
     assert!(out.status.success(), "demo failed\n{stdout}\n{stderr}");
@@ -75,6 +76,11 @@ async fn demo_runs_end_to_end_and_leaves_nothing_behind() {
         "{stdout}"
     );
     assert!(stdout.contains("Timeline:"), "{stdout}");
+    // The load went through the balancer and was split across both members, none of it failed.
+    let split = stdout.lines().find(|l| l.contains("requests per member during the split")).expect(&stdout);
+    assert!(split.contains("vm-test_1=") && split.contains("vm-test_clone_1="), "{split}");
+    assert!(stdout.contains("heavy load:") && stdout.contains("0 5xx, 0 failed"), "{stdout}");
+    assert!(!stdout.contains("trickle load: 0 requests"), "{stdout}");
     assert!(stderr.contains("SCALE DOWN"), "{stderr}");
     assert!(env.live_member_names().is_empty(), "demo stops its members");
     // The timeline has exactly one scale-out beyond the baseline and one handover.

@@ -131,10 +131,8 @@ impl Load {
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Mutex::new(LoadReport::default()));
         let mut workers = JoinSet::new();
-        let per_worker_interval = spec
-            .rate
-            .filter(|r| *r > 0.0)
-            .map(|r| Duration::from_secs_f64(spec.concurrency.max(1) as f64 / r));
+        let per_worker_interval =
+            spec.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(spec.concurrency.max(1) as f64 / r));
         for _ in 0..spec.concurrency.max(1) {
             workers.spawn(worker(spec.clone(), per_worker_interval, stop_rx.clone(), shared.clone()));
         }
@@ -252,12 +250,8 @@ async fn send(spec: &LoadSpec, conn: &mut Option<Sender>) -> Result<(u16, String
         match sender.send_request(req).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let backend = resp
-                    .headers()
-                    .get(BACKEND_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-")
-                    .to_string();
+                let backend =
+                    resp.headers().get(BACKEND_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
                 let close = resp
                     .headers()
                     .get(hyper::header::CONNECTION)

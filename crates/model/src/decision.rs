@@ -3,7 +3,8 @@ use crate::{InstanceId, Timestamp};
 /// Why the core decided to do nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldReason {
-    /// Values between the thresholds, or a streak not yet long enough.
+    /// Values between the thresholds (or within the target's tolerance band, or below the request
+    /// trigger), or a streak not yet long enough.
     Steady,
     /// No fresh sample from any running member.
     NoData,
@@ -66,8 +67,13 @@ pub struct Evaluation {
     /// Group CPU and memory (aggregated over running members with fresh samples).
     pub cpu: Option<f64>,
     pub mem: Option<f64>,
-    /// The value the threshold compared: cpu, mem or max of the two.
+    /// The value the policy compared: for a threshold the aggregated cpu, mem, max of the two or
+    /// rps; for target tracking the mean per-member value; for request count the members' requests
+    /// within the window, summed.
     pub value: Option<f64>,
+    /// Target tracking: the member count the value asks for, within the bounds (`None` for the
+    /// other kinds, and without data).
+    pub desired: Option<u32>,
     /// Running members that had a fresh sample / running members in all.
     pub sampled: u32,
     pub running: u32,

@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::Metric;
+
 /// A group's name; unique per controller.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId(pub String);
@@ -37,9 +39,35 @@ pub enum MetricChoice {
     Mem,
     /// The larger of CPU and memory, per member (the seed's conservative default).
     Max,
+    /// The member's request rate ([`Metric::RequestRate`], from the balancer): `high` and `low` are
+    /// requests per second, not percent.
+    Rps,
 }
 
-/// How member values combine into the group's value.
+/// Which member metric a target-tracking policy keeps near its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetMetric {
+    /// CPU busy %, [`Metric::Cpu`].
+    Cpu,
+    /// Memory used %, [`Metric::Mem`].
+    Mem,
+    /// Requests per second, [`Metric::RequestRate`].
+    Rps,
+}
+
+impl TargetMetric {
+    /// The sample metric behind the choice.
+    pub fn metric(self) -> Metric {
+        match self {
+            TargetMetric::Cpu => Metric::Cpu,
+            TargetMetric::Mem => Metric::Mem,
+            TargetMetric::Rps => Metric::RequestRate,
+        }
+    }
+}
+
+/// How member values combine into the group's value (threshold policy only: target tracking always
+/// averages, request count always sums).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregation {
     Mean,
@@ -55,7 +83,8 @@ pub enum Victim {
     LeastBusy,
 }
 
-/// The seed's threshold rule: `high`/`low` percent, `min_up`/`min_down` consecutive samples.
+/// The seed's threshold rule: `high`/`low` percent (requests per second for [`MetricChoice::Rps`]),
+/// `min_up`/`min_down` consecutive samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdSpec {
     pub metric: MetricChoice,
@@ -63,6 +92,65 @@ pub struct ThresholdSpec {
     pub low: f64,
     pub min_up: u32,
     pub min_down: u32,
+}
+
+/// Target tracking: keep the mean per-member value of `metric` near `target`. The group wants
+/// `ceil(running × value / target)` members; values within ±10 % of `target` want no change.
+/// A scale-out follows one sample; a scale-in needs `scale_in_samples` consecutive samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    pub metric: TargetMetric,
+    /// Percent for cpu/mem, requests per second for rps; greater than 0.
+    pub target: f64,
+    /// Consecutive samples (with every member reporting) that want fewer members before a scale-in.
+    pub scale_in_samples: u32,
+}
+
+/// Request count (the seed-002 trigger): `requests` requests within `window`, summed over the
+/// members ([`Metric::Requests`], which the balancer counts over `window`), scale out. It never
+/// scales in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestCountSpec {
+    pub requests: u64,
+    pub window: Duration,
+}
+
+/// The rule a group scales by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicySpec {
+    /// The seed's rule: streaks of samples above `high` or below `low`.
+    Threshold(ThresholdSpec),
+    /// Keep the per-member value of a metric near a target.
+    TargetTracking(TargetSpec),
+    /// Scale out once the members served `requests` requests within `window`.
+    RequestCount(RequestCountSpec),
+}
+
+impl PolicySpec {
+    /// The threshold rule, if this is one.
+    pub fn threshold(&self) -> Option<&ThresholdSpec> {
+        match self {
+            PolicySpec::Threshold(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The threshold rule, if this is one, to change it (tests, tools).
+    pub fn threshold_mut(&mut self) -> Option<&mut ThresholdSpec> {
+        match self {
+            PolicySpec::Threshold(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The name of the kind, as the config file writes it: `threshold`, `target` or `requests`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicySpec::Threshold(_) => "threshold",
+            PolicySpec::TargetTracking(_) => "target",
+            PolicySpec::RequestCount(_) => "requests",
+        }
+    }
 }
 
 /// What a new member is made from. Providers read the fields they understand.
@@ -90,7 +178,8 @@ pub struct GroupSpec {
     pub interval: Duration,
     /// A sample older than this is stale and never counts towards a scale-in.
     pub stale_after: Duration,
-    pub threshold: ThresholdSpec,
+    pub policy: PolicySpec,
+    /// How a threshold policy combines member values; the other kinds ignore it.
     pub aggregation: Aggregation,
     pub victim: Victim,
     pub drain_timeout: Duration,
@@ -110,7 +199,13 @@ impl GroupSpec {
             cooldown_down: Duration::from_secs(0),
             interval: Duration::from_secs(5),
             stale_after: Duration::from_secs(15),
-            threshold: ThresholdSpec { metric: MetricChoice::Max, high: 80.0, low: 20.0, min_up: 4, min_down: 4 },
+            policy: PolicySpec::Threshold(ThresholdSpec {
+                metric: MetricChoice::Max,
+                high: 80.0,
+                low: 20.0,
+                min_up: 4,
+                min_down: 4,
+            }),
             aggregation: Aggregation::Mean,
             victim: Victim::Oldest,
             drain_timeout: Duration::from_secs(30),

@@ -15,7 +15,10 @@ mod seams;
 
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ErrorKind, SeamError};
-pub use group::{Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, ThresholdSpec, Victim};
+pub use group::{
+    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, TargetMetric,
+    TargetSpec, ThresholdSpec, Victim,
+};
 pub use instance::{Instance, InstanceId, InstanceState};
 pub use operation::{Event, EventKind, OpId, OpKind, OpState, Operation};
 pub use sample::{Metric, Sample};

@@ -1,20 +1,35 @@
 //! Per-member values and their aggregation into the group's numbers.
 
-use flotilla_model::{Aggregation, GroupSpec, Metric, MetricChoice, Sample, Timestamp};
+use flotilla_model::{Aggregation, GroupSpec, Metric, MetricChoice, PolicySpec, Sample, Timestamp};
 
 use crate::view::Member;
 
-/// A member's value for the policy's metric: cpu, mem, or the larger of the two (using whichever
-/// exists). A missing metric, or a NaN reading, is no value.
+/// A reading of one metric; NaN is no reading.
+fn get(sample: &Sample, metric: Metric) -> Option<f64> {
+    sample.get(metric).filter(|v| !v.is_nan())
+}
+
+/// A member's value for a threshold policy's metric: cpu, mem, the larger of the two (using
+/// whichever exists), or the request rate. A missing metric, or a NaN reading, is no value.
 pub fn member_value(choice: MetricChoice, sample: &Sample) -> Option<f64> {
-    let get = |m: Metric| sample.get(m).filter(|v| !v.is_nan());
     match choice {
-        MetricChoice::Cpu => get(Metric::Cpu),
-        MetricChoice::Mem => get(Metric::Mem),
-        MetricChoice::Max => match (get(Metric::Cpu), get(Metric::Mem)) {
+        MetricChoice::Cpu => get(sample, Metric::Cpu),
+        MetricChoice::Mem => get(sample, Metric::Mem),
+        MetricChoice::Max => match (get(sample, Metric::Cpu), get(sample, Metric::Mem)) {
             (Some(c), Some(m)) => Some(c.max(m)),
             (c, m) => c.or(m),
         },
+        MetricChoice::Rps => get(sample, Metric::RequestRate),
+    }
+}
+
+/// A member's value for any policy: the threshold's metric, the target's metric, or the requests
+/// within the window. Also what `Victim::LeastBusy` ranks by.
+pub(crate) fn policy_value(policy: &PolicySpec, sample: &Sample) -> Option<f64> {
+    match policy {
+        PolicySpec::Threshold(t) => member_value(t.metric, sample),
+        PolicySpec::TargetTracking(t) => get(sample, t.metric.metric()),
+        PolicySpec::RequestCount(_) => get(sample, Metric::Requests),
     }
 }
 
@@ -23,12 +38,13 @@ pub fn member_value(choice: MetricChoice, sample: &Sample) -> Option<f64> {
 pub(crate) struct Readings {
     pub cpu: Option<f64>,
     pub mem: Option<f64>,
-    /// What the thresholds compare.
+    /// What the policy compares: the threshold's aggregation of its metric, the target's mean, or
+    /// the sum of the requests.
     pub value: Option<f64>,
     /// Running members with a fresh sample.
     pub sampled: u32,
     pub running: u32,
-    /// Every running member has a fresh sample carrying the policy's metric.
+    /// Every running member has a fresh sample carrying the policy's metric (or requests).
     pub complete: bool,
     /// Newest `at` over the fresh samples.
     pub newest: Option<Timestamp>,
@@ -62,6 +78,10 @@ impl Acc {
             Aggregation::Max => self.max,
         })
     }
+
+    fn sum(&self) -> Option<f64> {
+        (self.n > 0).then_some(self.sum)
+    }
 }
 
 fn count(n: usize) -> u32 {
@@ -76,15 +96,19 @@ pub(crate) fn read(spec: &GroupSpec, running: &[Member<'_>]) -> Readings {
     for s in running.iter().filter_map(|m| m.fresh) {
         sampled += 1;
         newest = newest.max(Some(s.at));
-        cpu.add(s.get(Metric::Cpu).filter(|v| !v.is_nan()));
-        mem.add(s.get(Metric::Mem).filter(|v| !v.is_nan()));
-        value.add(member_value(spec.threshold.metric, s));
+        cpu.add(get(s, Metric::Cpu));
+        mem.add(get(s, Metric::Mem));
+        value.add(policy_value(&spec.policy, s));
     }
     let how = spec.aggregation;
     Readings {
         cpu: cpu.get(how),
         mem: mem.get(how),
-        value: value.get(how),
+        value: match spec.policy {
+            PolicySpec::Threshold(_) => value.get(how),
+            PolicySpec::TargetTracking(_) => value.get(Aggregation::Mean),
+            PolicySpec::RequestCount(_) => value.sum(),
+        },
         sampled: count(sampled),
         running: count(running.len()),
         complete: !running.is_empty() && value.n as usize == running.len(),
@@ -117,6 +141,9 @@ mod tests {
             (Max, &[(Metric::Cpu, 42.0)], Some(42.0)),
             (Max, &[(Metric::Mem, 43.0)], Some(43.0)),
             (Max, &[(Metric::RequestRate, 500.0)], None),
+            (Rps, &[(Metric::RequestRate, 500.0), (Metric::Cpu, 90.0)], Some(500.0)),
+            (Rps, &[(Metric::Cpu, 90.0), (Metric::Requests, 7.0)], None),
+            (Rps, &[(Metric::RequestRate, nan)], None),
             (Cpu, &[(Metric::Mem, 50.0)], None),
             (Mem, &[(Metric::Cpu, 50.0)], None),
             (Cpu, &[], None),

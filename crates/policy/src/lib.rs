@@ -1,4 +1,5 @@
-//! The pure decision core of Flotilla: threshold policy, bounds repair, cooldowns and victim choice.
+//! The pure decision core of Flotilla: the policy kinds (threshold, target tracking, request
+//! count), bounds repair, cooldowns and victim choice.
 //!
 //! **The policy core does no I/O.** It never reads a clock, a file, the network or the store, and it
 //! never spawns or sleeps: time is an argument (`now`), the group is a borrowed [`GroupView`], and the
@@ -6,21 +7,33 @@
 //! always give the same outputs, so the controller may call [`Policy::decide`] again on the same data
 //! (after a restart, say) without double counting a sample.
 //!
-//! One tick, in order:
+//! One tick, in order, for every kind:
 //!
 //! 1. **In progress**: an unfinished operation, or a member that is creating, draining or deleting,
 //!    gives `Hold(InProgress)` and the state comes back untouched.
-//! 2. **Counting**: the aggregated value of the fresh samples extends or resets the up/down streaks,
-//!    but only when a sample newer than any already counted arrived. Partial or stale data never
-//!    extends a low streak; no data at all resets it.
+//! 2. **Counting**: the group's value (the kind's aggregation of the fresh samples) extends or
+//!    resets the up/down counters, but only when a sample newer than any already counted arrived.
+//!    Partial or stale data never extends a down count; no data at all resets it.
 //! 3. **Bounds repair**: failed members are removed (no cooldown, no stamp); a group below `min` is
 //!    filled up; a group above `max` is trimmed (never to zero running members).
-//! 4. **Streaks**: a complete high streak scales out (or adds a clone in handover mode); a complete
-//!    low streak scales in (or hands over from the primary to a clone), subject to bounds and
-//!    cooldowns. Scale-out beats hold beats scale-in.
+//! 4. **The kind's rule**: a complete up count scales out (or adds a clone in handover mode); a
+//!    complete down count scales in (or hands over from the primary to a clone), subject to
+//!    bounds, cooldowns and complete data. Scale-out beats hold beats scale-in. Every action
+//!    resets both counters and stamps its time.
+//!
+//! The kinds ([`flotilla_model::PolicySpec`]):
+//!
+//! * [`ThresholdPolicy`]: `min_up` samples at or above `high` / `min_down` at or below `low`.
+//! * [`TargetTrackingPolicy`]: the group wants `ceil(running × value / target)` members; more
+//!   scales out on one sample, fewer scales in after `scale_in_samples`; ±[`TARGET_TOLERANCE`]
+//!   around the target holds.
+//! * [`RequestCountPolicy`]: `requests` requests within the window scale out; it never scales in.
 
 mod aggregate;
 mod bounds;
+mod engine;
+mod requests;
+mod target;
 mod threshold;
 mod victims;
 mod view;
@@ -28,9 +41,11 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use flotilla_model::{Evaluation, GroupSpec, PolicyState, Timestamp};
+use flotilla_model::{Evaluation, GroupSpec, PolicySpec, PolicyState, Timestamp};
 
 pub use aggregate::member_value;
+pub use requests::RequestCountPolicy;
+pub use target::{TargetTrackingPolicy, TARGET_TOLERANCE};
 pub use threshold::ThresholdPolicy;
 pub use victims::choose_victims;
 pub use view::GroupView;
@@ -41,8 +56,21 @@ pub trait Policy: Send + Sync {
     fn decide(&self, view: &GroupView<'_>, state: &PolicyState, now: Timestamp) -> (Evaluation, PolicyState);
 }
 
-/// The policy a group's spec asks for. Every group uses the [`ThresholdPolicy`] for now.
+/// The policy a group's spec asks for: one per [`PolicySpec`] kind.
 pub fn policy_for(spec: &GroupSpec) -> Box<dyn Policy> {
-    let _ = spec;
-    Box::new(ThresholdPolicy)
+    match spec.policy {
+        PolicySpec::Threshold(_) => Box::new(ThresholdPolicy),
+        PolicySpec::TargetTracking(_) => Box::new(TargetTrackingPolicy),
+        PolicySpec::RequestCount(_) => Box::new(RequestCountPolicy),
+    }
+}
+
+/// [`policy_for`] without the box: where a policy given another kind's spec hands it on, so the
+/// spec is always the truth.
+fn decide_by_spec(view: &GroupView<'_>, state: &PolicyState, now: Timestamp) -> (Evaluation, PolicyState) {
+    match view.spec.policy {
+        PolicySpec::Threshold(_) => ThresholdPolicy.decide(view, state, now),
+        PolicySpec::TargetTracking(_) => TargetTrackingPolicy.decide(view, state, now),
+        PolicySpec::RequestCount(_) => RequestCountPolicy.decide(view, state, now),
+    }
 }

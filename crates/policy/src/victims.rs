@@ -4,14 +4,15 @@ use std::cmp::Ordering;
 
 use flotilla_model::{GroupSpec, Instance, InstanceId, Sample, Victim};
 
-use crate::aggregate::member_value;
+use crate::aggregate::policy_value;
 
 /// Chooses up to `n` victims among the running members, by `spec.victim`:
 ///
 /// * `Oldest`: smallest `created_at` first (ties: smallest id);
 /// * `Newest`: largest `created_at` first (ties: smallest id);
-/// * `LeastBusy`: lowest [`member_value`] of its sample in `latest` first; members without a value
-///   sort last; ties go to the oldest.
+/// * `LeastBusy`: lowest value of the policy's metric (see [`crate::member_value`]; the target's
+///   metric, or the requests within the window) in its sample in `latest` first; members without a
+///   value sort last; ties go to the oldest.
 ///
 /// Only `Running` entries of `running` are candidates, and the result never names every running
 /// member: at most `running - 1` victims, so a scale-in can never empty a group. Deterministic: the
@@ -43,11 +44,7 @@ fn value_of(spec: &GroupSpec, m: &Instance, latest: &[Sample]) -> Option<f64> {
     if spec.victim != Victim::LeastBusy {
         return None;
     }
-    latest
-        .iter()
-        .filter(|s| s.instance == m.id)
-        .max_by_key(|s| s.at)
-        .and_then(|s| member_value(spec.threshold.metric, s))
+    latest.iter().filter(|s| s.instance == m.id).max_by_key(|s| s.at).and_then(|s| policy_value(&spec.policy, s))
 }
 
 fn by_age(a: &Instance, b: &Instance) -> Ordering {
@@ -116,7 +113,8 @@ mod tests {
         for (how, n, want) in cases {
             let mut spec = GroupSpec::example("g");
             spec.victim = *how;
-            spec.threshold.metric = flotilla_model::MetricChoice::Cpu;
+            spec.policy.threshold_mut().expect("the example is a threshold group").metric =
+                flotilla_model::MetricChoice::Cpu;
             let got = choose_victims(&spec, &refs, &latest, *n);
             assert_eq!(ids(&got), *want, "{how:?} n={n}");
             // the order of the inputs does not matter

@@ -69,3 +69,35 @@ fn exported_helpers() {
     let (eval, _) = ThresholdPolicy.decide(&view, &PolicyState::default(), Timestamp::from_millis(1));
     assert_eq!(eval.decision, Decision::Hold(HoldReason::NoData));
 }
+
+#[test]
+fn every_kind_through_the_boxed_policy() {
+    use flotilla_model::{PolicySpec, RequestCountSpec, TargetMetric, TargetSpec};
+
+    let target =
+        PolicySpec::TargetTracking(TargetSpec { metric: TargetMetric::Rps, target: 50.0, scale_in_samples: 2 });
+    let requests =
+        PolicySpec::RequestCount(RequestCountSpec { requests: 10, window: std::time::Duration::from_secs(60) });
+    assert_eq!(flotilla_policy::TARGET_TOLERANCE, 0.10);
+    // (policy, the member's sample, what one decide does with one running member, max 4)
+    let cases = [
+        (target.clone(), Metric::RequestRate, 160.0, Some(3)),
+        // The band's edge: 10 % above the target holds.
+        (target.clone(), Metric::RequestRate, 55.0, None),
+        (requests.clone(), Metric::Requests, 10.0, Some(1)),
+        (requests, Metric::Requests, 9.0, None),
+    ];
+    for (policy, metric, value, want_out) in cases {
+        let spec = GroupSpec { mode: Mode::Scale, max: 4, policy, ..GroupSpec::example("api") };
+        let ms = [running(&spec, "a", 1)];
+        let latest = [Sample::new(InstanceId::new("a"), Timestamp::from_millis(10_000)).with(metric, value)];
+        let view = GroupView::new(&spec, &ms, &latest);
+        let (eval, _) = policy_for(&spec).decide(&view, &PolicyState::default(), Timestamp::from_millis(10_000));
+        let out = match eval.decision {
+            Decision::ScaleOut { count, .. } => Some(count),
+            Decision::Hold(HoldReason::Steady) => None,
+            d => panic!("{}: {d:?}", spec.policy.kind()),
+        };
+        assert_eq!(out, want_out, "{} at {value}", spec.policy.kind());
+    }
+}

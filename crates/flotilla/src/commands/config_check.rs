@@ -1,23 +1,26 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use flotilla_model::PolicySpec;
+
 pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
     let config = crate::config::load(file)?;
     println!("{}: ok ({} group(s))", file.display(), config.groups.len());
     for g in &config.groups {
-        println!(
-            "  {}: mode {:?}, {}..{} members, {:?} high {} low {} ({} up / {} down samples every {:?})",
-            g.id,
-            g.mode,
-            g.min,
-            g.max,
-            g.threshold.metric,
-            g.threshold.high,
-            g.threshold.low,
-            g.threshold.min_up,
-            g.threshold.min_down,
-            g.interval
-        );
+        let policy = match &g.policy {
+            PolicySpec::Threshold(t) => format!(
+                "{:?} high {} low {} ({} up / {} down samples every {:?})",
+                t.metric, t.high, t.low, t.min_up, t.min_down, g.interval
+            ),
+            PolicySpec::TargetTracking(t) => format!(
+                "target {:?} {} per member (scale in after {} samples, every {:?})",
+                t.metric, t.target, t.scale_in_samples, g.interval
+            ),
+            PolicySpec::RequestCount(r) => {
+                format!("{} requests within {:?} scale out (every {:?})", r.requests, r.window, g.interval)
+            }
+        };
+        println!("  {}: mode {:?}, {}..{} members, {policy}", g.id, g.mode, g.min, g.max);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,7 @@
 //! `flotilla demo`: the seed-000 scenario on local members, end to end, in about half a minute.
-//! Baseline → 100% spike → one clone → ~50/50 split (no further action) → load stops → handover.
+//! Requests flow through the group's balancer: one request in flight keeps the baseline at ~100%
+//! CPU → one clone → the balancer splits the same load ~50/50 (no further action) → load drops to a
+//! trickle → handover, with no failed request at any point.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use flotilla_controller::Shutdown;
+use flotilla_loadgen::{Load, LoadSpec};
 use flotilla_model::{GroupId, Provider, Store};
 
 use crate::cli::DemoArgs;
@@ -20,11 +23,14 @@ fn say(s: String) {
 }
 
 pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let config = crate::config::parse(DEMO_CONFIG, "examples/demo.yaml")?;
+    let mut config = crate::config::parse(DEMO_CONFIG, "examples/demo.yaml")?;
+    for b in config.balancers.values_mut() {
+        b.listen = args.listen;
+    }
     let state_dir = crate::state_dir::resolve(state_flag, None).join("demo");
     fresh_state(&state_dir).await?;
     let group = config.groups[0].id.clone();
-    let built = wiring::build(&config, &state_dir, config.groups.clone())?;
+    let built = wiring::build(&config, &state_dir, config.groups.clone()).await?;
     say(format!("state in {}; group {group}: {}", state_dir.display(), describe(&config.groups[0])));
 
     let shutdown = Shutdown::default();
@@ -54,6 +60,7 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
     } else {
         shutdown.trigger();
         loop_task.await??;
+        built.lb.shutdown().await;
         super::run::stop_all(&built).await?;
         say("members stopped".into());
     }
@@ -61,10 +68,13 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
 }
 
 fn describe(g: &flotilla_model::GroupSpec) -> String {
-    format!(
-        "{:?} mode, high {} low {} for {}/{} samples every {:?}",
-        g.mode, g.threshold.high, g.threshold.low, g.threshold.min_up, g.threshold.min_down, g.interval
-    )
+    match g.policy.threshold() {
+        Some(t) => format!(
+            "{:?} mode, high {} low {} for {}/{} samples every {:?}",
+            g.mode, t.high, t.low, t.min_up, t.min_down, g.interval
+        ),
+        None => format!("{:?} mode, {} policy, every {:?}", g.mode, g.policy.kind(), g.interval),
+    }
 }
 
 /// Removes what a previous demo left behind (members and state), only inside the demo's own dir.
@@ -82,37 +92,67 @@ async fn fresh_state(dir: &PathBuf) -> anyhow::Result<()> {
 
 async fn scenario(built: &wiring::Built, group: &GroupId, args: &DemoArgs) -> anyhow::Result<()> {
     let store = built.store.as_ref();
-    wait_for(Duration::from_secs(30), "the baseline to start", || async {
-        Ok(load::running_members(store, group).await?.1.len() == 1)
-    })
-    .await?;
+    let addr = built
+        .listeners
+        .get(group)
+        .copied()
+        .context("the demo group has no balancer listener (examples/demo.yaml needs a `balancer:` section)")?;
+    let lb = built.lb.group(group).context("the demo group's balancer is not running")?;
+    let serving = |n: usize| {
+        let lb = lb.clone();
+        move || {
+            let lb = lb.clone();
+            async move { Ok(lb.backends().iter().filter(|b| b.healthy && !b.draining).count() == n) }
+        }
+    };
+    wait_for(Duration::from_secs(30), "the baseline to serve", serving(1)).await?;
 
-    let members = load::split_after_scale(store, group, Duration::from_secs(90), 0.5, &say).await?;
-    if members.len() != 2 {
-        bail!("expected baseline + one clone, found {}", members.len());
-    }
-    let baseline = members[0].id.clone();
-    let clone = members[1].id.clone();
+    // One request in flight at a time, each burning 50 ms of a member's CPU: one core of demand,
+    // the seed's `yes > /dev/null`, but as real requests through the balancer.
+    say(format!("load: GET http://{addr}/work?ms=50, one request in flight (~100% of one member's CPU)"));
+    let heavy = Load::start(LoadSpec::closed(addr, "/work?ms=50", 1));
+    wait_for(Duration::from_secs(90), "a clone to join the balancer", serving(2)).await?;
+    let members = load::running_members(store, group).await?.1;
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    say(format!("clone joined; the balancer now splits the same load across {}", names.join(" and ")));
 
-    say(format!("holding the 50/50 split for {}s: the controller should take no action", args.split_secs));
+    say(format!("holding the split for {}s: the controller should take no action", args.split_secs));
+    let before = heavy.snapshot().by_backend;
     let hold_until = tokio::time::Instant::now() + Duration::from_secs(args.split_secs);
     while tokio::time::Instant::now() < hold_until {
         let n = built.provider.list(Some(group)).await?.len();
         if n != 2 {
-            bail!("the group changed to {n} member(s) during the 50/50 split");
+            bail!("the group changed to {n} member(s) during the split");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let after = heavy.snapshot().by_backend;
+    let split: Vec<String> =
+        after.iter().map(|(member, n)| format!("{member}={}", n - before.get(member).copied().unwrap_or(0))).collect();
+    say(format!("requests per member during the split: {}", split.join(", ")));
+    let heavy = heavy.stop().await;
 
-    let stopped = load::stop_all(store, group).await?;
-    say(format!("load stopped on {}; waiting for the handover", stopped.join(", ")));
-    wait_for(Duration::from_secs(90), "the handover", || async {
+    // Load drops to a trickle; the trickle keeps flowing through the handover, and none of it fails.
+    say("load drops to a trickle (5 requests/s of GET /work?ms=1); waiting for the handover".into());
+    let trickle = Load::start(LoadSpec::open(addr, "/work?ms=1", 1, 5.0));
+    let baseline = members[0].id.clone();
+    let clone = members[1].id.clone();
+    let handed = wait_for(Duration::from_secs(90), "the handover", || async {
         let members = built.provider.list(Some(group)).await?;
         let primary = store.primary(group).await?;
         Ok(members.len() == 1 && members[0].id == clone && primary.as_ref() == Some(&clone))
     })
-    .await?;
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let trickle = trickle.stop().await;
+    handed?;
     say(format!("handover complete: {baseline} drained and deleted, {clone} is the primary"));
+    say(format!("heavy load:   {}", heavy.summary()));
+    say(format!("trickle load: {}", trickle.summary()));
+    let failed = heavy.failures + heavy.server_errors() + trickle.failures + trickle.server_errors();
+    if failed > 0 {
+        bail!("{failed} request(s) failed or got a 5xx while the group changed");
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@ mod cleanup;
 mod config_check;
 mod demo;
 mod deploy;
+mod lb;
 mod load;
 mod run;
 mod status;
@@ -26,6 +27,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => load::load(state_flag, args).await,
         Command::Status(args) => status::status(state_flag, args).await,
         Command::Config(ConfigCommand::Check { file }) => config_check::check(&file),
+        Command::Lb(args) => lb::lb(args).await,
         Command::Workload(args) => {
             flotilla_workload::run(flotilla_workload::WorkloadConfig {
                 name: args.name,

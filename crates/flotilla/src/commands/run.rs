@@ -10,7 +10,7 @@ use crate::wiring;
 pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = crate::config::load(&args.config)?;
     let state_dir = crate::state_dir::resolve(state_flag, config.state_dir.as_deref());
-    let built = wiring::build(&config, &state_dir, config.groups.clone())?;
+    let built = wiring::build(&config, &state_dir, config.groups.clone()).await?;
     tracing::info!(state_dir = %state_dir.display(), groups = config.groups.len(), "flotilla controller starting");
     serve(built, args.stop_members).await
 }
@@ -28,6 +28,7 @@ pub(crate) async fn serve(built: wiring::Built, stop_members: bool) -> anyhow::R
         }
         res = &mut loop_task => res??,
     }
+    built.lb.shutdown().await;
     if stop_members {
         stop_all(&built).await?;
     } else {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use flotilla_model::{
-    Aggregation, GroupSpec, InstanceSpec, MetricChoice, Mode, Provider, Store, ThresholdSpec, Victim,
+    Aggregation, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, Provider, Store, ThresholdSpec, Victim,
 };
 
 use crate::cli::{MetricArg, WatchArgs};
@@ -56,7 +56,7 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
         cooldown_down: Duration::ZERO,
         interval,
         stale_after: interval * 3,
-        threshold: ThresholdSpec {
+        policy: PolicySpec::Threshold(ThresholdSpec {
             metric: match args.metric {
                 MetricArg::Cpu => MetricChoice::Cpu,
                 MetricArg::Mem => MetricChoice::Mem,
@@ -66,7 +66,7 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
             low: args.low,
             min_up: args.min_up,
             min_down: args.min_down,
-        },
+        }),
         aggregation: Aggregation::Mean,
         victim: Victim::Oldest,
         drain_timeout: Duration::from_secs(30),
@@ -83,6 +83,6 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
         "[watch] monitoring {} (group {group}) every {:.1}s: high {} low {} min-up {} min-down {} metric {:?}",
         args.server, args.interval, args.high, args.low, args.min_up, args.min_down, args.metric
     );
-    let built = wiring::assemble(store, provider, vec![spec], 600, &state_dir);
+    let built = wiring::assemble(store, provider, vec![spec], &Default::default(), 600, &state_dir).await?;
     super::run::serve(built, false).await
 }

@@ -27,13 +27,19 @@
 //!     cooldown_down: 30s
 //!     drain_timeout: 30s
 //!     victim: oldest          # oldest | newest | least-busy
-//!     policy:
-//!       metric: max           # cpu | mem | max
+//!     policy:                 # one of three kinds; each takes only its own fields
+//!       kind: threshold       # threshold (default) | target | requests
+//!       metric: max           # cpu | mem | max | rps
 //!       aggregation: mean     # mean | max
-//!       high: 80              # 0 <= low < high <= 100
+//!       high: 80              # 0 <= low < high <= 100 (rps: requests/s, 0 <= low < high)
 //!       low: 20
 //!       min_up: 4             # consecutive samples, >= 1
 //!       min_down: 4
+//!     # policy: {kind: target, metric: rps, target: 50, scale_in_samples: 3}
+//!     #   metric: cpu | mem | rps (required); target > 0 (cpu/mem: <= 100), required;
+//!     #   scale_in_samples >= 1 (default 3)
+//!     # policy: {kind: requests, requests: 10, window: 60s}
+//!     #   requests >= 1 (required); window 1s..=5m (default 60s)
 //!     template:
 //!       base_name: vm-test    # default: the group name; members are <base_name>_N
 //!       clone_base: vm-test_clone  # default: <base_name>_clone; clones are <clone_base>_N
@@ -62,11 +68,13 @@ mod locate;
 pub mod raw;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flotilla_model::GroupSpec;
+use flotilla_model::{GroupId, GroupSpec};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
@@ -83,6 +91,32 @@ pub struct Config {
     pub provider: ProviderConfig,
     /// At least one; names unique.
     pub groups: Vec<GroupSpec>,
+    /// The groups that have a `balancer:` section, with its validated settings.
+    pub balancers: BTreeMap<GroupId, BalancerSettings>,
+}
+
+/// A group's validated `balancer:` section. The binary turns it into the engine's own config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalancerSettings {
+    pub listen: SocketAddr,
+    pub tcp: bool,
+    pub selection: BalancerSelection,
+    /// HTTP health-check path (ignored in tcp mode).
+    pub health_path: String,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub queue_timeout: Duration,
+    pub queue_limit: usize,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalancerSelection {
+    LeastOutstanding,
+    RoundRobin,
+    Weighted,
 }
 
 impl Config {
@@ -329,6 +363,8 @@ impl Parser {
     /// offending key before trying again. Returns the last result and whether it is clean.
     fn part<T: DeserializeOwned>(&mut self, mut value: Value, base: &[Seg]) -> (Option<T>, bool) {
         let mut clean = true;
+        // Keys dropped for a bad value: that they are then missing is no news.
+        let mut dropped: Vec<Vec<Seg>> = Vec::new();
         for _ in 0..MAX_RETRIES {
             let e = match serde_path_to_error::deserialize::<_, T>(&value) {
                 Ok(t) => return (Some(t), clean),
@@ -348,16 +384,36 @@ impl Parser {
                     }
                 }
             }
-            let target = if message.starts_with("unknown field") { Target::Key } else { Target::Value };
-            let missing = message.starts_with("missing field");
-            let path = base.iter().cloned().chain(rel.iter().cloned()).collect();
-            self.problems.push(Problem::new(path, target, message));
-            if !exact || missing || !remove(&mut value, &rel) {
+            // A mapping that knows its fields only once it has read them all (a policy's `kind`
+            // may come last) reports an unknown field at the mapping: point at the field itself.
+            if let Some(field) = quoted_field(&message, "unknown field") {
+                if exact && rel.last() != Some(&Seg::Key(field.to_string())) {
+                    rel.push(Seg::Key(field.to_string()));
+                }
+            }
+            if let Some(field) = quoted_field(&message, "missing field") {
+                let at: Vec<Seg> = rel.iter().cloned().chain([Seg::Key(field.to_string())]).collect();
+                if !dropped.contains(&at) {
+                    let path = base.iter().cloned().chain(rel).collect();
+                    self.problems.push(Problem::new(path, Target::Value, message));
+                }
                 return (None, false);
             }
+            let target = if message.starts_with("unknown field") { Target::Key } else { Target::Value };
+            let path = base.iter().cloned().chain(rel.iter().cloned()).collect();
+            self.problems.push(Problem::new(path, target, message));
+            if !exact || !remove(&mut value, &rel) {
+                return (None, false);
+            }
+            dropped.push(rel);
         }
         (None, false)
     }
+}
+
+/// The field a "`prefix` `x`, ..." message (serde's "unknown field", "missing field") names.
+fn quoted_field<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    message.strip_prefix(prefix)?.strip_prefix(" `")?.split_once('`').map(|(field, _)| field)
 }
 
 fn key(k: &str) -> Seg {
@@ -470,7 +526,8 @@ mod tests {
         let (group, clean) = parser.part::<RawGroup>(value, &[key("groups"), Seg::Index(2)]);
         assert!(group.is_some() && !clean);
         let paths: Vec<String> = parser.problems.iter().map(|p| render(&p.path)).collect();
-        assert_eq!(paths, ["groups[2].colour", "groups[2].min", "groups[2].policy.hgih", "groups[2].policy.low"]);
+        // A policy's unknown fields are known only once all of it was read: after its bad values.
+        assert_eq!(paths, ["groups[2].colour", "groups[2].min", "groups[2].policy.low", "groups[2].policy.hgih"]);
     }
 
     #[test]

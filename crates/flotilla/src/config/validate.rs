@@ -7,18 +7,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla_model::{Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, ThresholdSpec, Victim};
+use flotilla_model::{
+    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, TargetMetric,
+    TargetSpec, ThresholdSpec, Victim,
+};
 
 use super::raw::{
-    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawMetric, RawMode, RawProvider,
-    RawProviderKind, RawStore, RawStoreKind, RawVictim,
+    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawLbMode, RawMetric, RawMode, RawPolicy,
+    RawProvider, RawProviderKind, RawSelection, RawStore, RawStoreKind, RawVictim,
 };
-use super::{Config, ConfigError, ProviderConfig, StoreConfig};
+use super::{BalancerSelection, BalancerSettings, Config, ConfigError, ProviderConfig, StoreConfig};
 
 /// The smallest sampling interval.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The smallest `store.sample_window`.
 pub const MIN_SAMPLE_WINDOW: usize = 10;
+/// The shortest request-count window.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// The longest request-count window.
+pub const MAX_WINDOW: Duration = Duration::from_secs(300);
 /// The most vCPUs a template may ask for.
 pub const MAX_VCPUS: u32 = 64;
 /// The longest group name (and template base name).
@@ -52,11 +59,12 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
     let state_dir = parts.state_dir.map(|dir| check_state_dir(dir, &mut errors));
     let store = parts.store.map(|s| check_store(s, &mut errors));
     let provider = parts.provider.map(|p| check_provider(p, &mut errors));
+    let balancers = parts.groups.as_ref().map(|groups| check_balancers(groups, &mut errors));
     let groups = parts.groups.map(|groups| check_groups(groups, &mut errors));
 
-    match (state_dir, store, provider, groups) {
-        (Some(state_dir), Some(store), Some(provider), Some(Some(groups))) if errors.is_empty() => {
-            Ok(Config { state_dir, store, provider, groups })
+    match (state_dir, store, provider, groups, balancers) {
+        (Some(state_dir), Some(store), Some(provider), Some(Some(groups)), Some(balancers)) if errors.is_empty() => {
+            Ok(Config { state_dir, store, provider, groups, balancers })
         }
         _ => Err(errors),
     }
@@ -174,23 +182,7 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         );
     }
 
-    let pol = &g.policy;
-    let mut in_range = true;
-    for (field, value) in [("high", pol.high), ("low", pol.low)] {
-        if !(0.0..=100.0).contains(&value) {
-            err(errors, p(&format!("policy.{field}")), format!("must be between 0 and 100 percent (got {value})"));
-            in_range = false;
-        }
-    }
-    if in_range && pol.low >= pol.high {
-        err(errors, p("policy.low"), format!("low ({}) must be less than high ({})", pol.low, pol.high));
-    }
-    if pol.min_up < 1 {
-        err(errors, p("policy.min_up"), "must be at least 1 sample");
-    }
-    if pol.min_down < 1 {
-        err(errors, p("policy.min_down"), "must be at least 1 sample");
-    }
+    let (policy, aggregation) = check_policy(i, &g.policy, errors);
 
     let base_name = g.template.base_name.clone().unwrap_or_else(|| g.name.clone());
     let clone_base = g.template.clone_base.clone().unwrap_or_else(|| format!("{base_name}_clone"));
@@ -217,21 +209,8 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         cooldown_down: g.cooldown_down,
         interval: g.interval,
         stale_after,
-        threshold: ThresholdSpec {
-            metric: match pol.metric {
-                RawMetric::Cpu => MetricChoice::Cpu,
-                RawMetric::Mem => MetricChoice::Mem,
-                RawMetric::Max => MetricChoice::Max,
-            },
-            high: pol.high,
-            low: pol.low,
-            min_up: pol.min_up,
-            min_down: pol.min_down,
-        },
-        aggregation: match pol.aggregation {
-            RawAggregation::Mean => Aggregation::Mean,
-            RawAggregation::Max => Aggregation::Max,
-        },
+        policy,
+        aggregation,
         victim: match g.victim {
             RawVictim::Oldest => Victim::Oldest,
             RawVictim::Newest => Victim::Newest,
@@ -239,6 +218,99 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         },
         drain_timeout: g.drain_timeout,
         instance: InstanceSpec { base_name, clone_base, vcpus: g.template.vcpus, settings: BTreeMap::new() },
+    }
+}
+
+/// The policy rules of group `i`; the spec even when invalid. A threshold's `aggregation` goes to
+/// the group; the other kinds leave the default (unused).
+fn check_policy(i: usize, raw: &RawPolicy, errors: &mut Vec<ConfigError>) -> (PolicySpec, Aggregation) {
+    let p = |field: &str| format!("groups[{i}].policy.{field}");
+    match raw {
+        RawPolicy::Threshold(t) => {
+            let metric = metric_choice(t.metric);
+            let mut in_range = true;
+            for (field, value) in [("high", t.high), ("low", t.low)] {
+                let path = p(field);
+                if metric == MetricChoice::Rps {
+                    // NaN fails this too.
+                    if !(value >= 0.0 && value.is_finite()) {
+                        err(errors, path, format!("must be at least 0 requests per second (got {value})"));
+                        in_range = false;
+                    }
+                } else if !(0.0..=100.0).contains(&value) {
+                    err(errors, path, format!("must be between 0 and 100 percent (got {value})"));
+                    in_range = false;
+                }
+            }
+            if in_range && t.low >= t.high {
+                err(errors, p("low"), format!("low ({}) must be less than high ({})", t.low, t.high));
+            }
+            if t.min_up < 1 {
+                err(errors, p("min_up"), "must be at least 1 sample");
+            }
+            if t.min_down < 1 {
+                err(errors, p("min_down"), "must be at least 1 sample");
+            }
+            let spec = ThresholdSpec { metric, high: t.high, low: t.low, min_up: t.min_up, min_down: t.min_down };
+            let aggregation = match t.aggregation {
+                RawAggregation::Mean => Aggregation::Mean,
+                RawAggregation::Max => Aggregation::Max,
+            };
+            (PolicySpec::Threshold(spec), aggregation)
+        }
+        RawPolicy::Target(t) => {
+            let metric = match t.metric {
+                RawMetric::Cpu => Some(TargetMetric::Cpu),
+                RawMetric::Mem => Some(TargetMetric::Mem),
+                RawMetric::Rps => Some(TargetMetric::Rps),
+                RawMetric::Max => {
+                    err(errors, p("metric"), "a target needs one metric: `cpu`, `mem` or `rps` (not `max`)");
+                    None
+                }
+            };
+            let target = t.target;
+            match metric {
+                Some(TargetMetric::Rps) if !(target > 0.0 && target.is_finite()) => {
+                    err(errors, p("target"), format!("must be greater than 0 requests per second (got {target})"));
+                }
+                Some(TargetMetric::Cpu | TargetMetric::Mem) if !(target > 0.0 && target <= 100.0) => {
+                    err(errors, p("target"), format!("must be greater than 0 and at most 100 percent (got {target})"));
+                }
+                // Without a valid metric the target's unit is unknown: only the metric is reported.
+                _ => {}
+            }
+            if t.scale_in_samples < 1 {
+                err(errors, p("scale_in_samples"), "must be at least 1 sample");
+            }
+            let spec = TargetSpec {
+                metric: metric.unwrap_or(TargetMetric::Cpu),
+                target,
+                scale_in_samples: t.scale_in_samples,
+            };
+            (PolicySpec::TargetTracking(spec), Aggregation::Mean)
+        }
+        RawPolicy::Requests(r) => {
+            if r.requests < 1 {
+                err(errors, p("requests"), "must be at least 1 request");
+            }
+            if !(MIN_WINDOW..=MAX_WINDOW).contains(&r.window) {
+                err(
+                    errors,
+                    p("window"),
+                    format!("must be between {} and {} (got {})", dur(MIN_WINDOW), dur(MAX_WINDOW), dur(r.window)),
+                );
+            }
+            (PolicySpec::RequestCount(RequestCountSpec { requests: r.requests, window: r.window }), Aggregation::Mean)
+        }
+    }
+}
+
+fn metric_choice(m: RawMetric) -> MetricChoice {
+    match m {
+        RawMetric::Cpu => MetricChoice::Cpu,
+        RawMetric::Mem => MetricChoice::Mem,
+        RawMetric::Max => MetricChoice::Max,
+        RawMetric::Rps => MetricChoice::Rps,
     }
 }
 
@@ -314,8 +386,14 @@ mod tests {
             (Duration::from_secs(30), Duration::from_secs(30), Duration::from_secs(30))
         );
         assert_eq!(
-            g.threshold,
-            ThresholdSpec { metric: MetricChoice::Max, high: 80.0, low: 20.0, min_up: 4, min_down: 4 }
+            g.policy,
+            PolicySpec::Threshold(ThresholdSpec {
+                metric: MetricChoice::Max,
+                high: 80.0,
+                low: 20.0,
+                min_up: 4,
+                min_down: 4
+            })
         );
         assert_eq!(g.aggregation, Aggregation::Mean);
         assert_eq!(g.victim, Victim::Oldest);
@@ -377,5 +455,104 @@ mod tests {
         let errors = validate_parts(parts).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "groups[1].min");
+    }
+}
+
+/// Every group's `balancer:` section, and the rules that tie a policy to one: the balancer is what
+/// counts requests, so request-based policies need it.
+fn check_balancers(groups: &[Option<RawGroup>], errors: &mut Vec<ConfigError>) -> BTreeMap<GroupId, BalancerSettings> {
+    let mut out = BTreeMap::new();
+    let mut seen: HashMap<std::net::SocketAddr, usize> = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        let Some(g) = g else { continue };
+        let p = |field: &str| format!("groups[{i}].{field}");
+        let needs_balancer = policy_needs_requests(&g.policy).then(|| policy_requirement(&g.policy));
+        let Some(b) = &g.balancer else {
+            if let Some((field, why)) = needs_balancer {
+                err(
+                    errors,
+                    p(field),
+                    format!("{why} needs a `balancer:` section: the balancer is what counts requests"),
+                );
+            }
+            continue;
+        };
+        let listen = match b.listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => {
+                if let Some(other) = seen.insert(addr, i) {
+                    err(errors, p("balancer.listen"), format!("{addr} is already the listener of groups[{other}]"));
+                }
+                Some(addr)
+            }
+            Err(_) => {
+                err(
+                    errors,
+                    p("balancer.listen"),
+                    format!("`{}` is not an IP:port address like 127.0.0.1:8000", b.listen),
+                );
+                None
+            }
+        };
+        let h = &b.health;
+        if b.mode == RawLbMode::Http && !h.path.starts_with('/') {
+            err(errors, p("balancer.health.path"), format!("`{}` must start with `/`", h.path));
+        }
+        if h.interval < Duration::from_millis(50) {
+            err(errors, p("balancer.health.interval"), format!("must be at least 50ms, got {}", dur(h.interval)));
+        }
+        if h.timeout.is_zero() {
+            err(errors, p("balancer.health.timeout"), "must be greater than 0s");
+        }
+        if h.rise < 1 {
+            err(errors, p("balancer.health.rise"), "must be at least 1");
+        }
+        if h.fall < 1 {
+            err(errors, p("balancer.health.fall"), "must be at least 1");
+        }
+        if b.retries > 10 {
+            err(errors, p("balancer.retries"), format!("must be at most 10, got {}", b.retries));
+        }
+        if b.queue_timeout > Duration::from_secs(600) {
+            err(errors, p("balancer.queue_timeout"), format!("must be at most 10m, got {}", dur(b.queue_timeout)));
+        }
+        if let Some(listen) = listen {
+            out.insert(
+                GroupId::new(g.name.clone()),
+                BalancerSettings {
+                    listen,
+                    tcp: b.mode == RawLbMode::Tcp,
+                    selection: match b.selection {
+                        RawSelection::LeastOutstanding => BalancerSelection::LeastOutstanding,
+                        RawSelection::RoundRobin => BalancerSelection::RoundRobin,
+                        RawSelection::Weighted => BalancerSelection::Weighted,
+                    },
+                    health_path: h.path.clone(),
+                    health_interval: h.interval,
+                    health_timeout: h.timeout,
+                    rise: h.rise,
+                    fall: h.fall,
+                    queue_timeout: b.queue_timeout,
+                    queue_limit: b.queue_limit,
+                    retries: b.retries,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn policy_needs_requests(policy: &RawPolicy) -> bool {
+    match policy {
+        RawPolicy::Threshold(t) => t.metric == RawMetric::Rps,
+        RawPolicy::Target(t) => t.metric == RawMetric::Rps,
+        RawPolicy::Requests(_) => true,
+    }
+}
+
+/// The field to blame and the words for a policy that needs a balancer.
+fn policy_requirement(policy: &RawPolicy) -> (&'static str, &'static str) {
+    match policy {
+        RawPolicy::Requests(_) => ("policy.kind", "policy kind `requests`"),
+        _ => ("policy.metric", "metric `rps`"),
     }
 }

@@ -4,15 +4,21 @@
 mod property;
 // Tables of cases: one builder chain per case reads better than rustfmt's one call per line.
 #[rustfmt::skip]
+mod requests;
+#[rustfmt::skip]
 mod rules;
+#[rustfmt::skip]
+mod target;
 mod timeline;
 
+use std::time::Duration;
+
 use flotilla_model::{
-    Decision, Evaluation, GroupSpec, HoldReason, Instance, InstanceId, InstanceState, Metric, Mode, PolicyState,
-    Sample, Timestamp,
+    Decision, Evaluation, GroupSpec, HoldReason, Instance, InstanceId, InstanceState, Metric, Mode, PolicySpec,
+    PolicyState, RequestCountSpec, Sample, TargetMetric, TargetSpec, ThresholdSpec, Timestamp,
 };
 
-use crate::{GroupView, Policy, ThresholdPolicy};
+use crate::GroupView;
 
 /// Seconds on the fake clock.
 pub(crate) fn t(secs: u64) -> Timestamp {
@@ -39,7 +45,8 @@ pub(crate) fn members(spec: &GroupSpec, dsl: &str) -> Vec<Instance> {
         .collect()
 }
 
-/// Samples: `id@at` then `:c<cpu>` / `:m<mem>` / `:r<rps>`, e.g. `a@100:c90:m10`.
+/// Samples: `id@at` then `:c<cpu>` / `:m<mem>` / `:r<rps>` / `:q<requests in the window>`, e.g.
+/// `a@100:c90:m10`.
 pub(crate) fn samples(dsl: &str) -> Vec<Sample> {
     dsl.split_whitespace()
         .map(|tok| {
@@ -52,6 +59,7 @@ pub(crate) fn samples(dsl: &str) -> Vec<Sample> {
                     "c" => Metric::Cpu,
                     "m" => Metric::Mem,
                     "r" => Metric::RequestRate,
+                    "q" => Metric::Requests,
                     _ => panic!("bad metric in {tok}"),
                 };
                 s.set(metric, num.parse().unwrap());
@@ -88,6 +96,29 @@ pub(crate) fn scale(s: &mut GroupSpec) {
     s.increment = 2;
 }
 
+/// The spec's threshold rule (the seed spec has one).
+pub(crate) fn th(s: &mut GroupSpec) -> &mut ThresholdSpec {
+    s.policy.threshold_mut().expect("a threshold spec")
+}
+
+/// Target tracking of 50 rps per member, scale-in after 3 samples (mode and bounds as they are).
+pub(crate) fn target(s: &mut GroupSpec) {
+    s.policy = PolicySpec::TargetTracking(TargetSpec { metric: TargetMetric::Rps, target: 50.0, scale_in_samples: 3 });
+}
+
+/// The spec's target-tracking rule.
+pub(crate) fn tt(s: &mut GroupSpec) -> &mut TargetSpec {
+    match &mut s.policy {
+        PolicySpec::TargetTracking(t) => t,
+        other => panic!("not a target-tracking spec: {other:?}"),
+    }
+}
+
+/// The seed-002 trigger: 10 requests within 60 s (mode and bounds as they are).
+pub(crate) fn requests(s: &mut GroupSpec) {
+    s.policy = PolicySpec::RequestCount(RequestCountSpec { requests: 10, window: Duration::from_secs(60) });
+}
+
 pub(crate) struct Case {
     name: &'static str,
     spec: fn(&mut GroupSpec),
@@ -99,6 +130,7 @@ pub(crate) struct Case {
     now: u64,
     want: Option<Want>,
     counters: Option<(u32, u32)>,
+    desired: Option<Option<u32>>,
     last_sample: Option<u64>,
     stamped_out: Option<Option<u64>>,
     stamped_in: Option<Option<u64>>,
@@ -118,6 +150,7 @@ pub(crate) fn case(name: &'static str) -> Case {
         now: 100,
         want: None,
         counters: None,
+        desired: None,
         last_sample: None,
         stamped_out: None,
         stamped_in: None,
@@ -177,6 +210,11 @@ impl Case {
         self.counters = Some((up, down));
         self
     }
+    /// Expected `desired` of the evaluation.
+    pub fn desired(mut self, d: Option<u32>) -> Self {
+        self.desired = Some(d);
+        self
+    }
     pub fn last_sample(mut self, secs: u64) -> Self {
         self.last_sample = Some(secs);
         self
@@ -196,7 +234,7 @@ impl Case {
     }
 }
 
-/// Runs `decide` once. Also used by the timeline-style tests.
+/// Runs `decide` once, with the policy the spec names. Also used by the timeline-style tests.
 pub(crate) fn run(
     spec: &GroupSpec,
     members: &[Instance],
@@ -207,7 +245,7 @@ pub(crate) fn run(
     now: Timestamp,
 ) -> (Evaluation, PolicyState) {
     let view = GroupView { spec, members, latest, primary, operation_pending: pending };
-    ThresholdPolicy.decide(&view, state, now)
+    crate::decide_by_spec(&view, state, now)
 }
 
 /// The invariants every decision keeps, whatever the inputs.
@@ -289,6 +327,11 @@ pub(crate) fn check(c: &Case) -> Vec<String> {
         }
         if (eval.up_count, eval.down_count) != (st.up_count, st.down_count) {
             fail("evaluation counters differ from the state's".into());
+        }
+    }
+    if let Some(want) = c.desired {
+        if eval.desired != want {
+            fail(format!("want desired {want:?}, got {:?}", eval.desired));
         }
     }
     if let Some(secs) = c.last_sample {

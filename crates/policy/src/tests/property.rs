@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use flotilla_model::{
     Aggregation, Decision, GroupSpec, HoldReason, Instance, InstanceId, InstanceState, Metric, MetricChoice, Mode,
-    PolicyState, Sample, Timestamp, Victim,
+    PolicySpec, PolicyState, RequestCountSpec, Sample, TargetMetric, TargetSpec, ThresholdSpec, Timestamp, Victim,
 };
 
 use super::{assert_safe, run};
-use crate::member_value;
+use crate::aggregate::policy_value;
+use crate::TARGET_TOLERANCE;
 
 struct XorShift(u64);
 
@@ -52,11 +53,24 @@ fn random_spec(rng: &mut XorShift) -> GroupSpec {
     s.cooldown_up = Duration::from_secs(rng.pick(&[0, 0, 30, 60, 120]));
     s.cooldown_down = Duration::from_secs(rng.pick(&[0, 0, 30, 90, 300]));
     s.stale_after = Duration::from_secs(rng.range(5, 30));
-    s.threshold.metric = rng.pick(&[MetricChoice::Cpu, MetricChoice::Mem, MetricChoice::Max]);
-    s.threshold.high = rng.pct(55.0, 95.0);
-    s.threshold.low = rng.pct(5.0, 45.0);
-    s.threshold.min_up = rng.range(1, 5) as u32;
-    s.threshold.min_down = rng.range(1, 5) as u32;
+    s.policy = match rng.below(4) {
+        0 => PolicySpec::TargetTracking(TargetSpec {
+            metric: rng.pick(&[TargetMetric::Cpu, TargetMetric::Mem, TargetMetric::Rps]),
+            target: rng.pct(10.0, 90.0),
+            scale_in_samples: rng.range(1, 5) as u32,
+        }),
+        1 => PolicySpec::RequestCount(RequestCountSpec {
+            requests: rng.range(1, 30),
+            window: Duration::from_secs(rng.range(1, 300)),
+        }),
+        _ => PolicySpec::Threshold(ThresholdSpec {
+            metric: rng.pick(&[MetricChoice::Cpu, MetricChoice::Mem, MetricChoice::Max, MetricChoice::Rps]),
+            high: rng.pct(55.0, 95.0),
+            low: rng.pct(5.0, 45.0),
+            min_up: rng.range(1, 5) as u32,
+            min_down: rng.range(1, 5) as u32,
+        }),
+    };
     s.aggregation = rng.pick(&[Aggregation::Mean, Aggregation::Max]);
     s.victim = rng.pick(&[Victim::Oldest, Victim::Newest, Victim::LeastBusy]);
     s
@@ -64,14 +78,18 @@ fn random_spec(rng: &mut XorShift) -> GroupSpec {
 
 fn random_sample(rng: &mut XorShift, id: &InstanceId, at: Timestamp, band: (f64, f64)) -> Sample {
     let mut s = Sample::new(id.clone(), at);
-    match rng.below(10) {
+    let requests = |rng: &mut XorShift| rng.pct(band.0, band.1).div_euclid(5.0);
+    match rng.below(12) {
         0 => {}
         1 => s.set(Metric::Cpu, rng.pct(band.0, band.1)),
         2 => s.set(Metric::Mem, rng.pct(band.0, band.1)),
-        3 => s.set(Metric::RequestRate, rng.pct(0.0, 1000.0)),
+        3 => s.set(Metric::RequestRate, rng.pct(band.0, band.1)),
+        4 => s.set(Metric::Requests, requests(rng)),
         _ => {
             s.set(Metric::Cpu, rng.pct(band.0, band.1));
             s.set(Metric::Mem, rng.pct(band.0, band.1));
+            s.set(Metric::RequestRate, rng.pct(band.0, band.1));
+            s.set(Metric::Requests, requests(rng));
         }
     }
     s
@@ -81,17 +99,51 @@ fn band(rng: &mut XorShift) -> (f64, f64) {
     rng.pick(&[(0.0, 100.0), (85.0, 100.0), (0.0, 10.0), (30.0, 60.0)])
 }
 
+/// The policy's value of each running member with a fresh sample that has one.
+fn fresh_values(spec: &GroupSpec, members: &[Instance], latest: &[Sample], now: Timestamp) -> Vec<Option<f64>> {
+    members
+        .iter()
+        .filter(|m| m.is_running())
+        .map(|m| {
+            latest
+                .iter()
+                .filter(|s| s.instance == m.id && now.since(s.at) <= spec.stale_after)
+                .max_by_key(|s| s.at)
+                .and_then(|s| policy_value(&spec.policy, s))
+        })
+        .collect()
+}
+
 /// Every running member has a fresh sample with a value of the policy's metric.
 fn complete(spec: &GroupSpec, members: &[Instance], latest: &[Sample], now: Timestamp) -> bool {
-    let running: Vec<&Instance> = members.iter().filter(|m| m.is_running()).collect();
-    !running.is_empty()
-        && running.iter().all(|m| {
-            latest.iter().any(|s| {
-                s.instance == m.id
-                    && now.since(s.at) <= spec.stale_after
-                    && member_value(spec.threshold.metric, s).is_some()
-            })
-        })
+    let values = fresh_values(spec, members, latest, now);
+    !values.is_empty() && values.iter().all(Option::is_some)
+}
+
+/// Streak lengths an action needs: (up, down); `None` for a kind that never scales in.
+fn streaks(spec: &GroupSpec) -> (u32, Option<u32>) {
+    match &spec.policy {
+        PolicySpec::Threshold(t) => (t.min_up, Some(t.min_down)),
+        PolicySpec::TargetTracking(t) => (1, Some(t.scale_in_samples)),
+        PolicySpec::RequestCount(_) => (1, None),
+    }
+}
+
+/// An independent reading of the target-tracking rule: the unbounded and the bounded member count
+/// the current samples ask for.
+fn target_oracle(t: &TargetSpec, spec: &GroupSpec, running: u32, values: &[Option<f64>]) -> Option<(f64, u32)> {
+    let vals: Vec<f64> = values.iter().flatten().copied().collect();
+    if vals.is_empty() {
+        return None;
+    }
+    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+    let raw = if (mean - t.target).abs() <= t.target * TARGET_TOLERANCE {
+        f64::from(running)
+    } else {
+        (f64::from(running) * mean / t.target).ceil()
+    };
+    let bounded = (raw.min(f64::from(spec.max)) as u32).max(spec.min.max(1)).min(spec.max);
+    Some((raw, bounded))
 }
 
 const REPAIRS: [&str; 3] = ["replace failed members", "below min", "above max"];
@@ -119,13 +171,14 @@ const ALL_KINDS: [&str; 11] = [
     "handover",
 ];
 
+/// Decisions seen, per policy kind.
 #[derive(Default, Debug)]
 struct Seen {
-    by_kind: BTreeMap<&'static str, usize>,
+    by_kind: BTreeMap<(&'static str, &'static str), usize>,
 }
 
 impl Seen {
-    fn add(&mut self, d: &Decision) {
+    fn add(&mut self, spec: &GroupSpec, d: &Decision) {
         let kind = match d {
             Decision::Hold(HoldReason::Steady) => "hold steady",
             Decision::Hold(HoldReason::NoData) => "hold no-data",
@@ -139,11 +192,19 @@ impl Seen {
             Decision::ScaleIn { .. } => "in streak",
             Decision::Handover { .. } => "handover",
         };
-        *self.by_kind.entry(kind).or_default() += 1;
+        *self.by_kind.entry((spec.policy.kind(), kind)).or_default() += 1;
     }
+    /// Every policy kind made each of `kinds`, except the scale-ins request count never makes.
     fn assert_covered(&self, kinds: &[&str]) {
-        for &kind in kinds {
-            assert!(self.by_kind.get(kind).copied().unwrap_or(0) > 0, "never saw {kind}: {:?}", self.by_kind);
+        for policy in ["threshold", "target", "requests"] {
+            for &kind in kinds {
+                if policy == "requests" && matches!(kind, "in streak" | "handover") {
+                    assert!(!self.by_kind.contains_key(&(policy, kind)), "{policy} made {kind}");
+                    continue;
+                }
+                let n = self.by_kind.get(&(policy, kind)).copied().unwrap_or(0);
+                assert!(n > 0, "{policy} never made {kind}: {:?}", self.by_kind);
+            }
         }
     }
 }
@@ -200,14 +261,44 @@ fn check_tick(
         }
     }
     if !repair {
+        let (min_up, min_down) = streaks(spec);
+        let values = fresh_values(spec, members, latest, now);
+        let active =
+            members.iter().filter(|m| matches!(m.state, InstanceState::Creating | InstanceState::Running)).count();
+        match (&spec.policy, d) {
+            (PolicySpec::TargetTracking(t), Decision::ScaleOut { count, .. }) => {
+                let (raw, desired) = target_oracle(t, spec, running, &values).expect("data");
+                assert!(raw > f64::from(running), "{ctx}: target scale-out without wanting more: {d:?}");
+                let want = if spec.mode == Mode::Handover { 1 } else { desired as usize - active };
+                assert_eq!(*count as usize, want, "{ctx}: target scale-out by the wrong count");
+            }
+            (PolicySpec::TargetTracking(t), Decision::ScaleIn { victims, .. }) => {
+                let (raw, desired) = target_oracle(t, spec, running, &values).expect("data");
+                assert!(raw < f64::from(running), "{ctx}: target scale-in without wanting fewer: {d:?}");
+                assert_eq!(victims.len() as u32, (running - desired).min(spec.increment.max(1)), "{ctx}");
+            }
+            (PolicySpec::TargetTracking(t), Decision::Handover { .. }) => {
+                let (raw, _) = target_oracle(t, spec, running, &values).expect("data");
+                assert!(raw < f64::from(running), "{ctx}: target handover without wanting fewer: {d:?}");
+            }
+            (PolicySpec::RequestCount(r), Decision::ScaleOut { count, .. }) => {
+                let sum: f64 = values.iter().flatten().sum();
+                assert!(sum >= r.requests as f64, "{ctx}: request scale-out below the trigger: {sum}");
+                let room = (spec.max as usize).saturating_sub(active);
+                let want = if spec.mode == Mode::Handover { 1 } else { spec.increment.max(1) as usize };
+                assert_eq!(*count as usize, want.min(room), "{ctx}");
+            }
+            _ => {}
+        }
         match d {
             Decision::ScaleOut { .. } => {
                 assert!(ok_after(spec.cooldown_up), "{ctx}: scale-out in cooldown");
-                assert!(old.up_count + 1 >= spec.threshold.min_up, "{ctx}: scale-out without a streak");
+                assert!(old.up_count + 1 >= min_up, "{ctx}: scale-out without a streak");
             }
             Decision::ScaleIn { .. } | Decision::Handover { .. } => {
+                let min_down = min_down.unwrap_or_else(|| panic!("{ctx}: {} scaled in: {d:?}", spec.policy.kind()));
                 assert!(ok_after(spec.cooldown_down), "{ctx}: scale-in in cooldown");
-                assert!(old.down_count + 1 >= spec.threshold.min_down, "{ctx}: scale-in without a streak");
+                assert!(old.down_count + 1 >= min_down, "{ctx}: scale-in without a streak");
                 // Stale, missing or partial data never scales in.
                 assert!(complete(spec, members, latest, now), "{ctx}: scale-in on partial data: {d:?}");
                 let running_after = running as usize
@@ -284,7 +375,7 @@ fn random_views_keep_the_invariants() {
         let pending = rng.chance(5);
         let ctx = format!("view #{i}");
         let (d, _) = check_tick(&spec, &members, &latest, primary, pending, &old, now, &ctx);
-        seen.add(&d);
+        seen.add(&spec, &d);
     }
     seen.assert_covered(&ALL_KINDS);
 }
@@ -344,7 +435,7 @@ fn random_sequences_keep_the_invariants() {
             }
             let ctx = format!("sequence {seq} tick {tick}");
             let (d, st) = check_tick(&spec, &members, &latest, primary.as_ref(), pending, &state, now, &ctx);
-            seen.add(&d);
+            seen.add(&spec, &d);
             state = st;
             pending = false;
             if rng.chance(10) {

@@ -7,6 +7,7 @@ use flotilla_model::{Aggregation, GroupSpec, MetricChoice, Victim};
 
 use super::Want::{Handover, In, Out};
 use super::*;
+use crate::{Policy, RequestCountPolicy, TargetTrackingPolicy, ThresholdPolicy};
 
 #[test]
 fn counting() {
@@ -63,13 +64,13 @@ fn metrics_and_aggregation() {
         case("max metric: both low")
             .members("a:R:0").samples("a@100:c5:m10").prior(0, 0, 95).counters(0, 1),
         case("cpu metric ignores a high mem")
-            .spec(|s| s.threshold.metric = MetricChoice::Cpu)
+            .spec(|s| th(s).metric = MetricChoice::Cpu)
             .members("a:R:0").samples("a@100:c10:m90").prior(0, 0, 95).counters(0, 1),
         case("mem metric ignores a high cpu")
-            .spec(|s| s.threshold.metric = MetricChoice::Mem)
+            .spec(|s| th(s).metric = MetricChoice::Mem)
             .members("a:R:0").samples("a@100:c90:m10").prior(0, 0, 95).counters(0, 1),
         case("cpu metric: a sample without cpu is no data")
-            .spec(|s| s.threshold.metric = MetricChoice::Cpu)
+            .spec(|s| th(s).metric = MetricChoice::Cpu)
             .members("a:R:0").samples("a@100:m90").prior(2, 3, 95).hold(NoData).counters(2, 0),
         case("a sample with neither cpu nor mem is no data")
             .members("a:R:0").samples("a@100:r500").prior(2, 3, 95).hold(NoData).counters(2, 0),
@@ -372,7 +373,7 @@ fn double_call_guard_and_priority() {
             .members("a:R:0 b:R:1").samples("a@100:c5 b@100:c5").prior(4, 4, 100).last_in(90)
             .want(cooldown(50)),
         case("min_up of 1 acts on the first high sample")
-            .spec(|s| s.threshold.min_up = 1)
+            .spec(|s| th(s).min_up = 1)
             .members("a:R:0").samples("a@100:c90").prior(0, 0, 95)
             .want(Out(1)).reason("cpu/mem max 90.0 >= 80 for 1 sample"),
     ]);
@@ -382,11 +383,11 @@ fn double_call_guard_and_priority() {
 fn reasons_name_the_metric() {
     check_all(&[
         case("cpu")
-            .spec(|s| { s.threshold.metric = MetricChoice::Cpu; s.threshold.high = 75.5; })
+            .spec(|s| { th(s).metric = MetricChoice::Cpu; th(s).high = 75.5; })
             .members("a:R:0").samples("a@100:c93").prior(3, 0, 95)
             .reason("cpu 93.0 >= 75.5 for 4 samples"),
         case("mem")
-            .spec(|s| { scale(s); s.threshold.metric = MetricChoice::Mem; })
+            .spec(|s| { scale(s); th(s).metric = MetricChoice::Mem; })
             .members("a:R:0 b:R:1").samples("a@100:m5.2 b@100:m5.2").prior(0, 3, 95)
             .reason("mem 5.2 <= 20 for 4 samples"),
     ]);
@@ -421,4 +422,24 @@ fn policy_for_returns_the_threshold_policy() {
     let boxed = crate::policy_for(&spec).decide(&view, &st, t(100));
     assert_eq!(boxed, ThresholdPolicy.decide(&view, &st, t(100)));
     assert!(matches!(boxed.0.decision, Decision::ScaleOut { count: 1, .. }));
+}
+
+#[test]
+fn policy_for_returns_one_policy_per_kind_and_the_spec_is_the_truth() {
+    let ms_spec = GroupSpec::example("g");
+    let ms = members(&ms_spec, "a:R:0");
+    let latest = samples("a@100:c90:r200:q20");
+    let st = PolicyState { up_count: 3, last_sample_at: t(95), ..PolicyState::default() };
+    let policies: [&dyn Policy; 3] = [&ThresholdPolicy, &TargetTrackingPolicy, &RequestCountPolicy];
+    for kind in [seed, target, requests] {
+        let mut spec = GroupSpec::example("g");
+        kind(&mut spec);
+        let view = GroupView::new(&spec, &ms, &latest);
+        let want = crate::policy_for(&spec).decide(&view, &st, t(100));
+        assert!(matches!(want.0.decision, Decision::ScaleOut { count: 1, .. }), "{}: {want:?}", spec.policy.kind());
+        // Any policy handed this spec decides by the spec's kind.
+        for p in policies {
+            assert_eq!(p.decide(&view, &st, t(100)), want, "{}", spec.policy.kind());
+        }
+    }
 }

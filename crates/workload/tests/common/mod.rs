@@ -71,4 +71,3 @@ impl Drop for Server {
         }
     }
 }
-

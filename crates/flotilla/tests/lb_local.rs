@@ -1,0 +1,241 @@
+//! The balancer in front of real member processes, driven by the real controller: zero dropped
+//! requests while the group scales out, scales in and hands over; a member killed with SIGKILL under
+//! load; a long request that outlives its member's drain; the seed-002 request-count scenario.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flotilla_loadgen::{Load, LoadReport, LoadSpec};
+use support::{wait_until, Env};
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn group_yaml(name: &str, mode: &str, extra: &str, policy: &str, listen: SocketAddr) -> String {
+    format!(
+        r#"
+groups:
+  - name: {name}
+    mode: {mode}
+    interval: 500ms
+    stale_after: 2s
+    cooldown_up: 0s
+    cooldown_down: 0s
+    drain_timeout: 10s
+{extra}
+    policy: {policy}
+    balancer:
+      listen: {listen}
+      health: {{ path: /healthz, interval: 250ms, rise: 1, fall: 2 }}
+"#
+    )
+}
+
+/// Addresses of the group's running members, from `flotilla status`.
+fn member_addrs(env: &Env, group: &str) -> Vec<(String, String)> {
+    let st = env.status();
+    let g = st["groups"].as_array().unwrap().iter().find(|g| g["name"] == group).cloned().unwrap_or_default();
+    g["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["state"] == "running")
+                .map(|m| (m["name"].as_str().unwrap().to_string(), m["address"].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts or stops the busy loop inside every running member (the seed's `yes > /dev/null`).
+async fn set_duty(env: &Env, group: &str, duty: Option<f64>) {
+    for (name, addr) in member_addrs(env, group) {
+        let (method, path) = match duty {
+            Some(d) => ("POST", format!("/load?duty={d}")),
+            None => ("DELETE", "/load".to_string()),
+        };
+        let out = raw_request(&addr, method, &path).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{name} {method} {path}: {out}");
+    }
+}
+
+async fn raw_request(addr: &str, method: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn assert_no_drop(r: &LoadReport, min_rate: f64, what: &str) {
+    assert_eq!(r.failures, 0, "{what}: failed requests: {:?}\n{}", r.failure_reasons, r.summary());
+    assert_eq!(r.server_errors(), 0, "{what}: 5xx: {}", r.summary());
+    assert!(r.rate() >= min_rate, "{what}: only {:.0} req/s: {}", r.rate(), r.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_drop_while_scaling_out_and_in_three_times() {
+    let mut env = Env::serial();
+    let listen = free_port();
+    let yaml = group_yaml(
+        "web",
+        "scale",
+        "    min: 1\n    max: 3",
+        "{ metric: cpu, high: 70, low: 20, min_up: 2, min_down: 2 }",
+        listen,
+    );
+    let cfg = env.file("f.yaml", &yaml);
+    let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || member_addrs(&env, "web").len() == 1).await;
+
+    let load = Load::start(LoadSpec::open(listen, "/", 8, 250.0));
+    for round in 1..=3 {
+        set_duty(&env, "web", Some(1.0)).await;
+        wait_until(Duration::from_secs(30), "scale-out", || member_addrs(&env, "web").len() >= 2).await;
+        set_duty(&env, "web", None).await;
+        wait_until(Duration::from_secs(30), "scale-in", || member_addrs(&env, "web").len() == 1).await;
+        let snap = load.snapshot();
+        assert_eq!((snap.failures, snap.server_errors()), (0, 0), "round {round}: {}", snap.summary());
+    }
+    let report = load.stop().await;
+    assert_no_drop(&report, 200.0, "scale out/in");
+    // Every member that lived served traffic: the balancer really spread the load.
+    assert!(report.by_backend.len() >= 4, "{}", report.summary());
+    let log = env.log("run.log");
+    assert_eq!(log.matches("SCALE IN").count(), 3, "{log}");
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_drop_through_three_handovers() {
+    let mut env = Env::serial();
+    let listen = free_port();
+    let yaml =
+        group_yaml("vm-test", "handover", "", "{ metric: max, high: 70, low: 20, min_up: 2, min_down: 2 }", listen);
+    let cfg = env.file("f.yaml", &yaml);
+    let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
+    wait_until(Duration::from_secs(30), "vm-test_1", || member_addrs(&env, "vm-test").len() == 1).await;
+
+    let load = Load::start(LoadSpec::open(listen, "/", 8, 250.0));
+    for round in 1..=3 {
+        set_duty(&env, "vm-test", Some(1.0)).await;
+        wait_until(Duration::from_secs(30), "a clone", || member_addrs(&env, "vm-test").len() == 2).await;
+        set_duty(&env, "vm-test", None).await;
+        let clone = format!("vm-test_clone_{round}");
+        wait_until(Duration::from_secs(30), "the handover", || {
+            member_addrs(&env, "vm-test").iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == [clone.as_str()]
+        })
+        .await;
+    }
+    let report = load.stop().await;
+    assert_no_drop(&report, 200.0, "handover");
+    let log = env.log("run.log");
+    assert_eq!(log.matches("SCALE DOWN").count(), 3, "{log}");
+    assert!(report.by_backend.contains_key("vm-test_1") && report.by_backend.contains_key("vm-test_clone_3"));
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_killed_under_load_is_retried_elsewhere_and_replaced() {
+    let mut env = Env::serial();
+    let listen = free_port();
+    let yaml = group_yaml(
+        "web",
+        "scale",
+        "    min: 2\n    max: 3",
+        "{ metric: cpu, high: 90, low: 1, min_up: 5, min_down: 50 }",
+        listen,
+    );
+    let cfg = env.file("f.yaml", &yaml);
+    let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
+    wait_until(Duration::from_secs(30), "two members", || member_addrs(&env, "web").len() == 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Requests that take a while, so some are in flight on the member when it dies.
+    let load = Load::start(LoadSpec::open(listen, "/work?ms=5", 8, 200.0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = env.status();
+    let victim = &st["groups"][0]["members"][0];
+    let pid: u32 = victim["tags"]["pid"].as_str().unwrap().parse().unwrap();
+    let victim_name = victim["name"].as_str().unwrap().to_string();
+    support::signal(pid, nix::sys::signal::Signal::SIGKILL);
+
+    wait_until(Duration::from_secs(30), "a replacement", || {
+        let names: Vec<String> = member_addrs(&env, "web").into_iter().map(|(n, _)| n).collect();
+        names.len() == 2 && !names.contains(&victim_name)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = load.stop().await;
+    assert_no_drop(&report, 150.0, "member killed");
+    assert!(report.by_backend.contains_key("web_3"), "the replacement serves: {}", report.summary());
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_outlives_its_members_drain() {
+    let mut env = Env::serial();
+    let listen = free_port();
+    let yaml = group_yaml(
+        "web",
+        "scale",
+        "    min: 1\n    max: 2",
+        "{ metric: cpu, high: 70, low: 20, min_up: 2, min_down: 2 }",
+        listen,
+    );
+    let cfg = env.file("f.yaml", &yaml);
+    let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || member_addrs(&env, "web").len() == 1).await;
+    set_duty(&env, "web", Some(1.0)).await;
+    wait_until(Duration::from_secs(30), "web_2", || member_addrs(&env, "web").len() == 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // web_2 passes its health check
+
+    // One slow request per member (least-outstanding spreads them), then the load stops: the
+    // scale-in drains web_1 while its request is still running.
+    let slow = Load::start(LoadSpec::closed(listen, "/sleep?ms=4000", 2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set_duty(&env, "web", None).await;
+    wait_until(Duration::from_secs(30), "the scale-in", || member_addrs(&env, "web").len() == 1).await;
+    let report = slow.stop().await;
+    assert_eq!(report.failures, 0, "{:?}", report.failure_reasons);
+    assert_eq!(report.ok(), report.sent, "{}", report.summary());
+    assert!(report.by_backend.contains_key("web_1"), "the drained member finished its request: {}", report.summary());
+    let log = env.log("run.log");
+    assert!(log.contains("SCALE IN"), "{log}");
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_request_count_scale_out_without_a_single_503() {
+    let mut env = Env::serial();
+    let listen = free_port();
+    let yaml = group_yaml(
+        "service",
+        "scale",
+        "    min: 1\n    max: 2",
+        "{ kind: requests, requests: 10, window: 60s }",
+        listen,
+    );
+    let cfg = env.file("f.yaml", &yaml);
+    let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
+    wait_until(Duration::from_secs(30), "service_1", || member_addrs(&env, "service").len() == 1).await;
+
+    // The seed's client: a steady trickle of requests; request 10 triggers the scale-out.
+    let load = Load::start(LoadSpec::open(listen, "/work?ms=20", 2, 5.0));
+    wait_until(Duration::from_secs(30), "service_2", || member_addrs(&env, "service").len() == 2).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = load.stop().await;
+    assert_eq!(report.statuses.keys().copied().collect::<Vec<_>>(), vec![200], "{}", report.summary());
+    assert_eq!(report.failures, 0, "{}", report.summary());
+    for member in ["service_1", "service_2"] {
+        assert!(report.by_backend.get(member).is_some_and(|n| *n > 0), "{member} served: {}", report.summary());
+    }
+    let log = env.log("run.log");
+    assert!(log.contains("SCALE UP"), "{log}");
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
