@@ -78,7 +78,7 @@ impl Controller {
                 .collect()
         };
         for m in missing {
-            let backend = Backend { id: m.id.clone(), address: m.address.clone().unwrap_or_default() };
+            let backend = Backend { id: m.id.clone(), address: m.address.clone().unwrap_or_default(), weight: weight_of(m) };
             self.balancer.add(&spec.id, backend).await?;
             tracing::info!(group = %spec.id, member = %m.name, "member handed to the balancer");
             self.registered.lock().expect("registered lock").insert((spec.id.clone(), m.id.clone()));
@@ -140,4 +140,9 @@ impl Controller {
             tracing::warn!(group = %spec.id, error = %e, "could not record event");
         }
     }
+}
+
+/// A member's share under weighted selection: its vCPUs (1 when unknown).
+pub(crate) fn weight_of(m: &Instance) -> u32 {
+    m.tag("vcpus").and_then(|v| v.parse().ok()).filter(|w| *w >= 1).unwrap_or(1)
 }

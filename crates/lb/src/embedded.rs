@@ -92,7 +92,7 @@ impl Balancer for EmbeddedBalancer {
             ))
             .with_source(e)
         })?;
-        g.add_backend(backend.id.0, addr, 1);
+        g.add_backend(backend.id.0, addr, backend.weight.max(1));
         Ok(())
     }
 

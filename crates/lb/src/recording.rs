@@ -94,7 +94,7 @@ mod tests {
         let lb = RecordingBalancer::new();
         let g = GroupId::new("g");
         let a = InstanceId::new("a");
-        lb.add(&g, Backend { id: a.clone(), address: "127.0.0.1:1".into() }).await.unwrap();
+        lb.add(&g, Backend { id: a.clone(), address: "127.0.0.1:1".into(), weight: 1 }).await.unwrap();
         assert!(lb.wait_healthy(&g, &a, Duration::from_secs(1)).await.unwrap());
         assert_eq!(lb.serving(&g), vec![a.clone()]);
         lb.drain(&g, &a, Duration::from_secs(1)).await.unwrap();

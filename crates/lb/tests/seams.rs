@@ -9,7 +9,7 @@ use flotilla_lb::{run_standalone, EmbeddedBalancer, HealthCheck};
 use flotilla_model::{Backend, Balancer, ErrorKind, GroupId, Instance, InstanceId, Metric, MetricSource, Timestamp};
 
 fn backend(id: &str, addr: std::net::SocketAddr) -> Backend {
-    Backend { id: InstanceId::new(id), address: addr.to_string() }
+    Backend { id: InstanceId::new(id), address: addr.to_string(), weight: 1 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +42,7 @@ async fn balancer_trait_conformance() {
     assert!(r.completed);
 
     // Bad input is Invalid, naming what is wrong.
-    let e = lb.add(&g, Backend { id: InstanceId::new("x"), address: "not-an-address".into() }).await.unwrap_err();
+    let e = lb.add(&g, Backend { id: InstanceId::new("x"), address: "not-an-address".into(), weight: 1 }).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);
     assert!(e.message.contains("not-an-address"), "{e}");
     let other = GroupId::new("unregistered");

@@ -42,6 +42,8 @@ pub trait MetricSource: Send + Sync {
 pub struct Backend {
     pub id: InstanceId,
     pub address: String,
+    /// Share of traffic under weighted selection (at least 1); the controller uses the member's vCPUs.
+    pub weight: u32,
 }
 
 /// How a drain ended.
