@@ -73,6 +73,7 @@ async fn raw_request(addr: &str, method: &str, path: &str) -> String {
 }
 
 fn assert_no_drop(r: &LoadReport, min_rate: f64, what: &str) {
+    println!("{what}: {}", r.summary());
     assert_eq!(r.failures, 0, "{what}: failed requests: {:?}\n{}", r.failure_reasons, r.summary());
     assert_eq!(r.server_errors(), 0, "{what}: 5xx: {}", r.summary());
     assert!(r.rate() >= min_rate, "{what}: only {:.0} req/s: {}", r.rate(), r.summary());
