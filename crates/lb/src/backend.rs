@@ -1,18 +1,24 @@
 //! One backend: serving state (health, draining), per-backend atomics for the hot path, its own
-//! keep-alive pool (`pool.rs`), and its metrics ring.
+//! keep-alive pool, and its metrics ring.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hyper::header::HeaderValue;
+use hyper::http::uri::Authority;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::body::ReqBody;
 use crate::config::LbConfig;
-use crate::pool::Pool;
 use crate::stats::{Epoch, Ring, TrafficStats, Window};
+
+pub(crate) type HttpClient = Client<HttpConnector, ReqBody>;
 
 /// A backend as [`crate::GroupBalancer::backends`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +40,8 @@ pub(crate) struct Backend {
     pub addr: SocketAddr,
     /// `x-flotilla-backend` value, built once.
     pub id_header: HeaderValue,
-    /// `Host` for requests that came without one (HTTP/1.0 clients), built once.
-    pub host_header: HeaderValue,
+    /// `addr` as a URI authority, built once (the pool key of the legacy client).
+    pub authority: Authority,
     weight: AtomicU32,
     healthy: AtomicBool,
     draining: AtomicBool,
@@ -57,9 +63,8 @@ pub(crate) struct Backend {
     idle: Notify,
     /// Group-wide "capacity appeared" signal for queued requests.
     capacity: Arc<Notify>,
-    /// Own pool per backend, so a drain can close exactly this backend's idle connections
-    /// (HTTP mode only).
-    pool: Option<Pool>,
+    /// Own pool per backend, so a drain can close exactly this backend's idle connections.
+    client: RwLock<Option<HttpClient>>,
     ring: Mutex<Ring>,
     epoch: Epoch,
 }
@@ -74,16 +79,16 @@ impl Backend {
         epoch: Epoch,
     ) -> Arc<Self> {
         let id_header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid-id"));
-        let host_header = HeaderValue::from_str(&addr.to_string()).expect("a socket address is a valid header value");
-        let pool = match cfg.mode {
-            crate::Mode::Http => Some(Pool::new(addr, cfg.connect_timeout)),
+        let authority = Authority::try_from(addr.to_string().as_str()).expect("socket address is a valid authority");
+        let client = match cfg.mode {
+            crate::Mode::Http => Some(build_client(cfg)),
             crate::Mode::Tcp => None,
         };
         Arc::new(Backend {
             id,
             addr,
             id_header,
-            host_header,
+            authority,
             weight: AtomicU32::new(weight.max(1)),
             healthy: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -100,7 +105,7 @@ impl Backend {
             close_tx: watch::channel(false).0,
             idle: Notify::new(),
             capacity,
-            pool,
+            client: RwLock::new(client),
             ring: Mutex::new(Ring::new()),
             epoch,
         })
@@ -219,17 +224,11 @@ impl Backend {
         self.close_connections();
     }
 
-    /// Closes this backend's pool: idle keep-alive connections close; in-use ones finish their
+    /// Drops this backend's pool: idle keep-alive connections close; in-use ones finish their
     /// current exchange and are then closed instead of returning to the pool.
     pub(crate) fn drop_client(&self) {
-        if let Some(pool) = &self.pool {
-            pool.close();
-        }
-    }
-
-    /// The keep-alive pool (HTTP mode).
-    pub(crate) fn pool(&self) -> Option<&Pool> {
-        self.pool.as_ref()
+        let old = self.client.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
     }
 
     /// TCP mode: closes open proxied connections.
@@ -273,6 +272,13 @@ impl Backend {
                 return self.inflight.load(Ordering::SeqCst) == 0;
             }
         }
+    }
+
+    /// Sends through this backend's pool; `None` once the pool was dropped (drained/removed).
+    #[inline]
+    pub(crate) fn send(&self, req: hyper::Request<ReqBody>) -> Option<ResponseFuture> {
+        let guard = self.client.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(|c| c.request(req))
     }
 
     // ---- metrics ----
@@ -332,6 +338,17 @@ impl Backend {
         t.fill(&w, rate_secs, in_count);
         t
     }
+}
+
+fn build_client(cfg: &LbConfig) -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(cfg.connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(cfg.idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(conn)
 }
 
 /// One request (TCP: connection) counted in a backend's in-flight; released on drop.

@@ -4,9 +4,8 @@
 //!   once: nothing, the whole body (≤ `retry_buffer`), or a buffered prefix plus the rest of the
 //!   client stream in a slot that the first send takes.
 //! - [`ReqBody`] is one send of a [`Source`].
-//! - [`RespBody`] passes a backend's response through, driving the backend connection that feeds
-//!   it, and finishes the request's bookkeeping (connection back to the pool, latency, errors,
-//!   in-flight) when hyper is done with it.
+//! - [`RespBody`] passes a backend's response through and finishes the request's bookkeeping
+//!   (latency, errors, in-flight) when hyper is done with it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,6 @@ use hyper::HeaderMap;
 use tokio::time::Instant;
 
 use crate::backend::Attempt;
-use crate::pool::PooledConn;
 
 type Slot = Arc<Mutex<Option<Incoming>>>;
 
@@ -159,62 +157,30 @@ impl Body for ReqBody {
     }
 }
 
-/// A backend's response body on its way to the client, with the request's bookkeeping, finished
-/// when hyper is done with the body (or drops it): the backend's in-flight count covers the whole
-/// response, which is what a drain waits for.
-pub(crate) struct Upstream {
-    inner: Incoming,
-    /// The connection the body arrives on. This body drives it (it has no task of its own) and
-    /// puts it back into the backend's pool once the body was read to the end.
-    conn: Option<PooledConn>,
+/// Bookkeeping of a proxied request, finished when the response body is done (or dropped): the
+/// backend's in-flight count covers the whole response, which is what a drain waits for.
+pub(crate) struct Completion {
     attempt: Attempt,
     start: Instant,
-    /// 5xx, or the body broke off: counts as an error in the stats.
     error: bool,
-    /// The body broke off: the connection is in an unknown state.
-    broken: bool,
-    /// The body reported its end.
-    ended: bool,
 }
 
-impl Upstream {
-    pub(crate) fn new(inner: Incoming, conn: PooledConn, attempt: Attempt, start: Instant, error: bool) -> Self {
-        Upstream { inner, conn: Some(conn), attempt, start, error, broken: false, ended: false }
-    }
-
-    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.ended = true,
-            Poll::Ready(Some(Err(_))) => {
-                self.error = true; // the backend broke off mid-body
-                self.broken = true;
-            }
-            _ => {}
-        }
-        polled
+impl Completion {
+    pub(crate) fn new(attempt: Attempt, start: Instant, error: bool) -> Self {
+        Completion { attempt, start, error }
     }
 }
 
-impl Drop for Upstream {
+impl Drop for Completion {
     fn drop(&mut self) {
         let now = Instant::now();
-        if let Some(conn) = self.conn.take() {
-            // why: only a connection whose response was read to the end can carry another request;
-            // any other is dropped here, which closes it.
-            if !self.broken && (self.ended || self.inner.is_end_stream()) {
-                if let Some(pool) = self.attempt.backend().pool() {
-                    pool.checkin(conn, now);
-                }
-            }
-        }
         self.attempt.backend().record(now.saturating_duration_since(self.start), self.error, now);
     }
 }
 
 /// A response body: a backend's, passed through, or one the balancer wrote itself.
 pub(crate) enum RespBody {
-    Proxied(Upstream),
+    Proxied { inner: Incoming, done: Completion },
     Local(Option<Bytes>),
 }
 
@@ -230,16 +196,12 @@ impl Body for RespBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            RespBody::Proxied(up) => {
-                if let Poll::Ready(frame) = up.poll_inner(cx) {
-                    return Poll::Ready(frame);
+            RespBody::Proxied { inner, done } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    done.error = true; // the backend broke off mid-body
                 }
-                // Nothing buffered yet: run the backend connection (it reads into the body), then
-                // look again. Its wake-ups come to this task.
-                if let Some(conn) = up.conn.as_mut() {
-                    conn.drive(cx);
-                }
-                up.poll_inner(cx)
+                polled
             }
             RespBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -247,14 +209,14 @@ impl Body for RespBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RespBody::Proxied(up) => up.inner.is_end_stream(),
+            RespBody::Proxied { inner, .. } => inner.is_end_stream(),
             RespBody::Local(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RespBody::Proxied(up) => up.inner.size_hint(),
+            RespBody::Proxied { inner, .. } => inner.size_hint(),
             RespBody::Local(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

@@ -1,8 +1,7 @@
 //! Active health checks: one task per backend, every `interval`, on a fresh connection (so a dead
 //! listener is noticed even while pooled connections linger). `rise` consecutive passes admit a
 //! backend (new or ejected), `fall` consecutive failures take it out. Passive ejections
-//! (connect errors, consecutive 5xx) are in `backend.rs`; only this task re-admits. The same tick
-//! closes the backend's pooled connections idle longer than `idle_timeout`.
+//! (connect errors, consecutive 5xx) are in `backend.rs`; only this task re-admits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +23,6 @@ use crate::group::Shared;
 pub(crate) fn spawn(shared: &Arc<Shared>, backend: &Arc<Backend>, rt: &Handle) {
     let weak = Arc::downgrade(backend);
     let hc = shared.cfg.health.clone();
-    let idle_timeout = shared.cfg.idle_timeout;
     let mut shutdown = shared.shutdown.subscribe();
     rt.spawn(async move {
         let mut tick = tokio::time::interval(hc.interval.max(Duration::from_millis(10)));
@@ -38,9 +36,6 @@ pub(crate) fn spawn(shared: &Arc<Shared>, backend: &Arc<Backend>, rt: &Handle) {
             let Some(b) = weak.upgrade() else { return };
             if b.is_removed() {
                 return;
-            }
-            if let Some(pool) = b.pool() {
-                pool.evict_idle(tokio::time::Instant::now(), idle_timeout);
             }
             if b.is_draining() {
                 continue;

@@ -1,6 +1,5 @@
-//! The HTTP/1.1 reverse proxy: hyper's h1 server towards clients, a keep-alive pool of hyper h1
-//! client connections per backend (`pool.rs`), all of one request's work in the client
-//! connection's task. The request lifecycle is in the crate docs.
+//! The HTTP/1.1 reverse proxy: hyper's h1 server towards clients, one hyper-util legacy client
+//! (own keep-alive pool) per backend. The request lifecycle is in the crate docs.
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -9,10 +8,10 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, EXPECT, HOST, RETRY_AFTER, TE, TRAILER, UPGRADE, VIA,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, EXPECT, RETRY_AFTER, TE, TRAILER, UPGRADE, VIA,
 };
 use hyper::http::request::Parts;
-use hyper::http::uri::PathAndQuery;
+use hyper::http::uri::{self, PathAndQuery, Scheme};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -20,10 +19,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::backend::{Attempt, Backend};
-use crate::body::{ReqBody, RespBody, Source, Upstream};
+use crate::backend::Backend;
+use crate::body::{Completion, ReqBody, RespBody, Source};
 use crate::group::{Refusal, Shared};
-use crate::pool::{PooledConn, SendError};
 use crate::queue::QueueError;
 use crate::select::{Snapshot, Tried};
 
@@ -151,18 +149,20 @@ async fn proxy(
         let Some(body) = source.replay() else {
             return Ok(bad_gateway(&shared, Some(&backend), start));
         };
-        let upstream = upstream_request(&parts, &pq, &backend, body);
+        let Some(upstream) = upstream_request(&parts, &pq, &backend, body) else {
+            shared.record_local(start, false);
+            return Ok(local(StatusCode::BAD_REQUEST, "bad request target\n"));
+        };
         // send
-        let Some(pool) = backend.pool() else { unreachable!("HTTP-mode backends have a pool") };
-        match pool.send(upstream).await {
-            Ok((resp, conn)) => return Ok(respond(resp, conn, attempt, start, cfg.passive_5xx)),
-            Err(SendError::Closed) => {
-                // drained meanwhile: its pool is closed, nothing was sent.
-                tried.push(&backend);
-                continue;
-            }
+        let Some(sent) = backend.send(upstream) else {
+            // drained meanwhile: its pool is gone, nothing was sent.
+            tried.push(&backend);
+            continue;
+        };
+        match sent.await {
+            Ok(resp) => return Ok(respond(resp, attempt, start, cfg.passive_5xx)),
             Err(e) => {
-                let connect = matches!(e, SendError::Connect(_));
+                let connect = e.is_connect();
                 if connect {
                     backend.eject("connect failed");
                 } else {
@@ -170,7 +170,7 @@ async fn proxy(
                 }
                 drop(attempt);
                 // retry edges: not sent at all, or idempotent with the whole body in hand.
-                let retryable = (e.nothing_sent() || (idempotent && source.is_buffered())) && source.replay().is_some();
+                let retryable = (connect || (idempotent && source.is_buffered())) && source.replay().is_some();
                 if retryable && extra < cfg.retries {
                     tracing::debug!(group = %shared.name, backend = %backend.id, error = %e, connect, "attempt failed; retrying elsewhere");
                     extra += 1;
@@ -186,28 +186,24 @@ async fn proxy(
     }
 }
 
-/// The request as the backend gets it: origin-form target (hyper's client writes the URI as is),
-/// HTTP/1.1, the forwarded headers, and a `Host` if the client sent none.
-fn upstream_request(parts: &Parts, pq: &PathAndQuery, b: &Backend, body: ReqBody) -> Request<ReqBody> {
+fn upstream_request(parts: &Parts, pq: &PathAndQuery, b: &Backend, body: ReqBody) -> Option<Request<ReqBody>> {
+    let mut up = uri::Parts::default();
+    up.scheme = Some(Scheme::HTTP);
+    up.authority = Some(b.authority.clone());
+    up.path_and_query = Some(pq.clone());
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = Uri::from(pq.clone());
+    *req.uri_mut() = Uri::from_parts(up).ok()?;
     // why: HTTP/1.1 upstream whatever the client spoke, so backend connections stay pooled.
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
-    if !req.headers().contains_key(HOST) {
-        // why: HTTP/1.1 requires one; an absolute-form target names the host the client meant.
-        let host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-        req.headers_mut().insert(HOST, host.unwrap_or_else(|| b.host_header.clone()));
-    }
-    req
+    Some(req)
 }
 
 /// respond + headers: the backend's answer with hop-by-hop headers stripped and ours added.
 fn respond(
     resp: Response<Incoming>,
-    conn: PooledConn,
-    attempt: Attempt,
+    attempt: crate::backend::Attempt,
     start: Instant,
     passive_5xx: u32,
 ) -> Response<RespBody> {
@@ -218,7 +214,7 @@ fn respond(
     parts.headers.insert(X_FLOTILLA_BACKEND.clone(), b.id_header.clone());
     parts.headers.append(VIA, HeaderValue::from_static(VIA_VALUE));
     let error = parts.status.is_server_error();
-    Response::from_parts(parts, RespBody::Proxied(Upstream::new(inner, conn, attempt, start, error)))
+    Response::from_parts(parts, RespBody::Proxied { inner, done: Completion::new(attempt, start, error) })
 }
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, plus the fixed list.

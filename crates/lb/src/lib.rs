@@ -60,7 +60,6 @@ mod embedded;
 mod group;
 mod health;
 mod http_proxy;
-mod pool;
 mod queue;
 mod recording;
 mod select;
