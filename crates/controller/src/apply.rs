@@ -79,7 +79,8 @@ impl Controller {
         for inst in &created {
             self.store.upsert_instance(inst).await?;
             if let Some(address) = &inst.address {
-                let backend = Backend { id: inst.id.clone(), address: address.clone(), weight: crate::observe::weight_of(inst) };
+                let backend =
+                    Backend { id: inst.id.clone(), address: address.clone(), weight: crate::observe::weight_of(inst) };
                 self.balancer.add(&spec.id, backend).await?;
                 self.registered.lock().expect("registered lock").insert((spec.id.clone(), inst.id.clone()));
                 if !self.balancer.wait_healthy(&spec.id, &inst.id, self.options.healthy_timeout).await? {

@@ -78,7 +78,8 @@ impl Controller {
                 .collect()
         };
         for m in missing {
-            let backend = Backend { id: m.id.clone(), address: m.address.clone().unwrap_or_default(), weight: weight_of(m) };
+            let backend =
+                Backend { id: m.id.clone(), address: m.address.clone().unwrap_or_default(), weight: weight_of(m) };
             self.balancer.add(&spec.id, backend).await?;
             tracing::info!(group = %spec.id, member = %m.name, "member handed to the balancer");
             self.registered.lock().expect("registered lock").insert((spec.id.clone(), m.id.clone()));

@@ -180,8 +180,12 @@ async fn scale_mode_respects_max_and_increment() {
     assert_eq!(max_seen, 5, "never above max, and reaches it");
     assert_eq!(sim.names(), vec!["web_1", "web_2", "web_3", "web_4", "web_5"]);
     // Members join the balancer weighted by their vCPUs.
-    let weights: Vec<u32> =
-        sim.balancer.calls().iter().filter_map(|c| if let BalancerCall::Add(_, b) = c { Some(b.weight) } else { None }).collect();
+    let weights: Vec<u32> = sim
+        .balancer
+        .calls()
+        .iter()
+        .filter_map(|c| if let BalancerCall::Add(_, b) = c { Some(b.weight) } else { None })
+        .collect();
     assert_eq!(weights, vec![2; 5]);
     sim.metrics.set_all(1.0, 1.0);
     for _ in 0..30 {

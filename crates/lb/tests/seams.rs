@@ -42,7 +42,10 @@ async fn balancer_trait_conformance() {
     assert!(r.completed);
 
     // Bad input is Invalid, naming what is wrong.
-    let e = lb.add(&g, Backend { id: InstanceId::new("x"), address: "not-an-address".into(), weight: 1 }).await.unwrap_err();
+    let e = lb
+        .add(&g, Backend { id: InstanceId::new("x"), address: "not-an-address".into(), weight: 1 })
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);
     assert!(e.message.contains("not-an-address"), "{e}");
     let other = GroupId::new("unregistered");
