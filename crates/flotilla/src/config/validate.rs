@@ -356,6 +356,105 @@ fn check_across_groups(specs: &[(usize, GroupSpec)], raw: &[Option<RawGroup>], e
     }
 }
 
+/// Every group's `balancer:` section, and the rules that tie a policy to one: the balancer is what
+/// counts requests, so request-based policies need it.
+fn check_balancers(groups: &[Option<RawGroup>], errors: &mut Vec<ConfigError>) -> BTreeMap<GroupId, BalancerSettings> {
+    let mut out = BTreeMap::new();
+    let mut seen: HashMap<std::net::SocketAddr, usize> = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        let Some(g) = g else { continue };
+        let p = |field: &str| format!("groups[{i}].{field}");
+        let needs_balancer = policy_needs_requests(&g.policy).then(|| policy_requirement(&g.policy));
+        let Some(b) = &g.balancer else {
+            if let Some((field, why)) = needs_balancer {
+                err(
+                    errors,
+                    p(field),
+                    format!("{why} needs a `balancer:` section: the balancer is what counts requests"),
+                );
+            }
+            continue;
+        };
+        let listen = match b.listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => {
+                if let Some(other) = seen.insert(addr, i) {
+                    err(errors, p("balancer.listen"), format!("{addr} is already the listener of groups[{other}]"));
+                }
+                Some(addr)
+            }
+            Err(_) => {
+                err(
+                    errors,
+                    p("balancer.listen"),
+                    format!("`{}` is not an IP:port address like 127.0.0.1:8000", b.listen),
+                );
+                None
+            }
+        };
+        let h = &b.health;
+        if b.mode == RawLbMode::Http && !h.path.starts_with('/') {
+            err(errors, p("balancer.health.path"), format!("`{}` must start with `/`", h.path));
+        }
+        if h.interval < Duration::from_millis(50) {
+            err(errors, p("balancer.health.interval"), format!("must be at least 50ms, got {}", dur(h.interval)));
+        }
+        if h.timeout.is_zero() {
+            err(errors, p("balancer.health.timeout"), "must be greater than 0s");
+        }
+        if h.rise < 1 {
+            err(errors, p("balancer.health.rise"), "must be at least 1");
+        }
+        if h.fall < 1 {
+            err(errors, p("balancer.health.fall"), "must be at least 1");
+        }
+        if b.retries > 10 {
+            err(errors, p("balancer.retries"), format!("must be at most 10, got {}", b.retries));
+        }
+        if b.queue_timeout > Duration::from_secs(600) {
+            err(errors, p("balancer.queue_timeout"), format!("must be at most 10m, got {}", dur(b.queue_timeout)));
+        }
+        if let Some(listen) = listen {
+            out.insert(
+                GroupId::new(g.name.clone()),
+                BalancerSettings {
+                    listen,
+                    tcp: b.mode == RawLbMode::Tcp,
+                    selection: match b.selection {
+                        RawSelection::LeastOutstanding => BalancerSelection::LeastOutstanding,
+                        RawSelection::RoundRobin => BalancerSelection::RoundRobin,
+                        RawSelection::Weighted => BalancerSelection::Weighted,
+                    },
+                    health_path: h.path.clone(),
+                    health_interval: h.interval,
+                    health_timeout: h.timeout,
+                    rise: h.rise,
+                    fall: h.fall,
+                    queue_timeout: b.queue_timeout,
+                    queue_limit: b.queue_limit,
+                    retries: b.retries,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn policy_needs_requests(policy: &RawPolicy) -> bool {
+    match policy {
+        RawPolicy::Threshold(t) => t.metric == RawMetric::Rps,
+        RawPolicy::Target(t) => t.metric == RawMetric::Rps,
+        RawPolicy::Requests(_) => true,
+    }
+}
+
+/// The field to blame and the words for a policy that needs a balancer.
+fn policy_requirement(policy: &RawPolicy) -> (&'static str, &'static str) {
+    match policy {
+        RawPolicy::Requests(_) => ("policy.kind", "policy kind `requests`"),
+        _ => ("policy.metric", "metric `rps`"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,104 +554,5 @@ mod tests {
         let errors = validate_parts(parts).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "groups[1].min");
-    }
-}
-
-/// Every group's `balancer:` section, and the rules that tie a policy to one: the balancer is what
-/// counts requests, so request-based policies need it.
-fn check_balancers(groups: &[Option<RawGroup>], errors: &mut Vec<ConfigError>) -> BTreeMap<GroupId, BalancerSettings> {
-    let mut out = BTreeMap::new();
-    let mut seen: HashMap<std::net::SocketAddr, usize> = HashMap::new();
-    for (i, g) in groups.iter().enumerate() {
-        let Some(g) = g else { continue };
-        let p = |field: &str| format!("groups[{i}].{field}");
-        let needs_balancer = policy_needs_requests(&g.policy).then(|| policy_requirement(&g.policy));
-        let Some(b) = &g.balancer else {
-            if let Some((field, why)) = needs_balancer {
-                err(
-                    errors,
-                    p(field),
-                    format!("{why} needs a `balancer:` section: the balancer is what counts requests"),
-                );
-            }
-            continue;
-        };
-        let listen = match b.listen.parse::<std::net::SocketAddr>() {
-            Ok(addr) => {
-                if let Some(other) = seen.insert(addr, i) {
-                    err(errors, p("balancer.listen"), format!("{addr} is already the listener of groups[{other}]"));
-                }
-                Some(addr)
-            }
-            Err(_) => {
-                err(
-                    errors,
-                    p("balancer.listen"),
-                    format!("`{}` is not an IP:port address like 127.0.0.1:8000", b.listen),
-                );
-                None
-            }
-        };
-        let h = &b.health;
-        if b.mode == RawLbMode::Http && !h.path.starts_with('/') {
-            err(errors, p("balancer.health.path"), format!("`{}` must start with `/`", h.path));
-        }
-        if h.interval < Duration::from_millis(50) {
-            err(errors, p("balancer.health.interval"), format!("must be at least 50ms, got {}", dur(h.interval)));
-        }
-        if h.timeout.is_zero() {
-            err(errors, p("balancer.health.timeout"), "must be greater than 0s");
-        }
-        if h.rise < 1 {
-            err(errors, p("balancer.health.rise"), "must be at least 1");
-        }
-        if h.fall < 1 {
-            err(errors, p("balancer.health.fall"), "must be at least 1");
-        }
-        if b.retries > 10 {
-            err(errors, p("balancer.retries"), format!("must be at most 10, got {}", b.retries));
-        }
-        if b.queue_timeout > Duration::from_secs(600) {
-            err(errors, p("balancer.queue_timeout"), format!("must be at most 10m, got {}", dur(b.queue_timeout)));
-        }
-        if let Some(listen) = listen {
-            out.insert(
-                GroupId::new(g.name.clone()),
-                BalancerSettings {
-                    listen,
-                    tcp: b.mode == RawLbMode::Tcp,
-                    selection: match b.selection {
-                        RawSelection::LeastOutstanding => BalancerSelection::LeastOutstanding,
-                        RawSelection::RoundRobin => BalancerSelection::RoundRobin,
-                        RawSelection::Weighted => BalancerSelection::Weighted,
-                    },
-                    health_path: h.path.clone(),
-                    health_interval: h.interval,
-                    health_timeout: h.timeout,
-                    rise: h.rise,
-                    fall: h.fall,
-                    queue_timeout: b.queue_timeout,
-                    queue_limit: b.queue_limit,
-                    retries: b.retries,
-                },
-            );
-        }
-    }
-    out
-}
-
-fn policy_needs_requests(policy: &RawPolicy) -> bool {
-    match policy {
-        RawPolicy::Threshold(t) => t.metric == RawMetric::Rps,
-        RawPolicy::Target(t) => t.metric == RawMetric::Rps,
-        RawPolicy::Requests(_) => true,
-    }
-}
-
-/// The field to blame and the words for a policy that needs a balancer.
-fn policy_requirement(policy: &RawPolicy) -> (&'static str, &'static str) {
-    match policy {
-        RawPolicy::Requests(_) => ("policy.kind", "policy kind `requests`"),
-        _ => ("policy.metric", "metric `rps`"),
     }
 }
