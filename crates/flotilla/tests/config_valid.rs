@@ -211,12 +211,14 @@ groups:
       min_down: 3
   - name: rps
     policy: {metric: rps, high: 1500, low: 100.5}
+    balancer: {listen: 127.0.0.1:9001}
   - name: tt
     policy:
       kind: target
       metric: rps
       target: 250.5
       scale_in_samples: 5
+    balancer: {listen: 127.0.0.1:9002}
   - name: tcpu
     policy: {kind: target, metric: cpu, target: 100}
   - name: r
@@ -224,8 +226,10 @@ groups:
       kind: requests
       requests: 10
       window: 90s
+    balancer: {listen: 127.0.0.1:9003}
   - name: rdefault
     policy: {window: 1s, requests: 1, kind: requests}
+    balancer: {listen: 127.0.0.1:9004}
 ";
     let config = parse(yaml, "kinds.yaml").unwrap();
     let threshold = |metric, high, low, min_up, min_down| {
@@ -256,8 +260,10 @@ fn a_request_window_defaults_to_a_minute_and_may_be_five() {
     let yaml = "groups:
   - name: a
     policy: {kind: requests, requests: 3}
+    balancer: {listen: 127.0.0.1:9001}
   - name: b
     policy: {kind: requests, requests: 3, window: 5m}
+    balancer: {listen: 127.0.0.1:9002}
 ";
     let config = parse(yaml, "w.yaml").unwrap();
     let windows: Vec<_> = config
