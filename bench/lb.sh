@@ -59,7 +59,7 @@ start_haproxy() {
   cat >"$WORK/haproxy.cfg" <<CFG
 global
   nbthread $1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
