@@ -96,11 +96,20 @@ impl SqliteStore {
     fn init(mut conn: Connection, path: Option<PathBuf>, ctx: &str) -> Result<Self> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_err(ctx, e))?;
         if path.is_some() {
-            // Returns the resulting mode; a file system without shared memory may refuse WAL and stay
-            // in a rollback journal, which is still crash-safe with synchronous=FULL, so accept it.
-            let _mode: String = conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-                .map_err(|e| open_err(&format!("{ctx}: journal_mode=WAL"), e))?;
+            // Switching the journal mode takes an exclusive lock and SQLite does not always run the busy
+            // handler for it (e.g. while the last connection of another process checkpoints and removes
+            // the WAL on close), so a reader such as `flotilla status` could fail with "database is
+            // locked" beside a busy daemon. Only switch when the file is not in WAL yet, and retry a
+            // busy answer for up to BUSY_TIMEOUT. A file system without shared memory may refuse WAL
+            // and stay in a rollback journal, still crash-safe with synchronous=FULL: accept it.
+            retry_busy(|| {
+                let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+                }
+                Ok(())
+            })
+            .map_err(|e| open_err(&format!("{ctx}: journal_mode=WAL"), e))?;
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| open_err(&format!("{ctx}: synchronous=FULL"), e))?;
@@ -142,6 +151,28 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| db_err(ctx, e))?;
     tx.commit().map_err(|e| db_err(ctx, e))
+}
+
+/// Runs `f` again while it answers busy/locked, for up to [`BUSY_TIMEOUT`] in total: for the few
+/// statements where SQLite returns busy without consulting the busy handler.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    const STEP: Duration = Duration::from_millis(20);
+    let attempts = BUSY_TIMEOUT.as_millis() / STEP.as_millis();
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(e)
+                if attempt < attempts
+                    && matches!(sqlite_code(&e), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)) =>
+            {
+                attempt += 1;
+                // Only while opening the store (process start-up), which may wait this long anyway.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(STEP);
+            }
+            other => return other,
+        }
+    }
 }
 
 fn sqlite_code(e: &rusqlite::Error) -> Option<ErrorCode> {

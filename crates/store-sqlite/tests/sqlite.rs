@@ -373,3 +373,20 @@ async fn busy_is_transient() {
     holder.execute_batch("ROLLBACK").unwrap();
     store.begin_operation(&GroupId::new("g"), &OpKind::ScaleIn { victims: vec![] }, t(0)).await.unwrap();
 }
+
+/// The daemon creates and migrates a new file while `flotilla status` (polled by a user or a test)
+/// opens it: both opens succeed, whichever switches the file to WAL first.
+#[test]
+fn two_processes_opening_a_new_file_at_once_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..500 {
+        let path = dir.path().join(format!("new-{i}.db"));
+        let other = {
+            let path = path.clone();
+            std::thread::spawn(move || SqliteStore::open(&path).map(drop))
+        };
+        let mine = SqliteStore::open(&path).map(drop);
+        let theirs = other.join().unwrap();
+        assert!(mine.is_ok() && theirs.is_ok(), "file #{i}: {mine:?} / {theirs:?}");
+    }
+}
