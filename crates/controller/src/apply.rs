@@ -3,11 +3,16 @@
 
 use flotilla_model::{
     Backend, Decision, EventKind, GroupSpec, Instance, InstanceId, InstanceState, Mode, OpKind, OpState, Operation,
-    SeamError,
+    SeamError, TEMPLATE_TAG,
 };
 
 use crate::naming::next_names;
 use crate::Controller;
+
+/// A member of the clone family (`<clone_base>_N`).
+fn is_clone(spec: &GroupSpec, m: &Instance) -> bool {
+    m.name.strip_prefix(spec.instance.clone_base.as_str()).is_some_and(|rest| rest.starts_with('_'))
+}
 
 impl Controller {
     /// Stores the intent for `decision`, then executes it.
@@ -39,6 +44,16 @@ impl Controller {
                 tracing::info!(group = %spec.id, "SCALE DOWN: {reason}; deleting baseline {retire} and proceeding with clone {successor}");
                 OpKind::Handover { retire: retire.clone(), successor: successor.clone() }
             }
+            Decision::Replace { old, reason } => {
+                // New members take the name family of those they replace (a clone's successor is a clone).
+                let clone = old.iter().all(|id| members.iter().any(|m| &m.id == id && is_clone(spec, m)));
+                let base = if clone { &spec.instance.clone_base } else { &spec.instance.base_name };
+                let everyone = self.provider.list(None).await.map_err(|e| e.context("provider list"))?;
+                let names = next_names(base, everyone.iter().map(|i| i.name.as_str()), old.len());
+                let list: Vec<&str> = old.iter().map(InstanceId::as_str).collect();
+                tracing::info!(group = %spec.id, "ROLLOUT: {reason}; {} -> {}", list.join(", "), names.join(", "));
+                OpKind::Replace { old: old.clone(), names, version: spec.template_version.clone() }
+            }
         };
         let op = self.store.begin_operation(&spec.id, &kind, self.clock.now()).await?;
         self.failpoint(&format!("{}:after-begin", kind.as_str()));
@@ -52,6 +67,7 @@ impl Controller {
             OpKind::ScaleOut { names, clone } => self.scale_out(spec, names, *clone).await,
             OpKind::ScaleIn { victims } => self.scale_in(spec, victims).await,
             OpKind::Handover { retire, successor } => self.handover(spec, retire, successor).await,
+            OpKind::Replace { old, names, version } => self.replace(spec, old, names, version).await,
         };
         let now = self.clock.now();
         match result {
@@ -70,23 +86,8 @@ impl Controller {
     }
 
     async fn scale_out(&self, spec: &GroupSpec, names: &[String], clone: bool) -> Result<(), SeamError> {
-        let created = self
-            .provider
-            .create(&spec.id, &spec.instance, names)
-            .await
-            .map_err(|e| e.context(format!("create {}", names.join(", "))))?;
-        self.failpoint("scale-out:after-create");
+        let created = self.create_serving(spec, names, &spec.template_version, "scale-out").await?;
         for inst in &created {
-            self.store.upsert_instance(inst).await?;
-            if let Some(address) = &inst.address {
-                let backend =
-                    Backend { id: inst.id.clone(), address: address.clone(), weight: crate::observe::weight_of(inst) };
-                self.balancer.add(&spec.id, backend).await?;
-                self.registered.lock().expect("registered lock").insert((spec.id.clone(), inst.id.clone()));
-                if !self.balancer.wait_healthy(&spec.id, &inst.id, self.options.healthy_timeout).await? {
-                    return Err(SeamError::transient(format!("{} did not pass its health check", inst.name)));
-                }
-            }
             let what = if clone { "clone" } else { "member" };
             self.event(
                 spec,
@@ -136,6 +137,92 @@ impl Controller {
             self.clock.now(),
             EventKind::Handover,
             format!("deleted baseline {retire}; {successor} is the new primary"),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Creates `names` (idempotent by name), tags them with the template version, stores them, hands
+    /// them to the balancer and waits until each passes its health check.
+    async fn create_serving(
+        &self,
+        spec: &GroupSpec,
+        names: &[String],
+        version: &str,
+        op: &str,
+    ) -> Result<Vec<Instance>, SeamError> {
+        let mut created = self
+            .provider
+            .create(&spec.id, &spec.instance, names)
+            .await
+            .map_err(|e| e.context(format!("create {}", names.join(", "))))?;
+        self.failpoint(&format!("{op}:after-create"));
+        for inst in &mut created {
+            if !version.is_empty() {
+                inst.tags.insert(TEMPLATE_TAG.to_string(), version.to_string());
+            }
+            self.store.upsert_instance(inst).await?;
+            if let Some(address) = &inst.address {
+                let backend =
+                    Backend { id: inst.id.clone(), address: address.clone(), weight: crate::observe::weight_of(inst) };
+                self.balancer.add(&spec.id, backend).await?;
+                self.registered.lock().expect("registered lock").insert((spec.id.clone(), inst.id.clone()));
+                if !self.balancer.wait_healthy(&spec.id, &inst.id, self.options.healthy_timeout).await? {
+                    return Err(SeamError::transient(format!("{} did not pass its health check", inst.name)));
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// One rollout batch: the new members serve before any old one drains, so the group never has
+    /// fewer serving members than before. A new member that fails is removed again (nothing is
+    /// orphaned) and the operation fails, which stops the rollout for this template version.
+    async fn replace(
+        &self,
+        spec: &GroupSpec,
+        old: &[InstanceId],
+        names: &[String],
+        version: &str,
+    ) -> Result<(), SeamError> {
+        let created = match self.create_serving(spec, names, version, "replace").await {
+            Ok(created) => created,
+            Err(e) => {
+                for name in names {
+                    let id = InstanceId::new(name.clone());
+                    if let Err(undo) = self.retire(spec, &id).await {
+                        tracing::warn!(group = %spec.id, member = %id, error = %undo, "could not remove a failed new member");
+                    }
+                }
+                return Err(e.context("rollout stopped"));
+            }
+        };
+        for inst in &created {
+            self.event(
+                spec,
+                self.clock.now(),
+                EventKind::MemberUp,
+                format!("member {} serving at {}", inst.name, inst.address.as_deref().unwrap_or("-")),
+            )
+            .await;
+        }
+        self.failpoint("replace:after-serving");
+        // A primary being replaced hands its role to the first new member.
+        let primary = self.store.primary(&spec.id).await?;
+        for id in old {
+            if primary.as_ref() == Some(id) {
+                if let Some(first) = created.first() {
+                    self.store.set_primary(&spec.id, Some(&first.id)).await?;
+                }
+            }
+            self.retire(spec, id).await?;
+        }
+        let olds: Vec<&str> = old.iter().map(InstanceId::as_str).collect();
+        self.event(
+            spec,
+            self.clock.now(),
+            EventKind::Info,
+            format!("replaced {} with {} (template {version})", olds.join(", "), names.join(", ")),
         )
         .await;
         Ok(())

@@ -177,8 +177,15 @@ impl Controller {
         let primary = self.ensure_primary(spec, &members).await?;
 
         let state = self.store.policy_state(group).await?;
-        let view =
-            GroupView { spec, members: &members, latest: &latest, primary: primary.as_ref(), operation_pending: false };
+        let rollout_blocked = self.rollout_blocked(spec).await?;
+        let view = GroupView {
+            spec,
+            members: &members,
+            latest: &latest,
+            primary: primary.as_ref(),
+            operation_pending: false,
+            rollout_blocked,
+        };
         let (evaluation, new_state) = slot.policy.decide(&view, &state, now);
         log_evaluation(spec, &evaluation);
         slot.status.lock().expect("status lock").last = Some(evaluation.clone());

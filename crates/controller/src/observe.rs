@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_model::{Backend, Event, EventKind, GroupSpec, Instance, InstanceState, Sample, SeamError, Timestamp};
+use flotilla_model::{
+    Backend, Event, EventKind, GroupSpec, Instance, InstanceState, OpKind, OpState, Sample, SeamError, Timestamp,
+    TEMPLATE_TAG,
+};
 
 use crate::Controller;
 
@@ -30,6 +33,10 @@ impl Controller {
                     self.store.upsert_instance(&inst).await?;
                 }
                 Some(old) => {
+                    // The template version is ours, not the provider's: keep it across lists.
+                    if let (None, Some(v)) = (inst.tag(TEMPLATE_TAG), old.tag(TEMPLATE_TAG)) {
+                        inst.tags.insert(TEMPLATE_TAG.to_string(), v.to_string());
+                    }
                     // Intent states outlive the provider's view only while an operation runs; an
                     // operation that ended without finishing them (failed) hands them back.
                     if matches!(old.state, InstanceState::Draining | InstanceState::Deleting)
@@ -97,6 +104,23 @@ impl Controller {
             self.registered.lock().expect("registered lock").remove(&(spec.id.clone(), id));
         }
         Ok(())
+    }
+
+    /// The last rollout batch towards the group's current template version failed: the rollout
+    /// stays stopped (and reported) until the template changes again. Read from the operation log,
+    /// so it survives a restart.
+    pub(crate) async fn rollout_blocked(&self, spec: &GroupSpec) -> Result<bool, SeamError> {
+        if spec.rollout.is_none() || spec.template_version.is_empty() {
+            return Ok(false);
+        }
+        let recent = self.store.operations(&spec.id, 50).await?;
+        Ok(recent
+            .iter()
+            .find_map(|op| match &op.kind {
+                OpKind::Replace { version, .. } if version == &spec.template_version => Some(&op.state),
+                _ => None,
+            })
+            .is_some_and(|state| matches!(state, OpState::Failed(_))))
     }
 
     pub(crate) async fn has_pending(&self, spec: &GroupSpec) -> Result<bool, SeamError> {

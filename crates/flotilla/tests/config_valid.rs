@@ -6,9 +6,27 @@ use std::time::Duration;
 
 use flotilla::config::{load, parse, Config, ProviderConfig, StoreConfig};
 use flotilla_model::{
-    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, TargetMetric,
-    TargetSpec, ThresholdSpec, Victim,
+    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
+    TargetMetric, TargetSpec, ThresholdSpec, Victim,
 };
+
+/// The template version a default template with `vcpus` gets.
+fn version(vcpus: u32) -> String {
+    flotilla::config::validate::template_version(&flotilla::config::raw::RawTemplate {
+        vcpus,
+        ..flotilla::config::raw::RawTemplate::default()
+    })
+}
+
+/// Versions are stored with every member: a new build must compute the same one for the same
+/// template, or upgrading Flotilla would replace every member.
+#[test]
+fn template_versions_are_stable_across_builds() {
+    assert_eq!(version(1), version(1));
+    assert_ne!(version(1), version(2));
+    assert_eq!(version(1).len(), 12);
+    assert_eq!(version(1), "8ed6679ee953");
+}
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -81,6 +99,8 @@ groups:
                 vcpus: 64,
                 settings: BTreeMap::new(),
             },
+            template_version: version(64),
+            rollout: Some(Rollout { max_unavailable: 1 }),
         }],
     };
     assert_eq!(config, expected);
@@ -121,6 +141,8 @@ fn defaults_fill_everything_but_the_name() {
             vcpus: 1,
             settings: BTreeMap::new(),
         },
+        template_version: version(1),
+        rollout: Some(Rollout { max_unavailable: 1 }),
     };
     assert_eq!(a, &expected_a);
 
@@ -193,6 +215,8 @@ fn defaults_with(name: &str, policy: PolicySpec) -> GroupSpec {
             vcpus: 1,
             settings: BTreeMap::new(),
         },
+        template_version: version(1),
+        rollout: Some(Rollout { max_unavailable: 1 }),
     }
 }
 

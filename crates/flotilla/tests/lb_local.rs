@@ -241,3 +241,46 @@ async fn seed_002_request_count_scale_out_without_a_single_503() {
     assert!(log.contains("SCALE UP"), "{log}");
     assert_eq!(env.stop(daemon).await, Some(0));
 }
+
+/// A template change rolls the group one member at a time: each new member serves before an old
+/// one drains, so the group never has fewer than its 3 running members and no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_change_rolls_the_group_without_dropping_a_request() {
+    let mut env = Env::serial();
+    let listen = free_port();
+    let yaml = |vcpus: u32| {
+        group_yaml(
+            "web",
+            "scale",
+            &format!("    min: 3\n    max: 4\n    template: {{ vcpus: {vcpus} }}\n    replacement: {{ strategy: rolling, max_unavailable: 1 }}"),
+            "{ metric: cpu, high: 99, low: 0, min_up: 5, min_down: 5 }",
+            listen,
+        )
+    };
+    let v1 = env.file("v1.yaml", &yaml(1));
+    let daemon = env.spawn(&["run", "-c", v1.to_str().unwrap()], "run1.log", None);
+    wait_until(Duration::from_secs(30), "3 members", || member_addrs(&env, "web").len() == 3).await;
+    assert_eq!(env.stop(daemon).await, Some(0));
+    let before: Vec<String> = member_addrs(&env, "web").into_iter().map(|(n, _)| n).collect();
+
+    // The members outlive the daemon; the new one adopts them, then rolls them.
+    let v2 = env.file("v2.yaml", &yaml(2));
+    let daemon = env.spawn(&["run", "-c", v2.to_str().unwrap()], "run2.log", None);
+    wait_until(Duration::from_secs(15), "the balancer", || std::net::TcpStream::connect(listen).is_ok()).await;
+    let load = Load::start(LoadSpec::open(listen, "/", 32, 250.0));
+    let mut fewest = usize::MAX;
+    wait_until(Duration::from_secs(60), "the rollout", || {
+        let now = member_addrs(&env, "web");
+        fewest = fewest.min(now.len());
+        now.len() == 3 && now.iter().all(|(n, _)| !before.contains(n))
+    })
+    .await;
+    let report = load.stop().await;
+    assert_no_drop(&report, 200.0, "rollout");
+    assert!(fewest >= 3, "only {fewest} members were running at one point");
+    let log = env.log("run2.log");
+    assert_eq!(log.matches("ROLLOUT").count(), 3, "{log}");
+    // Old and new members both served during the rollout.
+    assert!(before.iter().any(|n| report.by_backend.contains_key(n)), "{}", report.summary());
+    assert_eq!(env.stop(daemon).await, Some(0));
+}

@@ -34,6 +34,12 @@ pub enum Decision {
         successor: InstanceId,
         reason: String,
     },
+    /// Replace these outdated members (made from an older template) with new ones: create, wait
+    /// healthy, then drain and delete the old.
+    Replace {
+        old: Vec<InstanceId>,
+        reason: String,
+    },
 }
 
 impl Decision {

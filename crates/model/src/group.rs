@@ -184,6 +184,24 @@ pub struct GroupSpec {
     pub victim: Victim,
     pub drain_timeout: Duration,
     pub instance: InstanceSpec,
+    /// A fingerprint of what members are made from (the template, the image it names). Members
+    /// carry the version they were made from in their [`TEMPLATE_TAG`]; a member with another
+    /// version is outdated and replaced by a rollout. Empty: unversioned, nothing is ever outdated.
+    pub template_version: String,
+    /// How outdated members are replaced; `None`: they are left alone.
+    pub rollout: Option<Rollout>,
+}
+
+/// The instance tag holding the template version a member was made from.
+pub const TEMPLATE_TAG: &str = "template";
+
+/// Rolling replacement of outdated members: one batch at a time, each new member healthy behind the
+/// balancer before an old one drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollout {
+    /// Members replaced per batch (the seed's `maxUnavailable`), at least 1. The batch's new members
+    /// are created first, so the group briefly has up to this many members above its size.
+    pub max_unavailable: u32,
 }
 
 impl GroupSpec {
@@ -215,6 +233,8 @@ impl GroupSpec {
                 vcpus: 1,
                 settings: BTreeMap::new(),
             },
+            template_version: String::new(),
+            rollout: Some(Rollout { max_unavailable: 1 }),
         }
     }
 }

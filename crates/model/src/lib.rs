@@ -16,8 +16,8 @@ mod seams;
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ErrorKind, SeamError};
 pub use group::{
-    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, TargetMetric,
-    TargetSpec, ThresholdSpec, Victim,
+    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
+    TargetMetric, TargetSpec, ThresholdSpec, Victim, TEMPLATE_TAG,
 };
 pub use instance::{Instance, InstanceId, InstanceState};
 pub use operation::{Event, EventKind, OpId, OpKind, OpState, Operation};

@@ -15,9 +15,23 @@ impl std::fmt::Display for OpId {
 /// idempotent by name, deletes by id.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OpKind {
-    ScaleOut { names: Vec<String>, clone: bool },
-    ScaleIn { victims: Vec<InstanceId> },
-    Handover { retire: InstanceId, successor: InstanceId },
+    ScaleOut {
+        names: Vec<String>,
+        clone: bool,
+    },
+    ScaleIn {
+        victims: Vec<InstanceId>,
+    },
+    Handover {
+        retire: InstanceId,
+        successor: InstanceId,
+    },
+    /// A rollout batch: create `names` from template `version`, then retire `old`.
+    Replace {
+        old: Vec<InstanceId>,
+        names: Vec<String>,
+        version: String,
+    },
 }
 
 impl OpKind {
@@ -26,6 +40,7 @@ impl OpKind {
             OpKind::ScaleOut { .. } => "scale-out",
             OpKind::ScaleIn { .. } => "scale-in",
             OpKind::Handover { .. } => "handover",
+            OpKind::Replace { .. } => "replace",
         }
     }
 }

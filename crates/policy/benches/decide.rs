@@ -103,6 +103,7 @@ fn decide_all(groups: &[Group]) -> usize {
             latest: &g.latest,
             primary: g.primary.as_ref(),
             operation_pending: false,
+            rollout_blocked: false,
         };
         let (eval, state) = g.policy.decide(&view, &g.state, NOW);
         actions += usize::from(eval.decision.is_action());

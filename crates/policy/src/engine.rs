@@ -7,6 +7,7 @@ use flotilla_model::{Decision, Evaluation, HoldReason, Instance, InstanceState, 
 
 use crate::aggregate::{self, Readings};
 use crate::bounds::{self, Repair};
+use crate::rollout;
 use crate::victims;
 use crate::view::{self, GroupView, Member};
 
@@ -89,10 +90,17 @@ impl Tick<'_> {
             return (decision, st);
         }
 
-        let Some(value) = self.r.value else {
-            return (Decision::Hold(HoldReason::NoData), st);
+        let decision = match self.r.value {
+            Some(value) => rule.act(self, value, &mut st),
+            None => Decision::Hold(HoldReason::NoData),
         };
-        let decision = rule.act(self, value, &mut st);
+        if !decision.is_action() {
+            // A rollout keeps the group's size and needs no metrics; it neither stamps a cooldown
+            // nor resets a streak.
+            if let Some(batch) = rollout::next_batch(&self.view, self.running) {
+                return (batch, st);
+            }
+        }
         stamp(&mut st, &decision, self.now);
         (decision, st)
     }
@@ -177,6 +185,7 @@ fn stamp(st: &mut PolicyState, decision: &Decision, now: Timestamp) {
         Decision::Hold(_) => return,
         Decision::ScaleOut { .. } => st.last_scale_out = Some(now),
         Decision::ScaleIn { .. } | Decision::Handover { .. } => st.last_scale_in = Some(now),
+        Decision::Replace { .. } => return,
     }
     st.up_count = 0;
     st.down_count = 0;

@@ -20,6 +20,8 @@
 //!    complete down count scales in (or hands over from the primary to a clone), subject to
 //!    bounds, cooldowns and complete data. Scale-out beats hold beats scale-in. Every action
 //!    resets both counters and stamps its time.
+//! 5. **Rollout**: on a tick that would hold, running members made from an older template version
+//!    are replaced, `max_unavailable` at a time, oldest first (no cooldown, no stamp).
 //!
 //! The kinds ([`flotilla_model::PolicySpec`]):
 //!
@@ -33,6 +35,7 @@ mod aggregate;
 mod bounds;
 mod engine;
 mod requests;
+mod rollout;
 mod target;
 mod threshold;
 mod victims;

@@ -17,12 +17,14 @@ pub struct GroupView<'a> {
     pub primary: Option<&'a InstanceId>,
     /// An operation for this group is still unfinished.
     pub operation_pending: bool,
+    /// The last rollout batch towards the current template version failed: propose no more.
+    pub rollout_blocked: bool,
 }
 
 impl<'a> GroupView<'a> {
     /// A view with no primary and no pending operation.
     pub fn new(spec: &'a GroupSpec, members: &'a [Instance], latest: &'a [Sample]) -> Self {
-        GroupView { spec, members, latest, primary: None, operation_pending: false }
+        GroupView { spec, members, latest, primary: None, operation_pending: false, rollout_blocked: false }
     }
 }
 

@@ -30,8 +30,14 @@ fn a_controller_loop_scales_out_then_in() {
         let now = Timestamp::from_millis(tick * 5000);
         let load = if tick <= 4 { 95.0 } else { 2.0 };
         let latest: Vec<Sample> = members.iter().map(|m| cpu(m.id.as_str(), tick * 5, load)).collect();
-        let view =
-            GroupView { spec: &spec, members: &members, latest: &latest, primary: None, operation_pending: false };
+        let view = GroupView {
+            spec: &spec,
+            members: &members,
+            latest: &latest,
+            primary: None,
+            operation_pending: false,
+            rollout_blocked: false,
+        };
         let (eval, next) = policy.decide(&view, &state, now);
         assert_eq!(eval.at, now);
         state = next;

@@ -7,7 +7,8 @@
 //! - sample values: `{"cpu":12.5,"mem":40.1}`, keys from [`Metric::as_str`]
 //! - operation payloads, by kind ([`OpKind::as_str`] is stored in its own column):
 //!   `scale-out` `{"names":["web_2"],"clone":true}`, `scale-in` `{"victims":["web_1"]}`,
-//!   `handover` `{"retire":"web_1","successor":"web_clone_1"}`
+//!   `handover` `{"retire":"web_1","successor":"web_clone_1"}`,
+//!   `replace` `{"old":["web_1"],"names":["web_3"],"version":"3f9a…"}`
 //!
 //! Decoders return a plain description of what is wrong; the caller names the row.
 
@@ -71,13 +72,18 @@ pub(crate) fn encode_op(kind: &OpKind) -> String {
             map.insert("retire".into(), Value::String(retire.0.clone()));
             map.insert("successor".into(), Value::String(successor.0.clone()));
         }
+        OpKind::Replace { old, names, version } => {
+            map.insert("old".into(), ids(old));
+            map.insert("names".into(), Value::Array(names.iter().cloned().map(Value::String).collect()));
+            map.insert("version".into(), Value::String(version.clone()));
+        }
     }
     Value::Object(map).to_string()
 }
 
 pub(crate) fn decode_op(kind: &str, payload: &str) -> Result<OpKind, String> {
     // Check the kind first: an unknown kind is the more useful message.
-    if !matches!(kind, "scale-out" | "scale-in" | "handover") {
+    if !matches!(kind, "scale-out" | "scale-in" | "handover" | "replace") {
         return Err(format!("unknown operation kind {kind:?}"));
     }
     let map = parse_object(payload, "operation payload")?;
@@ -90,6 +96,11 @@ pub(crate) fn decode_op(kind: &str, payload: &str) -> Result<OpKind, String> {
             },
         },
         "scale-in" => OpKind::ScaleIn { victims: strings(&map, "victims")?.into_iter().map(InstanceId).collect() },
+        "replace" => OpKind::Replace {
+            old: strings(&map, "old")?.into_iter().map(InstanceId).collect(),
+            names: strings(&map, "names")?,
+            version: string(&map, "version")?,
+        },
         _ => OpKind::Handover {
             retire: InstanceId(string(&map, "retire")?),
             successor: InstanceId(string(&map, "successor")?),
@@ -146,6 +157,11 @@ mod tests {
         assert_eq!(v, serde_json::json!({"retire": "p", "successor": "c"}));
         assert_eq!(decode_op("handover", &encode_op(&h)).unwrap(), h);
         assert_eq!(decode_op("scale-out", &encode_op(&out)).unwrap(), out);
+        let r = OpKind::Replace { old: vec![InstanceId::new("w_1")], names: vec!["w_3".into()], version: "v2".into() };
+        let v: Value = serde_json::from_str(&encode_op(&r)).unwrap();
+        assert_eq!(v, serde_json::json!({"old": ["w_1"], "names": ["w_3"], "version": "v2"}));
+        assert_eq!(decode_op("replace", &encode_op(&r)).unwrap(), r);
+        assert!(decode_op("replace", "{\"old\":[],\"names\":[]}").unwrap_err().contains("version"));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
             vcpus: server.tag("vcpus").and_then(|v| v.parse().ok()).unwrap_or(1),
             settings: BTreeMap::new(),
         },
+        // `watch` adopts one existing server; there is no template to roll out.
+        template_version: String::new(),
+        rollout: None,
     };
     store.ensure_group(&group).await?;
     store.set_primary(&group, Some(&server.id)).await?;

@@ -150,6 +150,45 @@ pub struct RawGroup {
     /// The embedded load balancer in front of the group; absent = no balancer.
     #[serde(default)]
     pub balancer: Option<RawBalancer>,
+    /// How members made from an older template are replaced.
+    #[serde(default)]
+    pub replacement: RawReplacement,
+}
+
+/// A group's `replacement`: what happens to members when the template changes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `strategy` and `max_unavailable`")]
+pub struct RawReplacement {
+    /// `rolling` (default): replace outdated members a batch at a time; `none`: leave them.
+    #[serde(default = "default_replacement_strategy")]
+    pub strategy: RawReplacementStrategy,
+    /// Members replaced per batch, at least 1 and at most `max`.
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: u32,
+}
+
+impl Default for RawReplacement {
+    fn default() -> Self {
+        RawReplacement { strategy: default_replacement_strategy(), max_unavailable: default_max_unavailable() }
+    }
+}
+
+/// The replacement strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "`rolling` or `none`")]
+pub enum RawReplacementStrategy {
+    Rolling,
+    None,
+}
+
+/// `replacement.strategy`: rolling.
+pub fn default_replacement_strategy() -> RawReplacementStrategy {
+    RawReplacementStrategy::Rolling
+}
+
+/// `replacement.max_unavailable`: 1.
+pub fn default_max_unavailable() -> u32 {
+    1
 }
 
 /// A group's `balancer`: one listener, health checks, draining, retries, a wait queue.

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla_model::{
-    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, TargetMetric,
-    TargetSpec, ThresholdSpec, Victim,
+    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
+    TargetMetric, TargetSpec, ThresholdSpec, Victim,
 };
 
 use super::raw::{
     default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawLbMode, RawMetric, RawMode, RawPolicy,
-    RawProvider, RawProviderKind, RawSelection, RawStore, RawStoreKind, RawVictim,
+    RawProvider, RawProviderKind, RawReplacementStrategy, RawSelection, RawStore, RawStoreKind, RawTemplate, RawVictim,
 };
 use super::{BalancerSelection, BalancerSettings, Config, ConfigError, ProviderConfig, StoreConfig};
 
@@ -196,6 +196,19 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         err(errors, p("template.vcpus"), format!("must be between 1 and {MAX_VCPUS} (got {})", g.template.vcpus));
     }
 
+    let rollout = match g.replacement.strategy {
+        RawReplacementStrategy::None => None,
+        RawReplacementStrategy::Rolling => {
+            let n = g.replacement.max_unavailable;
+            if n < 1 {
+                err(errors, p("replacement.max_unavailable"), "must be at least 1");
+            } else if max >= 1 && n > max {
+                err(errors, p("replacement.max_unavailable"), format!("must not be greater than max ({max}, got {n})"));
+            }
+            Some(Rollout { max_unavailable: n.max(1) })
+        }
+    };
+
     GroupSpec {
         id: GroupId::new(g.name.clone()),
         mode: match g.mode {
@@ -218,7 +231,18 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         },
         drain_timeout: g.drain_timeout,
         instance: InstanceSpec { base_name, clone_base, vcpus: g.template.vcpus, settings: BTreeMap::new() },
+        template_version: template_version(&g.template),
+        rollout,
     }
+}
+
+/// A fingerprint of what members are made from: every template field but the names (renaming
+/// the families does not remake members). Stable across builds: SHA-256 of a fixed JSON shape.
+pub fn template_version(t: &RawTemplate) -> String {
+    use sha2::{Digest, Sha256};
+    let shape = serde_json::json!({ "vcpus": t.vcpus });
+    let digest = Sha256::digest(shape.to_string().as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The policy rules of group `i`; the spec even when invalid. A threshold's `aggregation` goes to

@@ -7,6 +7,7 @@ mod property;
 mod requests;
 #[rustfmt::skip]
 mod rules;
+mod rollout;
 #[rustfmt::skip]
 mod target;
 mod timeline;
@@ -25,7 +26,8 @@ pub(crate) fn t(secs: u64) -> Timestamp {
     Timestamp(secs * 1000)
 }
 
-/// Members: `id:S:created` tokens, S = R(unning) C(reating) D(raining) X (deleting) F(ailed).
+/// Members: `id:S:created[:version]` tokens, S = R(unning) C(reating) D(raining) X (deleting)
+/// F(ailed); a version becomes the member's template tag.
 pub(crate) fn members(spec: &GroupSpec, dsl: &str) -> Vec<Instance> {
     dsl.split_whitespace()
         .map(|tok| {
@@ -40,6 +42,9 @@ pub(crate) fn members(spec: &GroupSpec, dsl: &str) -> Vec<Instance> {
                 "F" => InstanceState::Failed("boom".into()),
                 _ => panic!("bad state in {tok}"),
             };
+            if let Some(v) = it.next() {
+                m.tags.insert(flotilla_model::TEMPLATE_TAG.into(), v.into());
+            }
             m
         })
         .collect()
@@ -244,7 +249,7 @@ pub(crate) fn run(
     state: &PolicyState,
     now: Timestamp,
 ) -> (Evaluation, PolicyState) {
-    let view = GroupView { spec, members, latest, primary, operation_pending: pending };
+    let view = GroupView { spec, members, latest, primary, operation_pending: pending, rollout_blocked: false };
     crate::decide_by_spec(&view, state, now)
 }
 
@@ -283,6 +288,14 @@ pub(crate) fn assert_safe(spec: &GroupSpec, members: &[Instance], d: &Decision, 
             assert_eq!(state_of(retire), Some(&InstanceState::Running), "{ctx}: retire not running");
             assert_eq!(state_of(successor), Some(&InstanceState::Running), "{ctx}: successor not running");
             assert!(running >= 2, "{ctx}: handover leaves no running member");
+        }
+        Decision::Replace { old, .. } => {
+            assert!(!old.is_empty(), "{ctx}: empty replace");
+            let batch = spec.rollout.map_or(0, |r| r.max_unavailable.max(1) as usize);
+            assert!(old.len() <= batch, "{ctx}: replace batch above max_unavailable: {d:?}");
+            for v in old {
+                assert_eq!(state_of(v), Some(&InstanceState::Running), "{ctx}: replaces {v}, not running");
+            }
         }
     }
 }
@@ -353,7 +366,8 @@ pub(crate) fn check(c: &Case) -> Vec<String> {
         let got = match &eval.decision {
             Decision::ScaleOut { reason, .. }
             | Decision::ScaleIn { reason, .. }
-            | Decision::Handover { reason, .. } => reason.as_str(),
+            | Decision::Handover { reason, .. }
+            | Decision::Replace { reason, .. } => reason.as_str(),
             Decision::Hold(_) => "",
         };
         if got != want {

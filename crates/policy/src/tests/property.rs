@@ -151,9 +151,10 @@ const REPAIRS: [&str; 3] = ["replace failed members", "below min", "above max"];
 fn reason_of(d: &Decision) -> &str {
     match d {
         Decision::Hold(_) => "",
-        Decision::ScaleOut { reason, .. } | Decision::ScaleIn { reason, .. } | Decision::Handover { reason, .. } => {
-            reason
-        }
+        Decision::ScaleOut { reason, .. }
+        | Decision::ScaleIn { reason, .. }
+        | Decision::Handover { reason, .. }
+        | Decision::Replace { reason, .. } => reason,
     }
 }
 
@@ -191,6 +192,8 @@ impl Seen {
             Decision::ScaleIn { reason, .. } if reason == "above max" => "in above-max",
             Decision::ScaleIn { .. } => "in streak",
             Decision::Handover { .. } => "handover",
+            // The generated specs are unversioned: a rollout would be a bug.
+            Decision::Replace { .. } => panic!("a rollout batch for an unversioned group: {d:?}"),
         };
         *self.by_kind.entry((spec.policy.kind(), kind)).or_default() += 1;
     }
@@ -308,6 +311,7 @@ fn check_tick(
                     };
                 assert!(running_after >= spec.min.max(1) as usize, "{ctx}: scale-in below min");
             }
+            Decision::Replace { .. } => panic!("{ctx}: a rollout batch for an unversioned group: {d:?}"),
             Decision::Hold(_) => {}
         }
     }
@@ -464,6 +468,7 @@ fn random_sequences_keep_the_invariants() {
                         InstanceState::Draining;
                     primary = Some(successor);
                 }
+                Decision::Replace { .. } => unreachable!("checked above: unversioned groups never roll out"),
             }
         }
     }
