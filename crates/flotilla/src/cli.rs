@@ -103,6 +103,16 @@ pub struct DemoArgs {
     /// Where the demo group's balancer listens.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
+    /// Where the members run: `local` processes (no cloud needed) or `libvirt` guests on the lab
+    /// of ../shared/libvirt-lab (set up if missing).
+    #[arg(long, value_enum, default_value_t = DemoProvider::Local)]
+    pub provider: DemoProvider,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoProvider {
+    Local,
+    Libvirt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,18 +11,40 @@ use anyhow::Context;
 use flotilla_controller::{Controller, ControllerParts, Options};
 use flotilla_lb::{EmbeddedBalancer, HealthCheck, HealthConfig, LbConfig, RecordingBalancer, Selection};
 use flotilla_metrics::LocalProcessSource;
-use flotilla_model::{GroupId, GroupSpec, PolicySpec, SystemClock};
+use flotilla_metrics_ssh::SshSampler;
+use flotilla_model::{GroupId, GroupSpec, MetricSource, PolicySpec, Provider, SystemClock};
+use flotilla_provider_libvirt::{DomainStatsSource, LibvirtProvider};
 use flotilla_provider_local::{LocalConfig, LocalProvider};
 use flotilla_store_sqlite::SqliteStore;
 
 use crate::balancer_router::BalancerRouter;
-use crate::config::{BalancerSelection, BalancerSettings, Config, ProviderConfig, StoreConfig};
+use crate::config::{
+    BalancerSelection, BalancerSettings, Config, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate,
+    StoreConfig,
+};
+
+/// The provider a configuration names, with the metric sources that read its members.
+#[derive(Clone)]
+pub struct ProviderParts {
+    pub provider: Arc<dyn Provider>,
+    pub sources: Vec<Arc<dyn MetricSource>>,
+}
+
+impl ProviderParts {
+    /// The local provider and its /proc source: the embedded default.
+    pub fn local(state_dir: &Path, start_timeout: Duration) -> anyhow::Result<ProviderParts> {
+        Ok(ProviderParts {
+            provider: local_provider(state_dir, start_timeout)?,
+            sources: vec![Arc::new(LocalProcessSource::new())],
+        })
+    }
+}
 
 /// The built parts, kept typed for the verbs that need more than the controller.
 pub struct Built {
     pub controller: Arc<Controller>,
     pub store: Arc<SqliteStore>,
-    pub provider: Arc<LocalProvider>,
+    pub provider: Arc<dyn Provider>,
     /// The embedded balancer serving every group that has a `balancer:` section.
     pub lb: Arc<EmbeddedBalancer>,
     /// Where each such group's traffic arrives.
@@ -53,7 +75,8 @@ pub fn local_provider(state_dir: &Path, start_timeout: Duration) -> anyhow::Resu
     })))
 }
 
-/// The store and provider alone, for verbs that do not run the loop (deploy, cleanup, status, load).
+/// The store and the local provider alone, for verbs that do not run the loop (deploy, cleanup,
+/// status, load) on the embedded default.
 pub fn store_and_provider(
     state_dir: &Path,
     config: Option<&Config>,
@@ -62,16 +85,67 @@ pub fn store_and_provider(
     let store_cfg = config.map(|c| &c.store).unwrap_or(&default_store);
     let start_timeout = match config.map(|c| &c.provider) {
         Some(ProviderConfig::Local { start_timeout }) => *start_timeout,
-        None => Duration::from_secs(20),
+        _ => Duration::from_secs(20),
     };
     std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
     Ok((open_store(state_dir, store_cfg)?, local_provider(state_dir, start_timeout)?))
 }
 
+/// The provider `config` names and its metric sources (`metrics.sources`).
+pub fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result<ProviderParts> {
+    let mut libvirt: Option<Arc<LibvirtProvider>> = None;
+    let provider: Arc<dyn Provider> = match &config.provider {
+        ProviderConfig::Local { start_timeout } => local_provider(state_dir, *start_timeout)?,
+        ProviderConfig::Libvirt(settings) => {
+            let templates = config
+                .templates
+                .iter()
+                .map(|(g, t)| match t {
+                    ProviderTemplate::Libvirt(t) => (g.clone(), t.clone()),
+                })
+                .collect();
+            let p = Arc::new(
+                LibvirtProvider::new(settings.clone(), state_dir, templates)
+                    .map_err(|e| anyhow::anyhow!("libvirt provider: {e}"))?,
+            );
+            libvirt = Some(p.clone());
+            p
+        }
+    };
+    let sources = metric_sources(&config.metrics, libvirt.as_deref(), state_dir)?;
+    Ok(ProviderParts { provider, sources })
+}
+
+fn metric_sources(
+    metrics: &MetricsConfig,
+    libvirt: Option<&LibvirtProvider>,
+    state_dir: &Path,
+) -> anyhow::Result<Vec<Arc<dyn MetricSource>>> {
+    let mut out: Vec<Arc<dyn MetricSource>> = Vec::new();
+    for kind in &metrics.sources {
+        match kind {
+            MetricSourceKind::Local => out.push(Arc::new(LocalProcessSource::new())),
+            MetricSourceKind::Libvirt => {
+                let p = libvirt.context("the libvirt metric source needs the libvirt provider")?;
+                out.push(Arc::new(DomainStatsSource::new(p)));
+            }
+            MetricSourceKind::Ssh => {
+                let settings = metrics.ssh.clone().context("the ssh metric source needs `metrics.ssh`")?;
+                let pins = state_dir.join("ssh").join("host-keys");
+                let sampler = SshSampler::new(settings, &pins).map_err(|e| anyhow::anyhow!("ssh sampler: {e}"))?;
+                out.push(Arc::new(sampler));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub async fn build(config: &Config, state_dir: &Path, groups: Vec<GroupSpec>) -> anyhow::Result<Built> {
-    let (store, provider) = store_and_provider(state_dir, Some(config))?;
+    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+    let store = open_store(state_dir, &config.store)?;
+    let parts = provider_parts(config, state_dir)?;
     let StoreConfig::Sqlite { sample_window, .. } = &config.store;
-    assemble(store, provider, groups, &config.balancers, *sample_window, state_dir).await
+    assemble(store, parts, groups, &config.balancers, *sample_window, state_dir).await
 }
 
 /// The engine's config for a group's `balancer:` section. The request-count window follows the
@@ -103,7 +177,7 @@ pub fn lb_config(settings: &BalancerSettings, spec: &GroupSpec) -> LbConfig {
 /// listener first (a port in use fails here, before anything is started).
 pub async fn assemble(
     store: Arc<SqliteStore>,
-    provider: Arc<LocalProvider>,
+    parts: ProviderParts,
     groups: Vec<GroupSpec>,
     balancers: &BTreeMap<GroupId, BalancerSettings>,
     sample_window: usize,
@@ -122,10 +196,12 @@ pub async fn assemble(
         }
     }
     let router = Arc::new(BalancerRouter { embedded: lb.clone(), unrouted: RecordingBalancer::new() });
+    let ProviderParts { provider, mut sources } = parts;
+    sources.push(lb.clone());
     let controller = Controller::new(ControllerParts {
         store: store.clone(),
         provider: provider.clone(),
-        sources: vec![Arc::new(LocalProcessSource::new()), lb.clone()],
+        sources,
         balancer: router,
         clock: Arc::new(SystemClock),
         groups,

@@ -45,7 +45,7 @@ const CASES: &[Case] = &[
             "colour",
             3,
             1,
-            "unknown field `colour`, expected one of `state_dir`, `store`, `provider`, `groups`",
+            "unknown field `colour`, expected one of `state_dir`, `store`, `provider`, `metrics`, `groups`",
         )],
     },
     Case {
@@ -56,7 +56,7 @@ const CASES: &[Case] = &[
             3,
             5,
             "unknown field `speed`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, \
-             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`",
+             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`",
         )],
     },
     Case {
@@ -375,8 +375,13 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "unknown provider kind names the known kinds",
+        yaml: "provider:\n  kind: openstack\ngroups:\n  - name: a\n",
+        errors: &[("provider.kind", 2, 9, "unknown variant `openstack`, expected `local` or `libvirt`")],
+    },
+    Case {
+        name: "libvirt without its section",
         yaml: "provider:\n  kind: libvirt\ngroups:\n  - name: a\n",
-        errors: &[("provider.kind", 2, 9, "unknown variant `libvirt`, expected `local`")],
+        errors: &[("provider.kind", 2, 9, "libvirt needs a `provider.libvirt` section (at least `hosts` and `ports`)")],
     },
     Case {
         name: "sample window too small",
@@ -405,7 +410,7 @@ const CASES: &[Case] = &[
             "",
             1,
             1,
-            "invalid type: sequence, expected a mapping with `groups` and optional `state_dir`, `store`, `provider`",
+            "invalid type: sequence, expected a mapping with `groups` and optional `state_dir`, `store`, `provider`, `metrics`",
         )],
     },
     Case {
@@ -452,7 +457,7 @@ groups:
     template: {vcpus: 65}
 ",
         errors: &[
-            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`"),
+            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`"),
             ("groups[0].min", 4, 10, "invalid type: string \"lots\", expected u32"),
             ("groups[0].policy.hgih", 5, 14, "unknown field `hgih`, expected one of `kind`, `metric`, `aggregation`, `high`, `low`, `min_up`, `min_down`"),
             ("groups[0].policy.low", 5, 28, "invalid type: string \"x\", expected f64"),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla::config::{load, parse, Config, ProviderConfig, StoreConfig};
+use flotilla::config::{load, parse, Config, MetricSourceKind, MetricsConfig, ProviderConfig, StoreConfig};
 use flotilla_model::{
     Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
     TargetMetric, TargetSpec, ThresholdSpec, Victim,
@@ -73,6 +73,9 @@ groups:
         store: StoreConfig::Sqlite { path: PathBuf::from("state.db"), sample_window: 100 },
         provider: ProviderConfig::Local { start_timeout: secs(60) },
         balancers: Default::default(),
+        templates: Default::default(),
+        metrics: MetricsConfig { sources: vec![MetricSourceKind::Local], ssh: None },
+        warnings: Vec::new(),
         groups: vec![GroupSpec {
             id: GroupId::new("web.front_1"),
             mode: Mode::Scale,

@@ -6,6 +6,9 @@ use flotilla_model::PolicySpec;
 pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
     let config = crate::config::load(file)?;
     println!("{}: ok ({} group(s))", file.display(), config.groups.len());
+    for w in &config.warnings {
+        println!("  warning: {w}");
+    }
     for g in &config.groups {
         let policy = match &g.policy {
             PolicySpec::Threshold(t) => format!(

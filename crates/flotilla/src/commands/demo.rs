@@ -10,25 +10,46 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use flotilla_controller::Shutdown;
 use flotilla_loadgen::{Load, LoadSpec};
-use flotilla_model::{GroupId, Provider, Store};
+use flotilla_model::{GroupId, Store};
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, DemoProvider};
 use crate::{load, wiring};
 
 /// The demo's configuration, also shipped as a documented example.
 pub const DEMO_CONFIG: &str = include_str!("../../../../examples/demo.yaml");
+/// The same scenario on libvirt guests of the lab.
+pub const LIBVIRT_DEMO_CONFIG: &str = include_str!("../../../../examples/libvirt/demo.yaml");
+
+/// What the libvirt demo needs from the lab, and the script that makes it.
+const LAB_FILES: [&str; 4] = [
+    "/tmp/libvirt-lab/build/base.qcow2",
+    "/tmp/libvirt-lab/build/vmlinux",
+    "/tmp/libvirt-lab/build/initrd.img",
+    "/tmp/libvirt-lab/build/id_ed25519",
+];
+const LAB_UP: &str = "../shared/libvirt-lab/up.sh";
 
 fn say(s: String) {
     println!("[demo] {s}");
 }
 
 pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let mut config = crate::config::parse(DEMO_CONFIG, "examples/demo.yaml")?;
+    let mut config = match args.provider {
+        DemoProvider::Local => crate::config::parse(DEMO_CONFIG, "examples/demo.yaml")?,
+        DemoProvider::Libvirt => {
+            ensure_lab().await?;
+            crate::config::parse(LIBVIRT_DEMO_CONFIG, "examples/libvirt/demo.yaml")?
+        }
+    };
     for b in config.balancers.values_mut() {
         b.listen = args.listen;
     }
-    let state_dir = crate::state_dir::resolve(state_flag, None).join("demo");
-    fresh_state(&state_dir).await?;
+    let dir_name = match args.provider {
+        DemoProvider::Local => "demo",
+        DemoProvider::Libvirt => "demo-libvirt",
+    };
+    let state_dir = crate::state_dir::resolve(state_flag, None).join(dir_name);
+    fresh_state(&state_dir, &config).await?;
     let group = config.groups[0].id.clone();
     let built = wiring::build(&config, &state_dir, config.groups.clone()).await?;
     say(format!("state in {}; group {group}: {}", state_dir.display(), describe(&config.groups[0])));
@@ -77,16 +98,48 @@ fn describe(g: &flotilla_model::GroupSpec) -> String {
     }
 }
 
-/// Removes what a previous demo left behind (members and state), only inside the demo's own dir.
-async fn fresh_state(dir: &PathBuf) -> anyhow::Result<()> {
+/// Removes what a previous demo left behind (the demo group's members and the state dir).
+async fn fresh_state(dir: &PathBuf, config: &crate::config::Config) -> anyhow::Result<()> {
     if dir.exists() {
-        let provider = wiring::local_provider(dir, Duration::from_secs(20))?;
-        for m in provider.list(None).await? {
-            provider.delete(&m.group, std::slice::from_ref(&m.id)).await?;
+        let provider = wiring::provider_parts(config, dir)?.provider;
+        for g in &config.groups {
+            for m in provider.list(Some(&g.id)).await? {
+                provider.delete(&m.group, std::slice::from_ref(&m.id)).await?;
+            }
         }
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot reset {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+/// The libvirt lab: runs its idempotent `up.sh` when its files are missing and the script is at
+/// hand; otherwise says exactly what is missing.
+async fn ensure_lab() -> anyhow::Result<()> {
+    let missing: Vec<&str> = LAB_FILES.iter().copied().filter(|f| !Path::new(f).exists()).collect();
+    let daemon_up = tokio::process::Command::new("virsh")
+        .args(["-c", "qemu:///system", "version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if missing.is_empty() && daemon_up {
+        return Ok(());
+    }
+    let what = if missing.is_empty() {
+        "libvirtd is not answering on qemu:///system".to_string()
+    } else {
+        format!("missing {}", missing.join(", "))
+    };
+    if !Path::new(LAB_UP).exists() {
+        bail!("the libvirt lab is not ready ({what}); run the lab's up.sh (../shared/libvirt-lab/up.sh) as root first");
+    }
+    say(format!("the libvirt lab is not ready ({what}); running {LAB_UP}"));
+    let status = tokio::process::Command::new(LAB_UP).status().await.with_context(|| format!("cannot run {LAB_UP}"))?;
+    if !status.success() {
+        bail!("{LAB_UP} failed ({status}); see its output above");
+    }
     Ok(())
 }
 
@@ -105,13 +158,22 @@ async fn scenario(built: &wiring::Built, group: &GroupId, args: &DemoArgs) -> an
             async move { Ok(lb.backends().iter().filter(|b| b.healthy && !b.draining).count() == n) }
         }
     };
-    wait_for(Duration::from_secs(30), "the baseline to serve", serving(1)).await?;
+    let first_boot = match args.provider {
+        DemoProvider::Local => Duration::from_secs(30),
+        DemoProvider::Libvirt => Duration::from_secs(180),
+    };
+    wait_for(first_boot, "the baseline to serve", serving(1)).await?;
 
     // One request in flight at a time, each burning 50 ms of a member's CPU: one core of demand,
     // the seed's `yes > /dev/null`, but as real requests through the balancer.
-    say(format!("load: GET http://{addr}/work?ms=50, one request in flight (~100% of one member's CPU)"));
-    let heavy = Load::start(LoadSpec::closed(addr, "/work?ms=50", 1));
-    wait_for(Duration::from_secs(90), "a clone to join the balancer", serving(2)).await?;
+    // The guest's CGI answers at another path; a guest boots in seconds, not milliseconds.
+    let (work, boot) = match args.provider {
+        DemoProvider::Local => ("/work", Duration::from_secs(90)),
+        DemoProvider::Libvirt => ("/cgi-bin/work", Duration::from_secs(240)),
+    };
+    say(format!("load: GET http://{addr}{work}?ms=50, one request in flight (~100% of one member's CPU)"));
+    let heavy = Load::start(LoadSpec::closed(addr, format!("{work}?ms=50"), 1));
+    wait_for(boot, "a clone to join the balancer", serving(2)).await?;
     let members = load::running_members(store, group).await?.1;
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     say(format!("clone joined; the balancer now splits the same load across {}", names.join(" and ")));
@@ -133,11 +195,11 @@ async fn scenario(built: &wiring::Built, group: &GroupId, args: &DemoArgs) -> an
     let heavy = heavy.stop().await;
 
     // Load drops to a trickle; the trickle keeps flowing through the handover, and none of it fails.
-    say("load drops to a trickle (5 requests/s of GET /work?ms=1); waiting for the handover".into());
-    let trickle = Load::start(LoadSpec::open(addr, "/work?ms=1", 1, 5.0));
+    say(format!("load drops to a trickle (2 requests/s of GET {work}?ms=1); waiting for the handover"));
+    let trickle = Load::start(LoadSpec::open(addr, format!("{work}?ms=1"), 1, 2.0));
     let baseline = members[0].id.clone();
     let clone = members[1].id.clone();
-    let handed = wait_for(Duration::from_secs(90), "the handover", || async {
+    let handed = wait_for(boot, "the handover", || async {
         let members = built.provider.list(Some(group)).await?;
         let primary = store.primary(group).await?;
         Ok(members.len() == 1 && members[0].id == clone && primary.as_ref() == Some(&clone))

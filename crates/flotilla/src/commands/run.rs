@@ -9,6 +9,9 @@ use crate::wiring;
 
 pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = crate::config::load(&args.config)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let state_dir = crate::state_dir::resolve(state_flag, config.state_dir.as_deref());
     let built = wiring::build(&config, &state_dir, config.groups.clone()).await?;
     tracing::info!(state_dir = %state_dir.display(), groups = config.groups.len(), "flotilla controller starting");
@@ -39,7 +42,7 @@ pub(crate) async fn serve(built: wiring::Built, stop_members: bool) -> anyhow::R
 
 /// Deletes every member of the configured groups, each through a stored operation.
 pub(crate) async fn stop_all(built: &wiring::Built) -> anyhow::Result<()> {
-    use flotilla_model::{Clock, OpKind, OpState, Provider, Store, SystemClock};
+    use flotilla_model::{Clock, OpKind, OpState, Store, SystemClock};
     let clock = SystemClock;
     for spec in built.controller.groups() {
         let members = built.provider.list(Some(&spec.id)).await?;

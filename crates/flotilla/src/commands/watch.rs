@@ -86,6 +86,10 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
         "[watch] monitoring {} (group {group}) every {:.1}s: high {} low {} min-up {} min-down {} metric {:?}",
         args.server, args.interval, args.high, args.low, args.min_up, args.min_down, args.metric
     );
-    let built = wiring::assemble(store, provider, vec![spec], &Default::default(), 600, &state_dir).await?;
+    let parts = wiring::ProviderParts {
+        provider,
+        sources: vec![std::sync::Arc::new(flotilla_metrics::LocalProcessSource::new())],
+    };
+    let built = wiring::assemble(store, parts, vec![spec], &Default::default(), 600, &state_dir).await?;
     super::run::serve(built, false).await
 }

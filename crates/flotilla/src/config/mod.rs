@@ -66,6 +66,7 @@
 
 mod locate;
 pub mod raw;
+mod seed004;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -79,7 +80,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use locate::{parse_path, render, LoadProblem, Locator, Pos, Seg, Target};
-use raw::{RawGroup, RawProvider, RawSections, RawStore};
+use raw::{RawGroup, RawMetrics, RawProvider, RawSections, RawStore};
 use validate::{validate_parts, Parts};
 
 /// A validated configuration file.
@@ -93,6 +94,34 @@ pub struct Config {
     pub groups: Vec<GroupSpec>,
     /// The groups that have a `balancer:` section, with its validated settings.
     pub balancers: BTreeMap<GroupId, BalancerSettings>,
+    /// Each group's provider-specific template (libvirt: image, domain XML, cloud-init).
+    pub templates: BTreeMap<GroupId, ProviderTemplate>,
+    pub metrics: MetricsConfig,
+    /// Parts of the file that were read but do not apply (a seed-004 file's MySQL store, say):
+    /// each names its place; the verbs print them before they start.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// A group's provider-specific template, validated against the provider's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderTemplate {
+    Libvirt(flotilla_provider_libvirt::LibvirtTemplate),
+}
+
+/// Where member metrics come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    /// At least one; no duplicates.
+    pub sources: Vec<MetricSourceKind>,
+    /// Present when `sources` has `ssh`.
+    pub ssh: Option<flotilla_metrics_ssh::SshSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MetricSourceKind {
+    Local,
+    Libvirt,
+    Ssh,
 }
 
 /// A group's validated `balancer:` section. The binary turns it into the engine's own config.
@@ -144,12 +173,13 @@ pub enum StoreConfig {
 }
 
 /// What starts and stops members.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderConfig {
     Local {
         /// How long a new member may take to come up (default 20s).
         start_timeout: Duration,
     },
+    Libvirt(flotilla_provider_libvirt::LibvirtSettings),
 }
 
 /// One problem in a configuration file.
@@ -228,9 +258,42 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Validates `src`; `file` is only used to label errors.
+/// Validates `src`; `file` is only used to label errors. A seed-004 shaped file (a top-level
+/// `version`) is translated first ([`seed004`]).
 pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+    if let Ok(doc) = serde_yaml::from_str::<Value>(src) {
+        if seed004::is_seed004(&doc) {
+            return parse_seed004(src, &doc, file);
+        }
+    }
     Parser { problems: Vec::new() }.parse(src).map_err(|problems| finish(problems, src, file))
+}
+
+/// A seed-004 file: translated, then checked like any file; problems point into the seed file.
+fn parse_seed004(src: &str, doc: &Value, file: &str) -> Result<Config, ConfigErrors> {
+    let translated = seed004::translate(doc).map_err(|problems| finish(problems, src, file))?;
+    let ours = serde_yaml::to_string(&translated.value).map_err(|e| {
+        finish(vec![Problem::new(Vec::new(), Target::Value, format!("cannot translate: {e}"))], src, file)
+    })?;
+    let warnings = finish(translated.warnings, src, file).0;
+    match (Parser { problems: Vec::new() }).parse(&ours) {
+        Ok(mut config) => {
+            config.warnings = warnings;
+            Ok(config)
+        }
+        Err(problems) => {
+            let mapped = problems
+                .into_iter()
+                .map(|p| {
+                    let ours_path = render(&p.path);
+                    let theirs = seed004::origin_of(&translated.origins, &ours_path).unwrap_or_default();
+                    let message = format!("{} (Flotilla's `{ours_path}`)", p.message);
+                    Problem::new(theirs, Target::Value, message)
+                })
+                .collect();
+            Err(finish(mapped, src, file))
+        }
+    }
 }
 
 /// A problem before it has a file and a position.
@@ -325,6 +388,11 @@ impl Parser {
                 _ if broken(&self.problems, "provider") => None,
                 None => Some(RawProvider::default()),
                 Some(v) => self.clean_part::<RawProvider>(v, &[key("provider")]),
+            },
+            metrics: match sections.metrics {
+                _ if broken(&self.problems, "metrics") => None,
+                None => Some(RawMetrics::default()),
+                Some(v) => self.clean_part::<RawMetrics>(v, &[key("metrics")]),
             },
             groups: match sections.groups {
                 _ if broken(&self.problems, "groups") => None,

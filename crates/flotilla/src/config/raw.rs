@@ -13,7 +13,10 @@ use serde::Deserialize;
 /// The whole file. `parse` deserializes it section by section (see [`RawSections`]) so that one
 /// bad section does not hide the problems in the others; this type is the schema they add up to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`, `metrics`"
+)]
 pub struct RawConfig {
     /// Where the store file and member records live. Relative store paths are resolved against it.
     #[serde(default)]
@@ -24,6 +27,9 @@ pub struct RawConfig {
     /// What starts and stops members.
     #[serde(default)]
     pub provider: RawProvider,
+    /// Where member metrics come from.
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// The groups to scale; at least one.
     #[serde(default)]
     pub groups: Vec<RawGroup>,
@@ -32,7 +38,10 @@ pub struct RawConfig {
 /// The top level with each section left as YAML, so every section (and every group) can be
 /// deserialized on its own and report its own problems. Must list the same fields as [`RawConfig`].
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`, `metrics`"
+)]
 pub(crate) struct RawSections {
     /// See [`RawConfig::state_dir`].
     #[serde(default)]
@@ -43,6 +52,9 @@ pub(crate) struct RawSections {
     /// See [`RawConfig::provider`]; deserialized later as a [`RawProvider`].
     #[serde(default)]
     pub provider: Option<serde_yaml::Value>,
+    /// See [`RawConfig::metrics`]; deserialized later as a [`RawMetrics`].
+    #[serde(default)]
+    pub metrics: Option<serde_yaml::Value>,
     /// See [`RawConfig::groups`]; each item deserialized later as a [`RawGroup`].
     #[serde(default)]
     pub groups: Option<Vec<serde_yaml::Value>>,
@@ -81,19 +93,22 @@ pub enum RawStoreKind {
 
 /// The `provider` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping of provider settings (`kind`, `start_timeout`)")]
+#[serde(deny_unknown_fields, expecting = "a mapping of provider settings (`kind`, `start_timeout`, `libvirt`)")]
 pub struct RawProvider {
-    /// Which provider: `local` (members are local processes).
+    /// Which provider: `local` (members are local processes) or `libvirt` (domains on libvirt hosts).
     #[serde(default = "default_provider_kind")]
     pub kind: RawProviderKind,
-    /// How long a new member may take to come up, e.g. `20s`.
+    /// How long a new local member may take to come up, e.g. `20s` (`local` only).
     #[serde(default = "default_start_timeout", with = "duration")]
     pub start_timeout: Duration,
+    /// The libvirt hosts, placement and addressing (`libvirt` only; required there).
+    #[serde(default)]
+    pub libvirt: Option<flotilla_provider_libvirt::LibvirtSettings>,
 }
 
 impl Default for RawProvider {
     fn default() -> Self {
-        RawProvider { kind: default_provider_kind(), start_timeout: default_start_timeout() }
+        RawProvider { kind: default_provider_kind(), start_timeout: default_start_timeout(), libvirt: None }
     }
 }
 
@@ -103,6 +118,34 @@ impl Default for RawProvider {
 pub enum RawProviderKind {
     /// Members are processes on this machine.
     Local,
+    /// Members are libvirt domains.
+    Libvirt,
+}
+
+/// The `metrics` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `sources` and `ssh`")]
+pub struct RawMetrics {
+    /// Which sources sample members; default: the provider's own (`local` or `libvirt`). Several
+    /// are merged per member, the larger value winning (`max` of both). The balancer's request
+    /// metrics are always added for groups with a balancer.
+    #[serde(default)]
+    pub sources: Option<Vec<RawSource>>,
+    /// How the `ssh` source logs in to members (required when it is listed).
+    #[serde(default)]
+    pub ssh: Option<flotilla_metrics_ssh::SshSettings>,
+}
+
+/// The metric sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "`local`, `libvirt` or `ssh`")]
+pub enum RawSource {
+    /// /proc of local member processes.
+    Local,
+    /// libvirt domain stats (the hypervisor's view).
+    Libvirt,
+    /// /proc/stat and /proc/meminfo read inside the guest over SSH.
+    Ssh,
 }
 
 /// One item of `groups`.
@@ -466,7 +509,10 @@ pub struct RawRequestsPolicy {
 
 /// A group's `template`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping of template settings (`base_name`, `clone_base`, `vcpus`)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of template settings (`base_name`, `clone_base`, `vcpus`, `libvirt`)"
+)]
 pub struct RawTemplate {
     /// Members are `<base_name>_N`; defaults to the group name. Unique across groups.
     #[serde(default)]
@@ -477,11 +523,14 @@ pub struct RawTemplate {
     /// Virtual CPUs per member, 1 to 64.
     #[serde(default = "default_vcpus")]
     pub vcpus: u32,
+    /// What a libvirt member is made from (image, domain XML, cloud-init; `libvirt` provider only).
+    #[serde(default)]
+    pub libvirt: Option<flotilla_provider_libvirt::LibvirtTemplate>,
 }
 
 impl Default for RawTemplate {
     fn default() -> Self {
-        RawTemplate { base_name: None, clone_base: None, vcpus: default_vcpus() }
+        RawTemplate { base_name: None, clone_base: None, vcpus: default_vcpus(), libvirt: None }
     }
 }
 

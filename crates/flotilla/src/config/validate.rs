@@ -13,10 +13,14 @@ use flotilla_model::{
 };
 
 use super::raw::{
-    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawLbMode, RawMetric, RawMode, RawPolicy,
-    RawProvider, RawProviderKind, RawReplacementStrategy, RawSelection, RawStore, RawStoreKind, RawTemplate, RawVictim,
+    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawLbMode, RawMetric, RawMetrics, RawMode,
+    RawPolicy, RawProvider, RawProviderKind, RawReplacementStrategy, RawSelection, RawSource, RawStore, RawStoreKind,
+    RawTemplate, RawVictim,
 };
-use super::{BalancerSelection, BalancerSettings, Config, ConfigError, ProviderConfig, StoreConfig};
+use super::{
+    BalancerSelection, BalancerSettings, Config, ConfigError, MetricSourceKind, MetricsConfig, ProviderConfig,
+    ProviderTemplate, StoreConfig,
+};
 
 /// The smallest sampling interval.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -37,6 +41,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         state_dir: Some(raw.state_dir),
         store: Some(raw.store),
         provider: Some(raw.provider),
+        metrics: Some(raw.metrics),
         groups: Some(raw.groups.into_iter().map(Some).collect()),
     })
 }
@@ -49,6 +54,7 @@ pub(crate) struct Parts {
     pub state_dir: Option<Option<PathBuf>>,
     pub store: Option<RawStore>,
     pub provider: Option<RawProvider>,
+    pub metrics: Option<RawMetrics>,
     /// `Some(vec![])` when the file has no groups; `None` items are broken groups.
     pub groups: Option<Vec<Option<RawGroup>>>,
 }
@@ -59,15 +65,134 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
     let state_dir = parts.state_dir.map(|dir| check_state_dir(dir, &mut errors));
     let store = parts.store.map(|s| check_store(s, &mut errors));
     let provider = parts.provider.map(|p| check_provider(p, &mut errors));
+    let metrics = match (&parts.metrics, &provider) {
+        (Some(m), Some(p)) => Some(check_metrics(m, p, &mut errors)),
+        _ => None,
+    };
     let balancers = parts.groups.as_ref().map(|groups| check_balancers(groups, &mut errors));
+    let templates = match (&parts.groups, &provider) {
+        (Some(groups), Some(p)) => Some(check_templates(groups, p, &mut errors)),
+        _ => None,
+    };
     let groups = parts.groups.map(|groups| check_groups(groups, &mut errors));
 
-    match (state_dir, store, provider, groups, balancers) {
-        (Some(state_dir), Some(store), Some(provider), Some(Some(groups)), Some(balancers)) if errors.is_empty() => {
-            Ok(Config { state_dir, store, provider, groups, balancers })
+    match (state_dir, store, provider, groups, balancers, templates, metrics) {
+        (
+            Some(state_dir),
+            Some(store),
+            Some(provider),
+            Some(Some(mut groups)),
+            Some(balancers),
+            Some(templates),
+            Some(metrics),
+        ) if errors.is_empty() => {
+            // A provider template is part of what members are made from: fold it into the version.
+            for g in &mut groups {
+                if let Some(ProviderTemplate::Libvirt(t)) = templates.get(&g.id) {
+                    g.template_version = short_hash(&format!("{}/{}", g.template_version, t.fingerprint()));
+                }
+            }
+            Ok(Config { state_dir, store, provider, groups, balancers, templates, metrics, warnings: Vec::new() })
         }
         _ => Err(errors),
     }
+}
+
+/// Each group's provider template, checked against the provider: required by `libvirt`, refused
+/// by `local`, each problem under `groups[i].template.libvirt.…`.
+fn check_templates(
+    groups: &[Option<RawGroup>],
+    provider: &ProviderConfig,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<GroupId, ProviderTemplate> {
+    let mut out = BTreeMap::new();
+    let mut total_max = 0u32;
+    for (i, g) in groups.iter().enumerate() {
+        let Some(g) = g else { continue };
+        let max = g.max.unwrap_or_else(|| default_max(g.mode));
+        let surge = match g.replacement.strategy {
+            RawReplacementStrategy::Rolling => g.replacement.max_unavailable,
+            RawReplacementStrategy::None => 0,
+        };
+        total_max = total_max.saturating_add(max).saturating_add(surge);
+        let base = format!("groups[{i}].template.libvirt");
+        match (provider, &g.template.libvirt) {
+            (ProviderConfig::Libvirt(settings), Some(t)) => {
+                for (path, message) in t.validate(max, settings) {
+                    let path = if path == "max" { format!("groups[{i}].max") } else { format!("{base}.{path}") };
+                    err(errors, path, message);
+                }
+                out.insert(GroupId::new(g.name.clone()), ProviderTemplate::Libvirt(t.clone()));
+            }
+            (ProviderConfig::Libvirt(_), None) => err(
+                errors,
+                format!("groups[{i}].template"),
+                "provider.kind is libvirt: the template needs a `libvirt` section (at least `image`)",
+            ),
+            (ProviderConfig::Local { .. }, Some(_)) => {
+                err(errors, base, "applies only with provider.kind libvirt (the provider is local)")
+            }
+            (ProviderConfig::Local { .. }, None) => {}
+        }
+    }
+    if let ProviderConfig::Libvirt(settings) = provider {
+        for (path, message) in settings.validate_pool_for(total_max) {
+            err(errors, format!("provider.libvirt.{path}"), message);
+        }
+    }
+    out
+}
+
+/// The metric sources: the provider's own by default; each one listed must fit the provider.
+fn check_metrics(raw: &RawMetrics, provider: &ProviderConfig, errors: &mut Vec<ConfigError>) -> MetricsConfig {
+    let own = match provider {
+        ProviderConfig::Local { .. } => RawSource::Local,
+        ProviderConfig::Libvirt(_) => RawSource::Libvirt,
+    };
+    let listed = raw.sources.clone().unwrap_or_else(|| vec![own]);
+    if listed.is_empty() {
+        err(errors, "metrics.sources", "must list at least one source");
+    }
+    let mut sources = Vec::new();
+    for (i, src) in listed.iter().enumerate() {
+        let path = format!("metrics.sources[{i}]");
+        if listed[..i].contains(src) {
+            err(errors, path.clone(), "listed twice");
+        }
+        let kind = match src {
+            RawSource::Local => MetricSourceKind::Local,
+            RawSource::Libvirt => MetricSourceKind::Libvirt,
+            RawSource::Ssh => MetricSourceKind::Ssh,
+        };
+        match (src, provider) {
+            (RawSource::Local, ProviderConfig::Libvirt(_)) => {
+                err(errors, path, "`local` reads local member processes; the provider is libvirt")
+            }
+            (RawSource::Libvirt, ProviderConfig::Local { .. }) => {
+                err(errors, path, "`libvirt` reads domain stats; the provider is local")
+            }
+            _ => {}
+        }
+        sources.push(kind);
+    }
+    sources.dedup();
+    let wants_ssh = listed.contains(&RawSource::Ssh);
+    match (&raw.ssh, wants_ssh) {
+        (None, true) => err(errors, "metrics.ssh", "the `ssh` source needs this section (at least `identity_file`)"),
+        (Some(ssh), _) => {
+            for (path, message) in ssh.validate() {
+                err(errors, format!("metrics.ssh.{path}"), message);
+            }
+        }
+        (None, false) => {}
+    }
+    MetricsConfig { sources, ssh: raw.ssh.clone() }
+}
+
+/// The first 12 hex digits of a SHA-256: short, stable across builds.
+fn short_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 fn err(errors: &mut Vec<ConfigError>, path: impl Into<String>, message: impl Into<String>) {
@@ -100,8 +225,27 @@ fn check_provider(raw: RawProvider, errors: &mut Vec<ConfigError>) -> ProviderCo
             if raw.start_timeout.is_zero() {
                 err(errors, "provider.start_timeout", "must be greater than 0s");
             }
+            if raw.libvirt.is_some() {
+                err(errors, "provider.libvirt", "applies only with kind: libvirt (the kind is local)");
+            }
             ProviderConfig::Local { start_timeout: raw.start_timeout }
         }
+        RawProviderKind::Libvirt => match raw.libvirt {
+            Some(settings) => {
+                for (path, message) in settings.validate() {
+                    err(errors, format!("provider.libvirt.{path}"), message);
+                }
+                ProviderConfig::Libvirt(settings)
+            }
+            None => {
+                err(
+                    errors,
+                    "provider.kind",
+                    "libvirt needs a `provider.libvirt` section (at least `hosts` and `ports`)",
+                );
+                ProviderConfig::Local { start_timeout: raw.start_timeout }
+            }
+        },
     }
 }
 
@@ -239,10 +383,7 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
 /// A fingerprint of what members are made from: every template field but the names (renaming
 /// the families does not remake members). Stable across builds: SHA-256 of a fixed JSON shape.
 pub fn template_version(t: &RawTemplate) -> String {
-    use sha2::{Digest, Sha256};
-    let shape = serde_json::json!({ "vcpus": t.vcpus });
-    let digest = Sha256::digest(shape.to_string().as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    short_hash(&serde_json::json!({ "vcpus": t.vcpus }).to_string())
 }
 
 /// The policy rules of group `i`; the spec even when invalid. A threshold's `aggregation` goes to
@@ -573,6 +714,7 @@ mod tests {
             state_dir: Some(None),
             store: None,
             provider: Some(RawProvider::default()),
+            metrics: Some(RawMetrics::default()),
             groups: Some(vec![None, raw("groups: [{name: a, min: 0}]").groups.into_iter().next()]),
         };
         let errors = validate_parts(parts).unwrap_err();
