@@ -61,8 +61,36 @@ impl SeamError {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+    /// Several errors as one (a batch where each item failed its own way): `Ok` when there are
+    /// none, else the first one's kind and cause with every message joined by `; `.
+    pub fn combine(mut errors: Vec<SeamError>) -> Result<(), SeamError> {
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let first = errors.remove(0);
+        if errors.is_empty() {
+            return Err(first);
+        }
+        let rest: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+        let message = format!("{}; {}", first.message, rest.join("; "));
+        Err(SeamError { kind: first.kind, message, source: first.source })
+    }
     /// Adds context when the error crosses a module boundary.
     pub fn context(self, ctx: impl std::fmt::Display) -> Self {
         SeamError { kind: self.kind, message: format!("{ctx}: {}", self.message), source: self.source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combine_keeps_the_first_kind_and_every_message() {
+        assert!(SeamError::combine(vec![]).is_ok());
+        let e = SeamError::combine(vec![SeamError::transient("a"), SeamError::invalid("b")]).unwrap_err();
+        assert_eq!((e.kind(), e.message.as_str()), (ErrorKind::Transient, "a; b"));
+        let one = SeamError::combine(vec![SeamError::not_found("c")]).unwrap_err();
+        assert_eq!((one.kind(), one.message.as_str()), (ErrorKind::NotFound, "c"));
     }
 }

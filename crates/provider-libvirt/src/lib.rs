@@ -104,20 +104,6 @@ pub fn validate_name(name: &str) -> Result<(), SeamError> {
     }
 }
 
-/// One error out of several: the first one's kind, every message.
-fn combine(mut errors: Vec<SeamError>) -> Result<(), SeamError> {
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let first = errors.remove(0);
-    if errors.is_empty() {
-        return Err(first);
-    }
-    let rest: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
-    let message = format!("{}; {}", first.message, rest.join("; "));
-    Err(SeamError { kind: first.kind, message, source: first.source })
-}
-
 fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -492,7 +478,7 @@ impl Inner {
             }
         }
         errors.sort_by_key(|(i, _)| *i);
-        combine(errors.into_iter().map(|(_, e)| e).collect())?;
+        SeamError::combine(errors.into_iter().map(|(_, e)| e).collect())?;
         done.sort_by_key(|(i, _)| *i);
         Ok(done.into_iter().map(|(_, i)| i).collect())
     }
@@ -909,7 +895,7 @@ impl Inner {
             }
         }
         errors.sort_by_key(|(i, _)| *i);
-        combine(errors.into_iter().map(|(_, e)| e).collect())
+        SeamError::combine(errors.into_iter().map(|(_, e)| e).collect())
     }
 
     async fn delete_one(
@@ -1129,13 +1115,6 @@ mod tests {
         for bad in ["", "-a", "_a", ".a", "a/b", "a b", "é", &"n".repeat(MAX_NAME_LEN + 1)] {
             assert_eq!(validate_name(bad).unwrap_err().kind(), ErrorKind::Invalid, "{bad}");
         }
-    }
-
-    #[test]
-    fn combine_keeps_the_first_kind_and_every_message() {
-        assert!(combine(vec![]).is_ok());
-        let e = combine(vec![SeamError::transient("a"), SeamError::invalid("b")]).unwrap_err();
-        assert_eq!((e.kind(), e.message.as_str()), (ErrorKind::Transient, "a; b"));
     }
 
     fn settings(uris: &[(&str, &str)]) -> LibvirtSettings {

@@ -222,20 +222,6 @@ pub fn validate_name(name: &str) -> Result<(), SeamError> {
     }
 }
 
-/// One error out of several: the first one's kind, every message.
-fn combine(mut errors: Vec<SeamError>) -> Result<(), SeamError> {
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let first = errors.remove(0);
-    if errors.is_empty() {
-        return Err(first);
-    }
-    let rest: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
-    let message = format!("{}; {}", first.message, rest.join("; "));
-    Err(SeamError { kind: first.kind, message, source: first.source })
-}
-
 #[async_trait]
 impl Provider for LocalProvider {
     fn name(&self) -> &str {
@@ -319,7 +305,7 @@ impl Provider for LocalProvider {
                 Err(e) => errors.push(e),
             }
         }
-        combine(errors)?;
+        SeamError::combine(errors)?;
         Ok(out)
     }
 
@@ -357,7 +343,7 @@ impl Provider for LocalProvider {
                 Err(e) => errors.push(SeamError::transient(format!("member {name} stopped but its files remain: {e}"))),
             }
         }
-        combine(errors)
+        SeamError::combine(errors)
     }
 }
 
@@ -373,12 +359,5 @@ mod tests {
         for bad in ["", ".hidden", "-flag", "a/b", "..", "a b", "é", &"n".repeat(MAX_NAME_LEN + 1)] {
             assert_eq!(validate_name(bad).unwrap_err().kind(), ErrorKind::Invalid, "{bad}");
         }
-    }
-
-    #[test]
-    fn combine_keeps_the_first_kind_and_every_message() {
-        assert!(combine(vec![]).is_ok());
-        let e = combine(vec![SeamError::transient("a"), SeamError::invalid("b")]).unwrap_err();
-        assert_eq!((e.kind(), e.message.as_str()), (ErrorKind::Transient, "a; b"));
     }
 }

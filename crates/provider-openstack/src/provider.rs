@@ -574,18 +574,6 @@ fn member_state(s: &Server, has_address: bool) -> InstanceState {
     }
 }
 
-fn combine(mut errors: Vec<SeamError>) -> Result<(), SeamError> {
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let first = errors.remove(0);
-    if errors.is_empty() {
-        return Err(first);
-    }
-    let rest: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
-    Err(SeamError::new(first.kind, format!("{}; {}", first.message, rest.join("; "))))
-}
-
 fn check_member_name(name: &str) -> Result<(), SeamError> {
     if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) || name.starts_with(' ') {
         return Err(SeamError::invalid(format!("member name {name:?} is not usable as a Nova server name")));
@@ -751,7 +739,7 @@ impl Provider for OpenStackProvider {
             }
             active = view;
         }
-        combine(errors)?;
+        SeamError::combine(errors)?;
         let mut out: Vec<Instance> = active.iter().map(|s| self.to_instance(s)).collect();
         out.sort_by_key(|i| unique.iter().position(|n| *n == i.id.as_str()));
         Ok(out)
