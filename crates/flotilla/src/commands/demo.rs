@@ -158,19 +158,12 @@ async fn scenario(built: &wiring::Built, group: &GroupId, args: &DemoArgs) -> an
             async move { Ok(lb.backends().iter().filter(|b| b.healthy && !b.draining).count() == n) }
         }
     };
-    let first_boot = match args.provider {
-        DemoProvider::Local => Duration::from_secs(30),
-        DemoProvider::Libvirt => Duration::from_secs(180),
-    };
-    wait_for(first_boot, "the baseline to serve", serving(1)).await?;
+    let pace = Pace::of(args.provider);
+    wait_for(pace.first_boot, "the baseline to serve", serving(1)).await?;
 
     // One request in flight at a time, each burning 50 ms of a member's CPU: one core of demand,
     // the seed's `yes > /dev/null`, but as real requests through the balancer.
-    // The guest's CGI answers at another path; a guest boots in seconds, not milliseconds.
-    let (work, boot) = match args.provider {
-        DemoProvider::Local => ("/work", Duration::from_secs(90)),
-        DemoProvider::Libvirt => ("/cgi-bin/work", Duration::from_secs(240)),
-    };
+    let (work, boot) = (pace.work, pace.boot);
     say(format!("load: GET http://{addr}{work}?ms=50, one request in flight (~100% of one member's CPU)"));
     let heavy = Load::start(LoadSpec::closed(addr, format!("{work}?ms=50"), 1));
     wait_for(boot, "a clone to join the balancer", serving(2)).await?;
@@ -195,8 +188,8 @@ async fn scenario(built: &wiring::Built, group: &GroupId, args: &DemoArgs) -> an
     let heavy = heavy.stop().await;
 
     // Load drops to a trickle; the trickle keeps flowing through the handover, and none of it fails.
-    say(format!("load drops to a trickle (2 requests/s of GET {work}?ms=1); waiting for the handover"));
-    let trickle = Load::start(LoadSpec::open(addr, format!("{work}?ms=1"), 1, 2.0));
+    say(format!("load drops to a trickle ({} requests/s of GET {work}?ms=1); waiting for the handover", pace.trickle));
+    let trickle = Load::start(LoadSpec::open(addr, format!("{work}?ms=1"), 1, pace.trickle));
     let baseline = members[0].id.clone();
     let clone = members[1].id.clone();
     let handed = wait_for(boot, "the handover", || async {
@@ -216,6 +209,31 @@ async fn scenario(built: &wiring::Built, group: &GroupId, args: &DemoArgs) -> an
         bail!("{failed} request(s) failed or got a 5xx while the group changed");
     }
     Ok(())
+}
+
+/// How the scenario runs on each provider: the guest's CGI answers at another path, a guest boots
+/// in seconds rather than milliseconds, and an emulated guest's CPU is better left a lighter trickle.
+struct Pace {
+    work: &'static str,
+    first_boot: Duration,
+    boot: Duration,
+    trickle: f64,
+}
+
+impl Pace {
+    fn of(provider: DemoProvider) -> Pace {
+        match provider {
+            DemoProvider::Local => {
+                Pace { work: "/work", first_boot: Duration::from_secs(30), boot: Duration::from_secs(90), trickle: 5.0 }
+            }
+            DemoProvider::Libvirt => Pace {
+                work: "/cgi-bin/work",
+                first_boot: Duration::from_secs(180),
+                boot: Duration::from_secs(240),
+                trickle: 2.0,
+            },
+        }
+    }
 }
 
 async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<()>
