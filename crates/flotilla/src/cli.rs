@@ -33,10 +33,15 @@ pub enum Command {
     Demo(DemoArgs),
     /// Watch one member and scale it the seed's way (clone on high, hand over on low).
     Watch(WatchArgs),
-    /// Create a baseline member `NAME_N` (next free N).
+    /// Create a baseline member `NAME_N` (next free N); on OpenStack with its network, router,
+    /// security group, keypair, floating IP and snapshot, all idempotent.
     Deploy(DeployArgs),
-    /// Delete Flotilla's own members whose names start with PREFIX.
+    /// Delete Flotilla's own members whose names start with PREFIX (on OpenStack also their
+    /// floating IPs, and with --wipe-snaps their snapshots).
     Cleanup(CleanupArgs),
+    /// Images: `image golden --from SERVER --name NAME` (OpenStack).
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// The seed's load generator: 100% on the baseline until a clone runs, then ~50/50.
     Load(LoadArgs),
     /// Groups, members, states, last metrics, recent events.
@@ -115,6 +120,33 @@ pub enum DemoProvider {
     Libvirt,
 }
 
+/// Where the verbs `deploy`, `cleanup` and `watch` find members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum VerbProvider {
+    /// Local processes (no cloud needed).
+    #[default]
+    Local,
+    /// Nova servers on an OpenStack cloud.
+    Openstack,
+}
+
+/// `--provider` and the cloud it talks to.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    #[arg(long, value_enum, default_value_t = VerbProvider::Local)]
+    pub provider: VerbProvider,
+    /// The cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables of an openrc).
+    /// Implies --provider openstack.
+    #[arg(long)]
+    pub os_cloud: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn openstack(&self) -> bool {
+        self.provider == VerbProvider::Openstack || self.os_cloud.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MetricArg {
     Cpu,
@@ -143,6 +175,42 @@ pub struct WatchArgs {
     pub interval: f64,
     #[arg(long, value_enum, default_value_t = MetricArg::Max)]
     pub metric: MetricArg,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Where samples come from (repeatable): `local` /proc (the local default), `diagnostics`
+    /// (Nova's hypervisor view, the OpenStack default), `ssh` (inside the guest: needs
+    /// --ssh-key), `push` (HTTP pushes: needs --push-listen and $FLOTILLA_PUSH_TOKEN).
+    #[arg(long = "source", value_enum)]
+    pub sources: Vec<SourceArg>,
+    /// OpenStack: which address of a member is used (and whether clones get a floating IP).
+    #[arg(long, value_enum, default_value_t = AddressArg::Floating)]
+    pub address: AddressArg,
+    /// SSH sampling: the private key.
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
+    /// SSH sampling: the login (default: cirros).
+    #[arg(long, default_value = "cirros")]
+    pub ssh_user: String,
+    /// SSH sampling: offer legacy ssh-rsa signatures (old CirrOS images need them).
+    #[arg(long)]
+    pub ssh_allow_rsa: bool,
+    /// Push source: where it listens for `POST /v1/groups/GROUP/samples` (127.0.0.1:PORT).
+    #[arg(long)]
+    pub push_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    Local,
+    Diagnostics,
+    Ssh,
+    Push,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AddressArg {
+    Fixed,
+    Floating,
 }
 
 #[derive(Debug, Args)]
@@ -150,9 +218,44 @@ pub struct DeployArgs {
     /// Base name: the member is NAME_N.
     #[arg(long)]
     pub name: String,
-    /// vCPUs of the member (its CPU % is relative to this).
+    /// Local: vCPUs of the member (its CPU % is relative to this).
     #[arg(long, default_value_t = 1)]
     pub vcpus: u32,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// OpenStack: the keypair name (imported from --pubkey-file if missing).
+    #[arg(long)]
+    pub keypair: Option<String>,
+    /// OpenStack: the OpenSSH public key to import.
+    #[arg(long)]
+    pub pubkey_file: Option<PathBuf>,
+    /// OpenStack: image name or id [default: cirros].
+    #[arg(long)]
+    pub image: Option<String>,
+    /// OpenStack: flavor name or id [default: m1.tiny].
+    #[arg(long)]
+    pub flavor: Option<String>,
+    /// OpenStack: the tenant network, created if missing [default: lab-net].
+    #[arg(long)]
+    pub network: Option<String>,
+    /// OpenStack: the subnet of a new network [default: 192.168.100.0/24].
+    #[arg(long)]
+    pub cidr: Option<String>,
+    /// OpenStack: the only source allowed to SSH and ping [default: 10.20.20.1/32].
+    #[arg(long)]
+    pub ssh_from: Option<String>,
+    /// OpenStack: the security group (ICMP and SSH from --ssh-from only) [default: sg-secure].
+    #[arg(long)]
+    pub security_group: Option<String>,
+    /// OpenStack: do not snapshot the new server.
+    #[arg(long)]
+    pub no_snapshot: bool,
+    /// OpenStack: snapshots of this name to keep (the newest) [default: 3].
+    #[arg(long)]
+    pub retain: Option<u32>,
+    /// OpenStack: longest wait for ACTIVE, the floating IP and the snapshot.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +264,33 @@ pub struct CleanupArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// OpenStack: also delete the prefix's snapshots.
+    #[arg(long)]
+    pub wipe_snaps: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Stop SERVER, save it as image NAME, wait until the image is active, start SERVER again.
+    Golden(GoldenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GoldenArgs {
+    /// The server to capture (name or id).
+    #[arg(long)]
+    pub from: String,
+    /// The image name.
+    #[arg(long)]
+    pub name: String,
+    /// The cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables).
+    #[arg(long)]
+    pub os_cloud: Option<String>,
+    /// Longest wait for each step (stop, image active, start).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +339,10 @@ pub struct StatusArgs {
     /// Events to show per group.
     #[arg(long, default_value_t = 10)]
     pub events: usize,
+    /// The config file the controller runs: with it, status also asks the provider (libvirt hosts
+    /// up or down, members a down host still holds).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -24,3 +24,12 @@ pub struct UsageError(pub String);
 pub fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
     Err(UsageError(msg.into()).into())
 }
+
+/// Whether an error is the user's input rather than the world: a provider refusing a name, a
+/// password or a setting (`Invalid`, or `NotFound` for a thing the user named). Exit status 2.
+pub fn is_bad_input(err: &anyhow::Error) -> bool {
+    use flotilla_model::{ErrorKind, SeamError};
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<SeamError>())
+        .any(|e| matches!(e.kind(), ErrorKind::Invalid | ErrorKind::NotFound))
+}

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
                 eprintln!("{errors}");
                 eprintln!("error: configuration has {} problem(s); nothing was started", errors.0.len());
                 ExitCode::from(2)
-            } else if err.downcast_ref::<UsageError>().is_some() {
+            } else if err.downcast_ref::<UsageError>().is_some() || flotilla::is_bad_input(&err) {
                 eprintln!("error: {err:#}");
                 ExitCode::from(2)
             } else {

@@ -15,6 +15,7 @@ use flotilla_metrics_ssh::SshSampler;
 use flotilla_model::{GroupId, GroupSpec, MetricSource, PolicySpec, Provider, SystemClock};
 use flotilla_provider_libvirt::{DomainStatsSource, LibvirtProvider};
 use flotilla_provider_local::{LocalConfig, LocalProvider};
+use flotilla_provider_openstack::OpenStackProvider;
 use flotilla_store_sqlite::SqliteStore;
 
 use crate::balancer_router::BalancerRouter;
@@ -91,17 +92,35 @@ pub fn store_and_provider(
     Ok((open_store(state_dir, store_cfg)?, local_provider(state_dir, start_timeout)?))
 }
 
-/// The provider `config` names and its metric sources (`metrics.sources`).
-pub fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result<ProviderParts> {
+/// The provider `config` names and its metric sources (`metrics.sources`). An OpenStack provider
+/// connects here (Keystone, catalog, microversion), so bad credentials stop the start, not the
+/// first create.
+pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result<ProviderParts> {
     let mut libvirt: Option<Arc<LibvirtProvider>> = None;
+    let mut openstack: Option<Arc<OpenStackProvider>> = None;
     let provider: Arc<dyn Provider> = match &config.provider {
         ProviderConfig::Local { start_timeout } => local_provider(state_dir, *start_timeout)?,
+        ProviderConfig::OpenStack(settings) => {
+            let templates = config
+                .templates
+                .iter()
+                .filter_map(|(g, t)| match t {
+                    ProviderTemplate::OpenStack(t) => Some((g.clone(), t.clone())),
+                    ProviderTemplate::Libvirt(_) => None,
+                })
+                .collect();
+            let p = Arc::new(OpenStackProvider::new(settings.clone(), templates));
+            p.cloud().await?;
+            openstack = Some(p.clone());
+            p
+        }
         ProviderConfig::Libvirt(settings) => {
             let templates = config
                 .templates
                 .iter()
-                .map(|(g, t)| match t {
-                    ProviderTemplate::Libvirt(t) => (g.clone(), t.clone()),
+                .filter_map(|(g, t)| match t {
+                    ProviderTemplate::Libvirt(t) => Some((g.clone(), t.clone())),
+                    ProviderTemplate::OpenStack(_) => None,
                 })
                 .collect();
             let p = Arc::new(
@@ -112,13 +131,14 @@ pub fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result<Provi
             p
         }
     };
-    let sources = metric_sources(&config.metrics, libvirt.as_deref(), state_dir)?;
+    let sources = metric_sources(&config.metrics, libvirt.as_deref(), openstack.as_deref(), state_dir)?;
     Ok(ProviderParts { provider, sources })
 }
 
 fn metric_sources(
     metrics: &MetricsConfig,
     libvirt: Option<&LibvirtProvider>,
+    openstack: Option<&OpenStackProvider>,
     state_dir: &Path,
 ) -> anyhow::Result<Vec<Arc<dyn MetricSource>>> {
     let mut out: Vec<Arc<dyn MetricSource>> = Vec::new();
@@ -128,6 +148,10 @@ fn metric_sources(
             MetricSourceKind::Libvirt => {
                 let p = libvirt.context("the libvirt metric source needs the libvirt provider")?;
                 out.push(Arc::new(DomainStatsSource::new(p)));
+            }
+            MetricSourceKind::Diagnostics => {
+                let p = openstack.context("the diagnostics metric source needs the openstack provider")?;
+                out.push(Arc::new(p.diagnostics_source()));
             }
             MetricSourceKind::Ssh => {
                 let settings = metrics.ssh.clone().context("the ssh metric source needs `metrics.ssh`")?;
@@ -143,7 +167,7 @@ fn metric_sources(
 pub async fn build(config: &Config, state_dir: &Path, groups: Vec<GroupSpec>) -> anyhow::Result<Built> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
     let store = open_store(state_dir, &config.store)?;
-    let parts = provider_parts(config, state_dir)?;
+    let parts = provider_parts(config, state_dir).await?;
     let StoreConfig::Sqlite { sample_window, .. } = &config.store;
     assemble(store, parts, groups, &config.balancers, *sample_window, state_dir).await
 }

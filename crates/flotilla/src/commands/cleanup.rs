@@ -1,5 +1,4 @@
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -18,6 +17,12 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
     if args.prefix.is_empty() {
         return usage("PREFIX must not be empty");
     }
+    if args.target.openstack() {
+        return super::openstack::cleanup(args).await;
+    }
+    if args.wipe_snaps {
+        return usage("--wipe-snaps: only with --provider openstack (local members have no snapshots)");
+    }
     let state_dir = crate::state_dir::resolve(state_flag, None);
     let (store, provider) = wiring::store_and_provider(&state_dir, None)?;
     let doomed: Vec<Instance> =
@@ -30,18 +35,9 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
     for i in &doomed {
         println!("  {} (group {}, {}, {})", i.name, i.group, i.state.as_str(), i.address.as_deref().unwrap_or("-"));
     }
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return usage("refusing to delete without confirmation: pass --yes (stdin is not a terminal)");
-        }
-        print!("delete them? [y/N] ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            println!("nothing deleted");
-            return Ok(ExitCode::SUCCESS);
-        }
+    if !args.yes && !super::openstack::confirm("delete them?")? {
+        println!("nothing deleted");
+        return Ok(ExitCode::SUCCESS);
     }
     let clock = SystemClock;
     let mut by_group: BTreeMap<GroupId, Vec<Instance>> = BTreeMap::new();

@@ -101,7 +101,7 @@ fn describe(g: &flotilla_model::GroupSpec) -> String {
 /// Removes what a previous demo left behind (the demo group's members and the state dir).
 async fn fresh_state(dir: &PathBuf, config: &crate::config::Config) -> anyhow::Result<()> {
     if dir.exists() {
-        let provider = wiring::provider_parts(config, dir)?.provider;
+        let provider = wiring::provider_parts(config, dir).await?.provider;
         for g in &config.groups {
             for m in provider.list(Some(&g.id)).await? {
                 provider.delete(&m.group, std::slice::from_ref(&m.id)).await?;

@@ -17,6 +17,13 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    if args.target.openstack() {
+        return super::openstack::deploy(args).await;
+    }
+    let foreign = super::openstack::openstack_only_flags(&args);
+    if !foreign.is_empty() {
+        return usage(format!("{}: only with --provider openstack (the provider is local)", foreign.join(", ")));
+    }
     if !valid_name(&args.name) {
         return usage(format!("--name {:?}: use 1-63 letters, digits, '-', '_' or '.'", args.name));
     }

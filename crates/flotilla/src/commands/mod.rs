@@ -6,13 +6,14 @@ mod demo;
 mod deploy;
 mod lb;
 mod load;
+mod openstack;
 mod run;
 mod status;
 mod watch;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, ImageCommand};
 
 pub use demo::demo;
 
@@ -24,6 +25,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => watch::watch(state_flag, args).await,
         Command::Deploy(args) => deploy::deploy(state_flag, args).await,
         Command::Cleanup(args) => cleanup::cleanup(state_flag, args).await,
+        Command::Image(ImageCommand::Golden(args)) => openstack::golden(args).await,
         Command::Load(args) => load::load(state_flag, args).await,
         Command::Status(args) => status::status(state_flag, args).await,
         Command::Config(ConfigCommand::Check { file }) => config_check::check(&file),

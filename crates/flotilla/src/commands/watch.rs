@@ -1,13 +1,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_model::{
-    Aggregation, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, Provider, Store, ThresholdSpec, Victim,
+    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, MetricSource, Mode, PolicySpec, Store, ThresholdSpec,
+    Victim,
 };
+use flotilla_provider_openstack::{AddressMode, OpenStackProvider, OpenStackSettings};
 
-use crate::cli::{MetricArg, WatchArgs};
+use crate::cli::{AddressArg, MetricArg, SourceArg, WatchArgs};
 use crate::{usage, wiring};
 
 /// The seed's `autoscale_watch.py` as a one-group controller in handover mode.
@@ -30,8 +33,13 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
     }
 
     let state_dir = crate::state_dir::resolve(state_flag, None);
-    let (store, provider) = wiring::store_and_provider(&state_dir, None)?;
-    let everyone = provider.list(None).await?;
+    let (store, local) = wiring::store_and_provider(&state_dir, None)?;
+    let parts = if args.target.openstack() {
+        openstack_parts(&args, &state_dir).await?
+    } else {
+        wiring::ProviderParts { provider: local, sources: sources(&args, &state_dir, None)? }
+    };
+    let everyone = parts.provider.list(None).await?;
     let Some(server) = everyone.iter().find(|i| i.name == args.server) else {
         return usage(format!(
             "--server {}: no such member in {} (create one with `flotilla deploy --name NAME`)",
@@ -39,8 +47,10 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
             state_dir.display()
         ));
     };
+    // The seed's deployer names clones `<base>_clone_N`, where the base is the deploy name (the
+    // group): VM-test_1 grows VM-test_clone_1.
     let clone_base = match args.clone.as_deref() {
-        None | Some("legacy") => format!("{}_clone", args.server),
+        None | Some("legacy") => format!("{}_clone", server.group),
         Some(name) if super::deploy::valid_name(name) => name.to_string(),
         Some(name) => return usage(format!("--clone {name:?}: use letters, digits, '-', '_' or '.'")),
     };
@@ -86,10 +96,75 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
         "[watch] monitoring {} (group {group}) every {:.1}s: high {} low {} min-up {} min-down {} metric {:?}",
         args.server, args.interval, args.high, args.low, args.min_up, args.min_down, args.metric
     );
-    let parts = wiring::ProviderParts {
-        provider,
-        sources: vec![std::sync::Arc::new(flotilla_metrics::LocalProcessSource::new())],
-    };
     let built = wiring::assemble(store, parts, vec![spec], &Default::default(), 600, &state_dir).await?;
     super::run::serve(built, false).await
+}
+
+/// On Nova: the server's group grows with servers made like it (its image, flavor, network,
+/// security groups and keypair), each with a floating IP unless `--address fixed`.
+async fn openstack_parts(args: &WatchArgs, state_dir: &Path) -> anyhow::Result<wiring::ProviderParts> {
+    let cloud = super::openstack::connect(args.target.os_cloud.as_deref()).await?;
+    let server = cloud.find_server(&args.server).await?;
+    let Some(group) = server.group().filter(|_| server.is_ours()).map(str::to_string) else {
+        return usage(format!(
+            "--server {}: not a Flotilla server on cloud {} (create one with `flotilla deploy --provider openstack`)",
+            args.server,
+            cloud.config().name
+        ));
+    };
+    let template = cloud.template_of_server(&args.server).await?;
+    let settings = OpenStackSettings {
+        cloud: args.target.os_cloud.clone(),
+        address: match args.address {
+            AddressArg::Fixed => AddressMode::Fixed,
+            AddressArg::Floating => AddressMode::Floating,
+        },
+        ..OpenStackSettings::default()
+    };
+    let templates = BTreeMap::from([(GroupId::new(group), template)]);
+    let provider = Arc::new(OpenStackProvider::with_cloud(cloud, settings, templates));
+    let sources = sources(args, state_dir, Some(&provider))?;
+    Ok(wiring::ProviderParts { provider, sources })
+}
+
+/// The `--source` list, defaulting to the provider's own view (`/proc` locally, Nova diagnostics
+/// on OpenStack); each one checked against the provider.
+fn sources(
+    args: &WatchArgs,
+    state_dir: &Path,
+    openstack: Option<&OpenStackProvider>,
+) -> anyhow::Result<Vec<Arc<dyn MetricSource>>> {
+    let mut wanted = args.sources.clone();
+    if wanted.is_empty() {
+        wanted.push(if openstack.is_some() { SourceArg::Diagnostics } else { SourceArg::Local });
+    }
+    wanted.dedup();
+    let mut out: Vec<Arc<dyn MetricSource>> = Vec::new();
+    for s in wanted {
+        match (s, openstack) {
+            (SourceArg::Local, None) => out.push(Arc::new(flotilla_metrics::LocalProcessSource::new())),
+            (SourceArg::Local, Some(_)) => {
+                return usage("--source local: reads local processes; the provider is openstack")
+            }
+            (SourceArg::Diagnostics, Some(p)) => out.push(Arc::new(p.diagnostics_source())),
+            (SourceArg::Diagnostics, None) => {
+                return usage("--source diagnostics: reads Nova diagnostics; use --provider openstack")
+            }
+            (SourceArg::Ssh, _) => {
+                let Some(key) = &args.ssh_key else { return usage("--source ssh needs --ssh-key PATH") };
+                let mut settings = flotilla_metrics_ssh::SshSettings::new(key);
+                settings.user = args.ssh_user.clone();
+                settings.allow_ssh_rsa = args.ssh_allow_rsa;
+                let problems = settings.validate();
+                if !problems.is_empty() {
+                    let lines: Vec<String> = problems.into_iter().map(|(f, m)| format!("--ssh ({f}): {m}")).collect();
+                    return usage(lines.join("\n"));
+                }
+                let pins = state_dir.join("ssh").join("host-keys");
+                out.push(Arc::new(flotilla_metrics_ssh::SshSampler::new(settings, &pins)?));
+            }
+            (SourceArg::Push, _) => return usage("--source push: not available yet"),
+        }
+    }
+    Ok(out)
 }

@@ -13,8 +13,10 @@
 //!   path: flotilla.db         # relative to state_dir
 //!   sample_window: 600        # samples kept per group, >= 10
 //! provider:                   # optional
-//!   kind: local               # only `local` for now
-//!   start_timeout: 20s
+//!   kind: local               # local | libvirt | openstack
+//!   start_timeout: 20s        # local only
+//!   # libvirt: {hosts: ..., ports: ...}      (kind libvirt; see examples/libvirt)
+//!   # openstack: {cloud: microstack, address: floating}   (kind openstack; see examples/openstack)
 //! groups:                     # at least one
 //!   - name: vm-test           # required; [A-Za-z0-9._-]{1,63}, unique
 //!     mode: handover          # scale | handover (default scale)
@@ -106,6 +108,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderTemplate {
     Libvirt(flotilla_provider_libvirt::LibvirtTemplate),
+    OpenStack(flotilla_provider_openstack::OpenStackTemplate),
 }
 
 /// Where member metrics come from.
@@ -122,6 +125,7 @@ pub enum MetricSourceKind {
     Local,
     Libvirt,
     Ssh,
+    Diagnostics,
 }
 
 /// A group's validated `balancer:` section. The binary turns it into the engine's own config.
@@ -180,6 +184,7 @@ pub enum ProviderConfig {
         start_timeout: Duration,
     },
     Libvirt(flotilla_provider_libvirt::LibvirtSettings),
+    OpenStack(flotilla_provider_openstack::OpenStackSettings),
 }
 
 /// One problem in a configuration file.

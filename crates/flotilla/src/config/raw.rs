@@ -93,7 +93,10 @@ pub enum RawStoreKind {
 
 /// The `provider` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping of provider settings (`kind`, `start_timeout`, `libvirt`)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of provider settings (`kind`, `start_timeout`, `libvirt`, `openstack`)"
+)]
 pub struct RawProvider {
     /// Which provider: `local` (members are local processes) or `libvirt` (domains on libvirt hosts).
     #[serde(default = "default_provider_kind")]
@@ -104,11 +107,20 @@ pub struct RawProvider {
     /// The libvirt hosts, placement and addressing (`libvirt` only; required there).
     #[serde(default)]
     pub libvirt: Option<flotilla_provider_libvirt::LibvirtSettings>,
+    /// The cloud (clouds.yaml name or OS_* variables), addressing and timeouts (`openstack` only;
+    /// optional there: without it, `OS_CLOUD` or the `OS_*` variables name the cloud).
+    #[serde(default)]
+    pub openstack: Option<flotilla_provider_openstack::OpenStackSettings>,
 }
 
 impl Default for RawProvider {
     fn default() -> Self {
-        RawProvider { kind: default_provider_kind(), start_timeout: default_start_timeout(), libvirt: None }
+        RawProvider {
+            kind: default_provider_kind(),
+            start_timeout: default_start_timeout(),
+            libvirt: None,
+            openstack: None,
+        }
     }
 }
 
@@ -120,6 +132,8 @@ pub enum RawProviderKind {
     Local,
     /// Members are libvirt domains.
     Libvirt,
+    /// Members are Nova servers.
+    Openstack,
 }
 
 /// The `metrics` section.
@@ -138,7 +152,7 @@ pub struct RawMetrics {
 
 /// The metric sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase", expecting = "`local`, `libvirt` or `ssh`")]
+#[serde(rename_all = "lowercase", expecting = "`local`, `libvirt`, `ssh` or `diagnostics`")]
 pub enum RawSource {
     /// /proc of local member processes.
     Local,
@@ -146,6 +160,8 @@ pub enum RawSource {
     Libvirt,
     /// /proc/stat and /proc/meminfo read inside the guest over SSH.
     Ssh,
+    /// Nova server diagnostics (the hypervisor's view on OpenStack).
+    Diagnostics,
 }
 
 /// One item of `groups`.
@@ -511,7 +527,7 @@ pub struct RawRequestsPolicy {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of template settings (`base_name`, `clone_base`, `vcpus`, `libvirt`)"
+    expecting = "a mapping of template settings (`base_name`, `clone_base`, `vcpus`, `libvirt`, `openstack`)"
 )]
 pub struct RawTemplate {
     /// Members are `<base_name>_N`; defaults to the group name. Unique across groups.
@@ -526,11 +542,14 @@ pub struct RawTemplate {
     /// What a libvirt member is made from (image, domain XML, cloud-init; `libvirt` provider only).
     #[serde(default)]
     pub libvirt: Option<flotilla_provider_libvirt::LibvirtTemplate>,
+    /// What a Nova member is made from (image, flavor, network, ...; `openstack` provider only).
+    #[serde(default)]
+    pub openstack: Option<flotilla_provider_openstack::OpenStackTemplate>,
 }
 
 impl Default for RawTemplate {
     fn default() -> Self {
-        RawTemplate { base_name: None, clone_base: None, vcpus: default_vcpus(), libvirt: None }
+        RawTemplate { base_name: None, clone_base: None, vcpus: default_vcpus(), libvirt: None, openstack: None }
     }
 }
 

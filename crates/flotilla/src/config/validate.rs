@@ -88,8 +88,17 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
         ) if errors.is_empty() => {
             // A provider template is part of what members are made from: fold it into the version.
             for g in &mut groups {
-                if let Some(ProviderTemplate::Libvirt(t)) = templates.get(&g.id) {
-                    g.template_version = short_hash(&format!("{}/{}", g.template_version, t.fingerprint()));
+                match templates.get(&g.id) {
+                    Some(ProviderTemplate::Libvirt(t)) => {
+                        g.template_version = short_hash(&format!("{}/{}", g.template_version, t.fingerprint()));
+                    }
+                    Some(ProviderTemplate::OpenStack(t)) => {
+                        // The image is named, not pinned: a golden image rebuilt under the same
+                        // name is picked up by new members, not rolled out to old ones.
+                        let text = serde_json::to_string(t).unwrap_or_default();
+                        g.template_version = short_hash(&format!("{}/{text}", g.template_version));
+                    }
+                    None => {}
                 }
             }
             Ok(Config { state_dir, store, provider, groups, balancers, templates, metrics, warnings: Vec::new() })
@@ -98,8 +107,9 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
     }
 }
 
-/// Each group's provider template, checked against the provider: required by `libvirt`, refused
-/// by `local`, each problem under `groups[i].template.libvirt.…`.
+/// Each group's provider template, checked against the provider: required by `libvirt` and
+/// `openstack` (each its own section), refused elsewhere, each problem under
+/// `groups[i].template.<kind>.…`.
 fn check_templates(
     groups: &[Option<RawGroup>],
     provider: &ProviderConfig,
@@ -115,6 +125,23 @@ fn check_templates(
             RawReplacementStrategy::None => 0,
         };
         total_max = total_max.saturating_add(max).saturating_add(surge);
+        let id = GroupId::new(g.name.clone());
+        let os_base = format!("groups[{i}].template.openstack");
+        match (provider, &g.template.openstack) {
+            (ProviderConfig::OpenStack(_), Some(t)) => {
+                for (path, message) in t.validate() {
+                    err(errors, format!("{os_base}.{path}"), message);
+                }
+                out.insert(id.clone(), ProviderTemplate::OpenStack(t.clone()));
+            }
+            (ProviderConfig::OpenStack(_), None) => err(
+                errors,
+                format!("groups[{i}].template"),
+                "provider.kind is openstack: the template needs an `openstack` section (image, flavor, network)",
+            ),
+            (_, Some(_)) => err(errors, os_base, "applies only with provider.kind openstack"),
+            (_, None) => {}
+        }
         let base = format!("groups[{i}].template.libvirt");
         match (provider, &g.template.libvirt) {
             (ProviderConfig::Libvirt(settings), Some(t)) => {
@@ -122,7 +149,7 @@ fn check_templates(
                     let path = if path == "max" { format!("groups[{i}].max") } else { format!("{base}.{path}") };
                     err(errors, path, message);
                 }
-                out.insert(GroupId::new(g.name.clone()), ProviderTemplate::Libvirt(t.clone()));
+                out.insert(id, ProviderTemplate::Libvirt(t.clone()));
             }
             (ProviderConfig::Libvirt(_), None) => err(
                 errors,
@@ -132,7 +159,10 @@ fn check_templates(
             (ProviderConfig::Local { .. }, Some(_)) => {
                 err(errors, base, "applies only with provider.kind libvirt (the provider is local)")
             }
-            (ProviderConfig::Local { .. }, None) => {}
+            (ProviderConfig::OpenStack(_), Some(_)) => {
+                err(errors, base, "applies only with provider.kind libvirt (the provider is openstack)")
+            }
+            (ProviderConfig::Local { .. } | ProviderConfig::OpenStack(_), None) => {}
         }
     }
     if let ProviderConfig::Libvirt(settings) = provider {
@@ -148,6 +178,7 @@ fn check_metrics(raw: &RawMetrics, provider: &ProviderConfig, errors: &mut Vec<C
     let own = match provider {
         ProviderConfig::Local { .. } => RawSource::Local,
         ProviderConfig::Libvirt(_) => RawSource::Libvirt,
+        ProviderConfig::OpenStack(_) => RawSource::Diagnostics,
     };
     let listed = raw.sources.clone().unwrap_or_else(|| vec![own]);
     if listed.is_empty() {
@@ -163,13 +194,20 @@ fn check_metrics(raw: &RawMetrics, provider: &ProviderConfig, errors: &mut Vec<C
             RawSource::Local => MetricSourceKind::Local,
             RawSource::Libvirt => MetricSourceKind::Libvirt,
             RawSource::Ssh => MetricSourceKind::Ssh,
+            RawSource::Diagnostics => MetricSourceKind::Diagnostics,
         };
         match (src, provider) {
             (RawSource::Local, ProviderConfig::Libvirt(_)) => {
                 err(errors, path, "`local` reads local member processes; the provider is libvirt")
             }
-            (RawSource::Libvirt, ProviderConfig::Local { .. }) => {
-                err(errors, path, "`libvirt` reads domain stats; the provider is local")
+            (RawSource::Local, ProviderConfig::OpenStack(_)) => {
+                err(errors, path, "`local` reads local member processes; the provider is openstack")
+            }
+            (RawSource::Libvirt, ProviderConfig::Local { .. } | ProviderConfig::OpenStack(_)) => {
+                err(errors, path, "`libvirt` reads domain stats; the provider is not libvirt")
+            }
+            (RawSource::Diagnostics, ProviderConfig::Local { .. } | ProviderConfig::Libvirt(_)) => {
+                err(errors, path, "`diagnostics` reads Nova server diagnostics; the provider is not openstack")
             }
             _ => {}
         }
@@ -228,6 +266,23 @@ fn check_provider(raw: RawProvider, errors: &mut Vec<ConfigError>) -> ProviderCo
             if raw.libvirt.is_some() {
                 err(errors, "provider.libvirt", "applies only with kind: libvirt (the kind is local)");
             }
+            if raw.openstack.is_some() {
+                err(errors, "provider.openstack", "applies only with kind: openstack (the kind is local)");
+            }
+            ProviderConfig::Local { start_timeout: raw.start_timeout }
+        }
+        RawProviderKind::Openstack => {
+            if raw.libvirt.is_some() {
+                err(errors, "provider.libvirt", "applies only with kind: libvirt (the kind is openstack)");
+            }
+            let settings = raw.openstack.unwrap_or_default();
+            for (path, message) in settings.validate() {
+                err(errors, format!("provider.openstack.{path}"), message);
+            }
+            ProviderConfig::OpenStack(settings)
+        }
+        RawProviderKind::Libvirt if raw.openstack.is_some() => {
+            err(errors, "provider.openstack", "applies only with kind: openstack (the kind is libvirt)");
             ProviderConfig::Local { start_timeout: raw.start_timeout }
         }
         RawProviderKind::Libvirt => match raw.libvirt {
