@@ -64,7 +64,7 @@ pub async fn run(ctl: Arc<Controller>, shutdown: Shutdown, grace: Duration) -> R
                             }
                         },
                     };
-                    ctl.after_reconcile(&id, result)
+                    ctl.after_reconcile(&id, result).await
                 };
                 if shutdown.is_triggered() {
                     break;
@@ -83,8 +83,10 @@ pub async fn run(ctl: Arc<Controller>, shutdown: Shutdown, grace: Duration) -> R
 }
 
 impl Controller {
-    /// The error policy: returns the delay before the next pass when the pass failed.
-    pub(crate) fn after_reconcile(
+    /// The error policy: returns the delay before the next pass when the pass failed. Only this
+    /// group pauses (a quota error for five minutes); the reason is recorded as an event, once per
+    /// distinct error, so `flotilla status` shows why a group is not acting.
+    pub async fn after_reconcile(
         &self,
         group: &flotilla_model::GroupId,
         result: Result<crate::ReconcileOutcome, flotilla_model::SeamError>,
@@ -101,9 +103,19 @@ impl Controller {
             Err(e) => {
                 let delay = slot.backoff.lock().expect("backoff lock").next(e.kind());
                 tracing::warn!(group = %group, kind = e.kind().as_str(), error = %e, retry_in = ?delay, "reconcile failed");
-                let mut st = slot.status.lock().expect("status lock");
-                st.last_error = Some(format!("{}: {e}", e.kind().as_str()));
-                st.paused_until = Some(self.clock.now().plus(delay));
+                let reason = format!("{}: {e}", e.kind().as_str());
+                let now = self.clock.now();
+                let changed = {
+                    let mut st = slot.status.lock().expect("status lock");
+                    let changed = st.last_error.as_deref() != Some(reason.as_str());
+                    st.last_error = Some(reason.clone());
+                    st.paused_until = Some(now.plus(delay));
+                    changed
+                };
+                if changed {
+                    let message = format!("group paused for {}s: {reason}", delay.as_secs());
+                    self.event(&slot.spec, now, flotilla_model::EventKind::Error, message).await;
+                }
                 Some(delay)
             }
         }

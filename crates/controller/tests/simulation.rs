@@ -9,7 +9,7 @@ use flotilla_controller::{Controller, ControllerParts, Options};
 use flotilla_lb::{BalancerCall, RecordingBalancer};
 use flotilla_model::{
     Clock, Decision, ErrorKind, FakeClock, GroupId, GroupSpec, HoldReason, InstanceId, InstanceState, Mode, OpKind,
-    OpState, Store, Timestamp,
+    OpState, SeamError, Store, Timestamp,
 };
 use flotilla_store_sqlite::SqliteStore;
 use flotilla_testkit::fake_provider::FakeProvider;
@@ -257,6 +257,19 @@ async fn provider_errors_fail_the_operation_and_back_off_by_kind() {
     let ops = sim.store.operations(&sim.group, 10).await.unwrap();
     assert!(matches!(&ops[0].state, OpState::Failed(reason) if reason.contains("injected create failure")), "{ops:?}");
     assert!(sim.names().is_empty(), "nothing half-created");
+    // The error policy pauses this group for five minutes and says why, once per distinct error.
+    let again = SeamError::new(ErrorKind::Quota, err.message.clone());
+    assert_eq!(sim.ctl.after_reconcile(&sim.group, Err(err)).await, Some(Duration::from_secs(300)));
+    assert_eq!(sim.ctl.after_reconcile(&sim.group, Err(again)).await, Some(Duration::from_secs(300)));
+    let paused: Vec<_> = sim
+        .store
+        .events(Some(&sim.group), 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.starts_with("group paused for 300s: quota: "))
+        .collect();
+    assert_eq!(paused.len(), 1, "{paused:?}");
     // The next pass (after the error policy's pause) succeeds.
     assert!(matches!(sim.tick().await, Decision::ScaleOut { count: 1, .. }));
     assert_eq!(sim.names(), vec!["vm-test_1"]);

@@ -131,11 +131,11 @@ pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result
             p
         }
     };
-    let sources = metric_sources(&config.metrics, libvirt.as_deref(), openstack.as_deref(), state_dir)?;
+    let sources = metric_sources(&config.metrics, libvirt.as_deref(), openstack.as_deref(), state_dir).await?;
     Ok(ProviderParts { provider, sources })
 }
 
-fn metric_sources(
+async fn metric_sources(
     metrics: &MetricsConfig,
     libvirt: Option<&LibvirtProvider>,
     openstack: Option<&OpenStackProvider>,
@@ -148,6 +148,10 @@ fn metric_sources(
             MetricSourceKind::Libvirt => {
                 let p = libvirt.context("the libvirt metric source needs the libvirt provider")?;
                 out.push(Arc::new(DomainStatsSource::new(p)));
+            }
+            MetricSourceKind::Push => {
+                let settings = metrics.push.clone().context("the push metric source needs `metrics.push`")?;
+                out.push(push_source(settings).await?);
             }
             MetricSourceKind::Diagnostics => {
                 let p = openstack.context("the diagnostics metric source needs the openstack provider")?;
@@ -162,6 +166,14 @@ fn metric_sources(
         }
     }
     Ok(out)
+}
+
+/// The push endpoint, listening before the controller starts (a port in use fails the start).
+pub async fn push_source(settings: flotilla_metrics_push::PushSettings) -> anyhow::Result<Arc<dyn MetricSource>> {
+    let listen = settings.listen;
+    let (source, addr) = flotilla_metrics_push::PushSource::start_with_clock(settings, Arc::new(SystemClock)).await?;
+    tracing::info!(listen = %addr, configured = %listen, "metrics push endpoint listening");
+    Ok(source)
 }
 
 pub async fn build(config: &Config, state_dir: &Path, groups: Vec<GroupSpec>) -> anyhow::Result<Built> {

@@ -248,7 +248,7 @@ const CASES: &[Case] = &[
         name: "target of zero",
         yaml: "groups:\n  - name: a\n    policy: {kind: target, metric: rps, target: 0}\n",
         errors: &[
-            ("groups[0].policy.metric", 3, 36, "metric `rps` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.target", 3, 49, "must be greater than 0 requests per second (got 0)")],
+            ("groups[0].policy.metric", 3, 36, "metric `rps` needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"),("groups[0].policy.target", 3, 49, "must be greater than 0 requests per second (got 0)")],
     },
     Case {
         name: "negative cpu target",
@@ -282,7 +282,7 @@ const CASES: &[Case] = &[
         name: "zero requests",
         yaml: "groups:\n  - name: a\n    policy: {kind: requests, requests: 0}\n",
         errors: &[
-            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.requests", 3, 40, "must be at least 1 request")],
+            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"),("groups[0].policy.requests", 3, 40, "must be at least 1 request")],
     },
     Case {
         name: "negative requests",
@@ -293,13 +293,13 @@ const CASES: &[Case] = &[
         name: "window of 0s",
         yaml: "groups:\n  - name: a\n    policy: {kind: requests, requests: 10, window: 0s}\n",
         errors: &[
-            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.window", 3, 52, "must be between 1s and 5m (got 0s)")],
+            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"),("groups[0].policy.window", 3, 52, "must be between 1s and 5m (got 0s)")],
     },
     Case {
         name: "window of 10m",
         yaml: "groups:\n  - name: a\n    policy:\n      kind: requests\n      requests: 10\n      window: 10m\n",
         errors: &[
-            ("groups[0].policy.kind", 4, 13, "policy kind `requests` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.window", 6, 15, "must be between 1s and 5m (got 10m)")],
+            ("groups[0].policy.kind", 4, 13, "policy kind `requests` needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"),("groups[0].policy.window", 6, 15, "must be between 1s and 5m (got 10m)")],
     },
     Case {
         name: "window without a unit",
@@ -310,13 +310,13 @@ const CASES: &[Case] = &[
         name: "rps thresholds: not percent, but never negative",
         yaml: "groups:\n  - name: a\n    policy: {metric: rps, high: 500, low: -1}\n",
         errors: &[
-            ("groups[0].policy.metric", 3, 22, "metric `rps` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.low", 3, 43, "must be at least 0 requests per second (got -1)")],
+            ("groups[0].policy.metric", 3, 22, "metric `rps` needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"),("groups[0].policy.low", 3, 43, "must be at least 0 requests per second (got -1)")],
     },
     Case {
         name: "rps thresholds: low below high",
         yaml: "groups:\n  - name: a\n    policy: {metric: rps, high: 500, low: 500}\n",
         errors: &[
-            ("groups[0].policy.metric", 3, 22, "metric `rps` needs a `balancer:` section: the balancer is what counts requests"),("groups[0].policy.low", 3, 43, "low (500) must be less than high (500)")],
+            ("groups[0].policy.metric", 3, 22, "metric `rps` needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"),("groups[0].policy.low", 3, 43, "low (500) must be less than high (500)")],
     },
     Case {
         name: "duplicate group names",
@@ -520,8 +520,8 @@ groups:
     policy: {kind: target, metric: cpu, target: 50}
 ",
         errors: &[
-            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section: the balancer is what counts requests"),
-            ("groups[1].policy.metric", 5, 36, "metric `rps` needs a `balancer:` section: the balancer is what counts requests"),
+            ("groups[0].policy.kind", 3, 20, "policy kind `requests` needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"),
+            ("groups[1].policy.metric", 5, 36, "metric `rps` needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"),
         ],
     },
 ];

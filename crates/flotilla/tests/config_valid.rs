@@ -74,7 +74,7 @@ groups:
         provider: ProviderConfig::Local { start_timeout: secs(60) },
         balancers: Default::default(),
         templates: Default::default(),
-        metrics: MetricsConfig { sources: vec![MetricSourceKind::Local], ssh: None },
+        metrics: MetricsConfig { sources: vec![MetricSourceKind::Local], ssh: None, push: None },
         warnings: Vec::new(),
         groups: vec![GroupSpec {
             id: GroupId::new("web.front_1"),

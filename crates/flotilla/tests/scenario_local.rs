@@ -126,15 +126,15 @@ async fn watch_deploy_cleanup_seed_cli() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let out = env.ok(&["load", "--group", "VM-test", "--wait", "60s"]);
-    assert!(out.contains("VM-test_1_clone_1"), "{out}");
+    assert!(out.contains("VM-test_clone_1"), "{out}");
     env.ok(&["load", "--group", "VM-test", "--stop"]);
-    wait_until(Duration::from_secs(30), "the handover", || env.member_names("VM-test") == ["VM-test_1_clone_1"]).await;
+    wait_until(Duration::from_secs(30), "the handover", || env.member_names("VM-test") == ["VM-test_clone_1"]).await;
     let log = env.log("watch.log");
     assert!(log.contains("[metrics] cpu=") && log.contains("-> max="), "{log}");
     assert!(log.contains("SCALE UP"), "{log}");
     assert!(
         log.contains("SCALE DOWN: ")
-            && log.contains("deleting baseline VM-test_1 and proceeding with clone VM-test_1_clone_1"),
+            && log.contains("deleting baseline VM-test_1 and proceeding with clone VM-test_clone_1"),
         "{log}"
     );
     assert_eq!(env.stop(watch).await, Some(0));
@@ -142,7 +142,7 @@ async fn watch_deploy_cleanup_seed_cli() {
     // Cleanup takes only this prefix's members, and says so when there are none.
     env.ok(&["deploy", "--name", "other"]);
     let out = env.ok(&["cleanup", "VM-test", "--yes"]);
-    assert!(out.contains("VM-test_1_clone_1"), "{out}");
+    assert!(out.contains("VM-test_clone_1"), "{out}");
     assert_eq!(env.live_member_names(), ["other_1"]);
     let out = env.ok(&["cleanup", "VM-test", "--yes"]);
     assert!(out.contains("nothing to clean up"), "{out}");

@@ -37,7 +37,7 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
     let parts = if args.target.openstack() {
         openstack_parts(&args, &state_dir).await?
     } else {
-        wiring::ProviderParts { provider: local, sources: sources(&args, &state_dir, None)? }
+        wiring::ProviderParts { provider: local, sources: sources(&args, &state_dir, None).await? }
     };
     let everyone = parts.provider.list(None).await?;
     let Some(server) = everyone.iter().find(|i| i.name == args.server) else {
@@ -123,13 +123,13 @@ async fn openstack_parts(args: &WatchArgs, state_dir: &Path) -> anyhow::Result<w
     };
     let templates = BTreeMap::from([(GroupId::new(group), template)]);
     let provider = Arc::new(OpenStackProvider::with_cloud(cloud, settings, templates));
-    let sources = sources(args, state_dir, Some(&provider))?;
+    let sources = sources(args, state_dir, Some(&provider)).await?;
     Ok(wiring::ProviderParts { provider, sources })
 }
 
 /// The `--source` list, defaulting to the provider's own view (`/proc` locally, Nova diagnostics
 /// on OpenStack); each one checked against the provider.
-fn sources(
+async fn sources(
     args: &WatchArgs,
     state_dir: &Path,
     openstack: Option<&OpenStackProvider>,
@@ -140,6 +140,7 @@ fn sources(
     }
     wanted.dedup();
     let mut out: Vec<Arc<dyn MetricSource>> = Vec::new();
+    let mut push = Vec::new();
     for s in wanted {
         match (s, openstack) {
             (SourceArg::Local, None) => out.push(Arc::new(flotilla_metrics::LocalProcessSource::new())),
@@ -163,8 +164,31 @@ fn sources(
                 let pins = state_dir.join("ssh").join("host-keys");
                 out.push(Arc::new(flotilla_metrics_ssh::SshSampler::new(settings, &pins)?));
             }
-            (SourceArg::Push, _) => return usage("--source push: not available yet"),
+            (SourceArg::Push, _) => {
+                let Some(listen) = args.push_listen else { return usage("--source push needs --push-listen ADDR") };
+                let Ok(token) = std::env::var("FLOTILLA_PUSH_TOKEN") else {
+                    return usage("--source push: set $FLOTILLA_PUSH_TOKEN to the shared token");
+                };
+                let settings = flotilla_metrics_push::PushSettings::new(listen, token.trim());
+                let problems = settings.validate();
+                if !problems.is_empty() {
+                    let lines: Vec<String> = problems
+                        .into_iter()
+                        .map(|(f, m)| {
+                            format!(
+                                "--source push ({}): {m}",
+                                if f == "listen" { "--push-listen" } else { "$FLOTILLA_PUSH_TOKEN" }
+                            )
+                        })
+                        .collect();
+                    return usage(lines.join("\n"));
+                }
+                push.push(settings);
+            }
         }
+    }
+    for settings in push {
+        out.push(wiring::push_source(settings).await?);
     }
     Ok(out)
 }

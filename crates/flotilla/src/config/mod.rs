@@ -118,6 +118,8 @@ pub struct MetricsConfig {
     pub sources: Vec<MetricSourceKind>,
     /// Present when `sources` has `ssh`.
     pub ssh: Option<flotilla_metrics_ssh::SshSettings>,
+    /// Present when `sources` has `push`; the token already read from its variable or file.
+    pub push: Option<flotilla_metrics_push::PushSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -126,6 +128,7 @@ pub enum MetricSourceKind {
     Libvirt,
     Ssh,
     Diagnostics,
+    Push,
 }
 
 /// A group's validated `balancer:` section. The binary turns it into the engine's own config.

@@ -138,7 +138,7 @@ pub enum RawProviderKind {
 
 /// The `metrics` section.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `sources` and `ssh`")]
+#[serde(deny_unknown_fields, expecting = "a mapping with `sources`, `ssh` and `push`")]
 pub struct RawMetrics {
     /// Which sources sample members; default: the provider's own (`local` or `libvirt`). Several
     /// are merged per member, the larger value winning (`max` of both). The balancer's request
@@ -148,11 +148,37 @@ pub struct RawMetrics {
     /// How the `ssh` source logs in to members (required when it is listed).
     #[serde(default)]
     pub ssh: Option<flotilla_metrics_ssh::SshSettings>,
+    /// Where others push samples (required when the `push` source is listed).
+    #[serde(default)]
+    pub push: Option<RawPush>,
+}
+
+/// `metrics.push`: the HTTP endpoint others push samples to. The token is never in the file: it
+/// comes from an environment variable or a file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `listen`, `token_env` or `token_file`, `max_age`")]
+pub struct RawPush {
+    /// `127.0.0.1:PORT` (not port 0: pushers must know it).
+    pub listen: std::net::SocketAddr,
+    /// The variable holding the shared token (default `FLOTILLA_PUSH_TOKEN`).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// A file holding the shared token (instead of `token_env`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// How long a pushed value counts (default 30s).
+    #[serde(default = "default_push_max_age", with = "duration")]
+    pub max_age: Duration,
+}
+
+/// `metrics.push.max_age`: 30s.
+pub fn default_push_max_age() -> Duration {
+    flotilla_metrics_push::DEFAULT_MAX_AGE
 }
 
 /// The metric sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase", expecting = "`local`, `libvirt`, `ssh` or `diagnostics`")]
+#[serde(rename_all = "lowercase", expecting = "`local`, `libvirt`, `ssh`, `diagnostics` or `push`")]
 pub enum RawSource {
     /// /proc of local member processes.
     Local,
@@ -162,6 +188,8 @@ pub enum RawSource {
     Ssh,
     /// Nova server diagnostics (the hypervisor's view on OpenStack).
     Diagnostics,
+    /// Samples others push over HTTP (`metrics.push`).
+    Push,
 }
 
 /// One item of `groups`.

@@ -69,7 +69,10 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
         (Some(m), Some(p)) => Some(check_metrics(m, p, &mut errors)),
         _ => None,
     };
-    let balancers = parts.groups.as_ref().map(|groups| check_balancers(groups, &mut errors));
+    // Pushed samples may carry request counts (an outside balancer or monitor): then a
+    // request-based policy does not need our balancer.
+    let pushed = parts.metrics.as_ref().and_then(|m| m.sources.as_ref()).is_some_and(|s| s.contains(&RawSource::Push));
+    let balancers = parts.groups.as_ref().map(|groups| check_balancers(groups, pushed, &mut errors));
     let templates = match (&parts.groups, &provider) {
         (Some(groups), Some(p)) => Some(check_templates(groups, p, &mut errors)),
         _ => None,
@@ -195,6 +198,7 @@ fn check_metrics(raw: &RawMetrics, provider: &ProviderConfig, errors: &mut Vec<C
             RawSource::Libvirt => MetricSourceKind::Libvirt,
             RawSource::Ssh => MetricSourceKind::Ssh,
             RawSource::Diagnostics => MetricSourceKind::Diagnostics,
+            RawSource::Push => MetricSourceKind::Push,
         };
         match (src, provider) {
             (RawSource::Local, ProviderConfig::Libvirt(_)) => {
@@ -224,7 +228,51 @@ fn check_metrics(raw: &RawMetrics, provider: &ProviderConfig, errors: &mut Vec<C
         }
         (None, false) => {}
     }
-    MetricsConfig { sources, ssh: raw.ssh.clone() }
+    let push = match (&raw.push, listed.contains(&RawSource::Push)) {
+        (None, true) => {
+            err(errors, "metrics.push", "the `push` source needs this section (at least `listen`)");
+            None
+        }
+        (Some(p), _) => check_push(p, errors),
+        (None, false) => None,
+    };
+    MetricsConfig { sources, ssh: raw.ssh.clone(), push }
+}
+
+/// `metrics.push`, with its token read from the variable or file it names (never from the file
+/// itself, and never printed).
+fn check_push(raw: &super::raw::RawPush, errors: &mut Vec<ConfigError>) -> Option<flotilla_metrics_push::PushSettings> {
+    let (field, token) = match (&raw.token_env, &raw.token_file) {
+        (Some(_), Some(_)) => {
+            err(errors, "metrics.push.token_file", "give token_env or token_file, not both");
+            return None;
+        }
+        (_, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(t) => ("token_file", t.trim().to_string()),
+            Err(e) => {
+                err(errors, "metrics.push.token_file", format!("cannot read {}: {e}", file.display()));
+                return None;
+            }
+        },
+        (env, None) => {
+            let var = env.clone().unwrap_or_else(|| "FLOTILLA_PUSH_TOKEN".to_string());
+            match std::env::var(&var) {
+                Ok(t) => ("token_env", t.trim().to_string()),
+                Err(_) => {
+                    err(errors, "metrics.push.token_env", format!("${var} is not set (it holds the shared token)"));
+                    return None;
+                }
+            }
+        }
+    };
+    let mut settings = flotilla_metrics_push::PushSettings::new(raw.listen, token);
+    settings.max_age = raw.max_age;
+    let problems = settings.validate();
+    for (path, message) in &problems {
+        let path = if path == "token" { field } else { path.as_str() };
+        err(errors, format!("metrics.push.{path}"), message.clone());
+    }
+    problems.is_empty().then_some(settings)
 }
 
 /// The first 12 hex digits of a SHA-256: short, stable across builds.
@@ -577,20 +625,26 @@ fn check_across_groups(specs: &[(usize, GroupSpec)], raw: &[Option<RawGroup>], e
 }
 
 /// Every group's `balancer:` section, and the rules that tie a policy to one: the balancer is what
-/// counts requests, so request-based policies need it.
-fn check_balancers(groups: &[Option<RawGroup>], errors: &mut Vec<ConfigError>) -> BTreeMap<GroupId, BalancerSettings> {
+/// counts requests, so request-based policies need it (unless samples are pushed: `pushed`).
+fn check_balancers(
+    groups: &[Option<RawGroup>],
+    pushed: bool,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<GroupId, BalancerSettings> {
     let mut out = BTreeMap::new();
     let mut seen: HashMap<std::net::SocketAddr, usize> = HashMap::new();
     for (i, g) in groups.iter().enumerate() {
         let Some(g) = g else { continue };
         let p = |field: &str| format!("groups[{i}].{field}");
-        let needs_balancer = policy_needs_requests(&g.policy).then(|| policy_requirement(&g.policy));
+        let needs_balancer = (policy_needs_requests(&g.policy) && !pushed).then(|| policy_requirement(&g.policy));
         let Some(b) = &g.balancer else {
             if let Some((field, why)) = needs_balancer {
                 err(
                     errors,
                     p(field),
-                    format!("{why} needs a `balancer:` section: the balancer is what counts requests"),
+                    format!(
+                        "{why} needs a `balancer:` section (the balancer is what counts requests) or the `push` metric source"
+                    ),
                 );
             }
             continue;

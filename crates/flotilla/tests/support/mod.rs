@@ -75,6 +75,13 @@ impl Env {
         self.daemons.push(child);
         pid
     }
+    /// Puts a daemon the test started itself (with its own environment) in this env's care: it
+    /// is stopped at the end like the others.
+    pub fn adopt(&mut self, child: Child) -> u32 {
+        let pid = child.id();
+        self.daemons.push(child);
+        pid
+    }
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
     }
