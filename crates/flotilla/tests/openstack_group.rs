@@ -263,3 +263,74 @@ async fn seed_002_group_grows_from_a_golden_image_on_request_count() {
     assert_eq!(look(&cloud, &group).await.0.len(), 2);
     assert_eq!(env.stop(run).await, Some(0), "{}", env.log("run.log"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_watch_on_nova_clones_then_hands_over() {
+    let mut env = Env::new();
+    let cloud = connect(DEMO).await;
+    let p = prefix("watch");
+    let (req, _guard) = infra(&cloud, &p, env.path()).await;
+    let rep = cloud.deploy(&req, &|_| {}).await.expect("deploy the baseline");
+    let base = rep.server.clone();
+    let clone = format!("{p}_clone_1");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let port = addr.to_string();
+    let args = [
+        "watch",
+        "--os-cloud",
+        DEMO,
+        "--server",
+        &base,
+        "--high",
+        "80",
+        "--low",
+        "20",
+        "--min-up",
+        "3",
+        "--min-down",
+        "3",
+        "--interval",
+        "1",
+        "--metric",
+        "cpu",
+        "--source",
+        "push",
+        "--push-listen",
+        &port,
+    ];
+    let log_file = std::fs::File::create(env.path().join("watch.log")).unwrap();
+    let mut c = env.cmd(&args);
+    c.env("OS_CLIENT_CONFIG_FILE", clouds_yaml())
+        .env("FLOTILLA_PUSH_TOKEN", TOKEN)
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    let watch = env.adopt(c.spawn().unwrap());
+
+    // Sustained high: `<base>_clone_N` is created, with a floating IP like the baseline's.
+    let breach = tokio::time::Instant::now();
+    loop {
+        push(addr, &p, &[&base], "cpu", 97.0).await;
+        let (names, fips) = look(&cloud, &p).await;
+        if names == [base.clone(), clone.clone()] && fips.len() == 2 && fips.iter().all(|f| f.1) {
+            break;
+        }
+        assert!(breach.elapsed() < Duration::from_secs(90), "{names:?} {fips:?}\n{}", env.log("watch.log"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!("watch: breach to clone ACTIVE with a floating IP {:.1} s", breach.elapsed().as_secs_f64());
+    // Sustained low: the baseline is deleted with its floating IP; the clone is kept.
+    let low = tokio::time::Instant::now();
+    loop {
+        push(addr, &p, &[&base, &clone], "cpu", 3.0).await;
+        let (names, fips) = look(&cloud, &p).await;
+        if names == std::slice::from_ref(&clone) && fips.len() == 1 {
+            break;
+        }
+        assert!(low.elapsed() < Duration::from_secs(90), "{names:?} {fips:?}\n{}", env.log("watch.log"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log = env.log("watch.log");
+    assert!(log.contains("SCALE UP"), "{log}");
+    assert!(log.contains(&format!("deleting baseline {base} and proceeding with clone {clone}")), "{log}");
+    assert_eq!(env.stop(watch).await, Some(0), "{}", env.log("watch.log"));
+}
