@@ -101,3 +101,20 @@ fn the_seed_002_example_is_the_request_trigger() {
     assert_eq!(g.instance.vcpus, 1);
     assert_eq!(g.policy, PolicySpec::RequestCount(RequestCountSpec { requests: 10, window: Duration::from_secs(60) }));
 }
+
+#[test]
+fn the_openstack_examples_load_as_openstack_groups() {
+    use flotilla::config::{ProviderConfig, ProviderTemplate};
+    for (name, image) in
+        [("openstack/seed-000-nova.yaml", "cirros"), ("openstack/seed-002-golden.yaml", "service-golden")]
+    {
+        let config = example(name);
+        assert!(matches!(config.provider, ProviderConfig::OpenStack(_)), "{name}");
+        let g = &config.groups[0];
+        match config.templates.get(&g.id) {
+            Some(ProviderTemplate::OpenStack(t)) => assert_eq!(t.image, image, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(!g.template_version.is_empty(), "{name}: the template is versioned");
+    }
+}
