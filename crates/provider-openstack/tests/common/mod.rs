@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use flotilla_provider_openstack::{Cloud, CloudConfig, DeployRequest, InfraNames, Service};
+use serde_json::json;
 
 pub const ADMIN: &str = "microstack";
 pub const DEMO: &str = "microstack-demo";
@@ -189,4 +190,55 @@ impl Drop for Guard {
 /// Seconds as `1.23 s`.
 pub fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Restores a quota of the demo project on drop (Compute `instances`, Network `floatingip`).
+pub struct QuotaGuard {
+    admin: Cloud,
+    project: String,
+    service: Service,
+    key: &'static str,
+    value: i64,
+}
+
+impl QuotaGuard {
+    fn path(service: Service, project: &str) -> String {
+        match service {
+            Service::Network => format!("/quotas/{project}"),
+            _ => format!("/os-quota-sets/{project}"),
+        }
+    }
+
+    fn body(service: Service, key: &str, value: i64) -> serde_json::Value {
+        match service {
+            Service::Network => json!({ "quota": { key: value } }),
+            _ => json!({ "quota_set": { key: value } }),
+        }
+    }
+
+    /// Sets `key` to `value`, remembering the old value for the drop.
+    pub async fn lower(admin: &Cloud, project: &str, service: Service, key: &'static str, value: i64) -> QuotaGuard {
+        let q = admin.get(service, &Self::path(service, project)).await.unwrap();
+        let old = q["quota_set"][key].as_i64().or(q["quota"][key].as_i64()).unwrap();
+        admin.put(service, &Self::path(service, project), Some(&Self::body(service, key, value))).await.unwrap();
+        QuotaGuard { admin: admin.clone(), project: project.to_string(), service, key, value: old }
+    }
+}
+
+impl Drop for QuotaGuard {
+    fn drop(&mut self) {
+        let (admin, project, service, key, n) =
+            (self.admin.clone(), self.project.clone(), self.service, self.key, self.value);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let body = QuotaGuard::body(service, key, n);
+                if let Err(e) = admin.put(service, &QuotaGuard::path(service, &project), Some(&body)).await {
+                    eprintln!("could not restore the {key} quota of {project} to {n}: {e}");
+                }
+            })
+        })
+        .join()
+        .unwrap();
+    }
 }
