@@ -10,6 +10,28 @@ use serde::Serialize;
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub groups: Vec<GroupReport>,
+    /// The provider's hosts, when status was given the config (`--config`) and the provider has
+    /// hosts (libvirt); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostReport>>,
+}
+
+/// One provider host as the provider saw it just now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostReport {
+    pub name: String,
+    pub uri: String,
+    /// Connected, and listing its domains worked.
+    pub up: bool,
+    /// Why it is down (the last error), if it is.
+    pub last_error: Option<String>,
+    /// Flotilla's members on it (all groups): listed live when it is up; when it is down, the ones
+    /// it held at its last listing or whose records name it, unreachable until it is back.
+    pub members: usize,
+    /// Their names, sorted.
+    pub member_names: Vec<String>,
+    /// `QEMU`, `TEST`, ... once connected.
+    pub driver: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,7 +72,7 @@ pub async fn collect(store: &dyn Store, events: usize) -> Result<StatusReport, f
     for g in store.groups().await? {
         groups.push(group_report(store, &g, events, &pending).await?);
     }
-    Ok(StatusReport { groups })
+    Ok(StatusReport { groups, hosts: None })
 }
 
 async fn group_report(
@@ -110,6 +132,9 @@ pub fn render_text(report: &StatusReport) -> String {
     if report.groups.is_empty() {
         out.push_str("no groups yet\n");
     }
+    for h in report.hosts.iter().flatten() {
+        let _ = writeln!(out, "{}", host_line(h));
+    }
     let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}%"));
     for g in &report.groups {
         let _ = writeln!(
@@ -143,4 +168,65 @@ pub fn render_text(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+/// `host lab-1 qemu:///system up (2 members)` or
+/// `host h2 qemu+ssh://h2/system DOWN: cannot connect: ... (1 member unreachable)`.
+pub fn host_line(h: &HostReport) -> String {
+    let n = h.members;
+    let plural = if n == 1 { "member" } else { "members" };
+    if h.up {
+        format!("host {} {} up ({n} {plural})", h.name, h.uri)
+    } else {
+        let why = h.last_error.as_deref().unwrap_or("not reachable");
+        let held = if n == 0 { "no member on it".to_string() } else { format!("{n} {plural} unreachable") };
+        format!("host {} {} DOWN: {why} ({held})", h.name, h.uri)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(up: bool, members: usize, err: Option<&str>) -> HostReport {
+        HostReport {
+            name: if up { "lab-1".into() } else { "h2".into() },
+            uri: if up { "qemu:///system".into() } else { "qemu+ssh://h2/system".into() },
+            up,
+            last_error: err.map(str::to_string),
+            members,
+            member_names: (1..=members).map(|i| format!("web_{i}")).collect(),
+            driver: up.then(|| "QEMU".to_string()),
+        }
+    }
+
+    #[test]
+    fn host_lines_say_up_or_down_and_what_they_hold() {
+        assert_eq!(host_line(&host(true, 2, None)), "host lab-1 qemu:///system up (2 members)");
+        assert_eq!(host_line(&host(true, 1, None)), "host lab-1 qemu:///system up (1 member)");
+        assert_eq!(
+            host_line(&host(false, 1, Some("cannot connect: refused"))),
+            "host h2 qemu+ssh://h2/system DOWN: cannot connect: refused (1 member unreachable)"
+        );
+        assert_eq!(
+            host_line(&host(false, 0, None)),
+            "host h2 qemu+ssh://h2/system DOWN: not reachable (no member on it)"
+        );
+    }
+
+    #[test]
+    fn hosts_are_in_the_text_and_only_in_the_json_when_asked_for() {
+        let mut report = StatusReport { groups: Vec::new(), hosts: None };
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json.get("hosts").is_none(), "{json}");
+        report.hosts = Some(vec![host(true, 2, None), host(false, 1, Some("refused"))]);
+        let text = render_text(&report);
+        assert!(text.contains("host lab-1 qemu:///system up (2 members)\n"), "{text}");
+        assert!(text.contains("host h2 qemu+ssh://h2/system DOWN: refused (1 member unreachable)\n"), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["hosts"][0]["members"], 2);
+        assert_eq!(json["hosts"][1]["up"], false);
+        assert_eq!(json["hosts"][1]["last_error"], "refused");
+        assert_eq!(json["hosts"][1]["member_names"][0], "web_1");
+    }
 }

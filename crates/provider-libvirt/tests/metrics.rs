@@ -1,5 +1,7 @@
 //! Real lab: DomainStatsSource reads an idle guest below 10 % CPU and a guest running `yes` above
-//! 90 %, from cpu.time deltas; memory % from the balloon; no sample on the first reading.
+//! 90 %, from cpu.time deltas; memory % from the balloon; no sample on the first reading. That this
+//! source and the in-guest SSH sampler agree on a loaded guest is checked where both are
+//! dependencies: `crates/flotilla/tests/libvirt_metrics.rs`.
 
 mod common;
 
