@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use flotilla_model::{
     Backend, Event, EventKind, GroupSpec, Instance, InstanceState, OpKind, OpState, Sample, SeamError, Timestamp,
-    TEMPLATE_TAG,
+    CREATE_TAGS,
 };
 
 use crate::Controller;
@@ -33,9 +33,12 @@ impl Controller {
                     self.store.upsert_instance(&inst).await?;
                 }
                 Some(old) => {
-                    // The template version is ours, not the provider's: keep it across lists.
-                    if let (None, Some(v)) = (inst.tag(TEMPLATE_TAG), old.tag(TEMPLATE_TAG)) {
-                        inst.tags.insert(TEMPLATE_TAG.to_string(), v.to_string());
+                    // The template version and the boot time are facts of the create, which a
+                    // later list may not repeat: keep them.
+                    for tag in CREATE_TAGS {
+                        if let (None, Some(v)) = (inst.tag(tag), old.tag(tag)) {
+                            inst.tags.insert(tag.to_string(), v.to_string());
+                        }
                     }
                     // Intent states outlive the provider's view only while an operation runs; an
                     // operation that ended without finishing them (failed) hands them back.

@@ -233,6 +233,21 @@ async fn a_pending_handover_whose_delete_already_happened_just_finishes() {
 }
 
 #[tokio::test]
+async fn facts_of_the_create_outlive_lists_that_do_not_repeat_them() {
+    let sim = Sim::with_clone().await;
+    // What a provider reported at create (the boot time) but does not report on a list.
+    let mut stored = sim.store.instances(&sim.group).await.unwrap();
+    stored[0].tags.insert(flotilla_model::READY_TAG.to_string(), "7300".to_string());
+    stored[0].tags.insert("floating_ip".to_string(), "203.0.113.9".to_string());
+    sim.store.upsert_instance(&stored[0]).await.unwrap();
+    sim.tick().await;
+    let after = sim.store.instances(&sim.group).await.unwrap();
+    let m = after.iter().find(|i| i.id == stored[0].id).unwrap();
+    assert_eq!(m.tag(flotilla_model::READY_TAG), Some("7300"), "kept");
+    assert_eq!(m.tag("floating_ip"), None, "other tags follow the provider's list");
+}
+
+#[tokio::test]
 async fn handover_never_deletes_the_baseline_without_a_running_clone() {
     let sim = Sim::with_clone().await;
     // The clone breaks; load drops. The failed clone is removed and replaced before any handover.

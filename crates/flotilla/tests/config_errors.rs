@@ -375,8 +375,31 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "unknown provider kind names the known kinds",
+        yaml: "provider:\n  kind: vmware\ngroups:\n  - name: a\n",
+        errors: &[("provider.kind", 2, 9, "unknown variant `vmware`, expected one of `local`, `libvirt`, `openstack`")],
+    },
+    Case {
+        name: "an openstack group needs its template section",
         yaml: "provider:\n  kind: openstack\ngroups:\n  - name: a\n",
-        errors: &[("provider.kind", 2, 9, "unknown variant `openstack`, expected `local` or `libvirt`")],
+        errors: &[(
+            "groups[0].template",
+            4,
+            5,
+            "provider.kind is openstack: the template needs an `openstack` section (image, flavor, network)",
+        )],
+    },
+    Case {
+        name: "openstack template fields are checked and named",
+        yaml: "provider:\n  kind: openstack\ngroups:\n  - name: a\n    template:\n      openstack: {image: '', flavor: m1.tiny, network: n, service_port: 0}\n",
+        errors: &[
+            ("groups[0].template.openstack.image", 6, 26, "must not be empty"),
+            ("groups[0].template.openstack.service_port", 6, 73, "must be 1-65535"),
+        ],
+    },
+    Case {
+        name: "the push source needs its section",
+        yaml: "metrics:\n  sources: [local, push]\ngroups:\n  - name: a\n",
+        errors: &[("metrics.push", 1, 1, "the `push` source needs this section (at least `listen`)")],
     },
     Case {
         name: "libvirt without its section",

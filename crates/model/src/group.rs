@@ -195,6 +195,13 @@ pub struct GroupSpec {
 /// The instance tag holding the template version a member was made from.
 pub const TEMPLATE_TAG: &str = "template";
 
+/// The instance tag a provider may set at create: milliseconds from create to serving.
+pub const READY_TAG: &str = "ready_ms";
+
+/// Facts of a member's creation that a provider reports at create but not at every list: the
+/// controller keeps them in the store across lists.
+pub const CREATE_TAGS: [&str; 2] = [TEMPLATE_TAG, READY_TAG];
+
 /// Rolling replacement of outdated members: one batch at a time, each new member healthy behind the
 /// balancer before an old one drains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -791,7 +791,7 @@ impl Inner {
                 let took = p.since.elapsed();
                 tracing::info!(member = %name, host = %p.host.name, seconds = took.as_secs_f64(), adopted = !p.made, "member serving");
                 let mut i = self.instance(&p.host, &p.found, InstanceState::Running);
-                i.tags.insert("ready_ms".into(), took.as_millis().to_string());
+                i.tags.insert(flotilla_model::READY_TAG.into(), took.as_millis().to_string());
                 Ok(i)
             }
             Err(why) => {
