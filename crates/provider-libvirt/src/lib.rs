@@ -160,6 +160,12 @@ impl LibvirtProvider {
         self.inner.hosts.iter().map(|h| h.status()).collect()
     }
 
+    /// What this provider last recorded of each member it made (the state directory's
+    /// `member.json` files): where they were placed, when no host can be asked.
+    pub fn recorded_members(&self) -> Vec<MemberMeta> {
+        self.inner.read_records()
+    }
+
     /// Contacts every host (connecting where needed, within each host's backoff) and lists it, then
     /// reports [`Self::hosts_status`].
     pub async fn check_hosts(&self) -> Vec<HostStatus> {

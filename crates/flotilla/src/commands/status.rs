@@ -3,7 +3,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use flotilla_model::Provider;
-use flotilla_provider_libvirt::{xml::MemberMeta, LibvirtProvider, LibvirtTemplate};
+use flotilla_provider_libvirt::{LibvirtProvider, LibvirtTemplate};
 
 use crate::cli::{OutputFormat, StatusArgs};
 use crate::config::{Config, ProviderConfig, ProviderTemplate};
@@ -69,7 +69,7 @@ async fn libvirt_hosts(p: &LibvirtProvider) -> Vec<HostReport> {
         }
         // Every host is down: what each held, from the member records the provider keeps.
         Err(_) => {
-            for m in member_records(p.members_dir()) {
+            for m in p.recorded_members() {
                 names.entry(m.host).or_default().push(m.instance);
             }
         }
@@ -90,14 +90,5 @@ async fn libvirt_hosts(p: &LibvirtProvider) -> Vec<HostReport> {
                 driver: h.driver,
             }
         })
-        .collect()
-}
-
-/// Every readable `<members_dir>/*/member.json`.
-fn member_records(dir: &Path) -> Vec<MemberMeta> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    rd.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("member.json")).ok())
-        .filter_map(|text| serde_json::from_str(&text).ok())
         .collect()
 }
