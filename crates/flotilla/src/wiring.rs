@@ -114,25 +114,31 @@ pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result
             openstack = Some(p.clone());
             p
         }
-        ProviderConfig::Libvirt(settings) => {
-            let templates = config
-                .templates
-                .iter()
-                .filter_map(|(g, t)| match t {
-                    ProviderTemplate::Libvirt(t) => Some((g.clone(), t.clone())),
-                    ProviderTemplate::OpenStack(_) => None,
-                })
-                .collect();
-            let p = Arc::new(
-                LibvirtProvider::new(settings.clone(), state_dir, templates)
-                    .map_err(|e| anyhow::anyhow!("libvirt provider: {e}"))?,
-            );
+        ProviderConfig::Libvirt(_) => {
+            let p = Arc::new(libvirt_provider(config, state_dir)?.context("the provider kind is libvirt")?);
             libvirt = Some(p.clone());
             p
         }
     };
     let sources = metric_sources(&config.metrics, libvirt.as_deref(), openstack.as_deref(), state_dir).await?;
     Ok(ProviderParts { provider, sources })
+}
+
+/// The libvirt provider `config` names, with its groups' templates (`None` for another kind).
+/// Builds no metric source and opens no connection: hosts are contacted at first use.
+pub fn libvirt_provider(config: &Config, state_dir: &Path) -> anyhow::Result<Option<LibvirtProvider>> {
+    let ProviderConfig::Libvirt(settings) = &config.provider else { return Ok(None) };
+    let templates = config
+        .templates
+        .iter()
+        .filter_map(|(g, t)| match t {
+            ProviderTemplate::Libvirt(t) => Some((g.clone(), t.clone())),
+            ProviderTemplate::OpenStack(_) => None,
+        })
+        .collect();
+    let p = LibvirtProvider::new(settings.clone(), state_dir, templates)
+        .map_err(|e| anyhow::anyhow!("libvirt provider: {e}"))?;
+    Ok(Some(p))
 }
 
 async fn metric_sources(

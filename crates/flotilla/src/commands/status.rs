@@ -3,10 +3,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use flotilla_model::Provider;
-use flotilla_provider_libvirt::{LibvirtProvider, LibvirtTemplate};
+use flotilla_provider_libvirt::LibvirtProvider;
 
 use crate::cli::{OutputFormat, StatusArgs};
-use crate::config::{Config, ProviderConfig, ProviderTemplate};
+use crate::config::Config;
 use crate::status::HostReport;
 use crate::{status, wiring};
 
@@ -27,28 +27,8 @@ pub async fn status(state_flag: Option<&Path>, args: StatusArgs) -> anyhow::Resu
 
 /// The config's provider hosts, asked just now; `None` for a provider without hosts.
 async fn provider_hosts(config: &Config, state_dir: &Path) -> anyhow::Result<Option<Vec<HostReport>>> {
-    let Some(provider) = libvirt_provider(config, state_dir)? else { return Ok(None) };
+    let Some(provider) = wiring::libvirt_provider(config, state_dir)? else { return Ok(None) };
     Ok(Some(libvirt_hosts(&provider).await))
-}
-
-/// The libvirt provider the config describes, built as `wiring::provider_parts` builds it but
-/// without metric sources (status samples nothing). Connections open on first use.
-fn libvirt_provider(config: &Config, state_dir: &Path) -> anyhow::Result<Option<LibvirtProvider>> {
-    let settings = match &config.provider {
-        ProviderConfig::Libvirt(settings) => settings.clone(),
-        _ => return Ok(None),
-    };
-    let templates: BTreeMap<_, LibvirtTemplate> = config
-        .templates
-        .iter()
-        .filter_map(|(g, t)| match t {
-            ProviderTemplate::Libvirt(t) => Some((g.clone(), t.clone())),
-            _ => None,
-        })
-        .collect();
-    let p =
-        LibvirtProvider::new(settings, state_dir, templates).map_err(|e| anyhow::anyhow!("libvirt provider: {e}"))?;
-    Ok(Some(p))
 }
 
 /// Lists every host once (connecting where needed) and reports each with Flotilla's members on it.
