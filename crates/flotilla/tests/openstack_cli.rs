@@ -9,9 +9,7 @@ mod support;
 
 use std::process::Output;
 
-use flotilla_provider_openstack::{ServerCreate, Service};
 use oscommon::*;
-use serde_json::json;
 use support::{text, Env};
 
 /// `flotilla ARGS` with the lab's clouds.yaml.
@@ -106,27 +104,7 @@ async fn deploy_twice_golden_image_and_cleanup_through_the_cli() {
     assert_eq!(cloud.find_server(&format!("{p}_1")).await.unwrap().status, "ACTIVE");
 
     // Beside ours, untagged: a server named like ours and a free floating IP.
-    let netobj = cloud.find_network(&net).await.unwrap().unwrap();
-    let image = cloud.find_image("cirros").await.unwrap();
-    let flavor = cloud.find_flavor("m1.tiny").await.unwrap();
-    let stranger = cloud
-        .create_server(&ServerCreate {
-            name: format!("{p}_99"),
-            image_id: image.id,
-            flavor_id: flavor.id,
-            network_ids: vec![netobj.id.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    guard.extra_servers.push(stranger.clone());
-    let ext = cloud.external_network(None).await.unwrap();
-    let r = cloud
-        .post(Service::Network, "/floatingips", &json!({ "floatingip": { "floating_network_id": ext.id } }))
-        .await
-        .unwrap();
-    let stray_fip = r.body["floatingip"]["id"].as_str().unwrap().to_string();
-    guard.extra_fips.push(stray_fip.clone());
+    let (stranger, stray_fip) = strangers(&cloud, &mut guard, &p, &net).await;
 
     // Without --yes and without a terminal, nothing is deleted (exit 2).
     let out = flotilla(&env, &["cleanup", &p, "--os-cloud", DEMO]);

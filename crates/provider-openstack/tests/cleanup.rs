@@ -4,8 +4,6 @@
 mod common;
 
 use common::*;
-use flotilla_provider_openstack::{ServerCreate, Service};
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_removes_ours_and_leaves_untagged_resources() {
@@ -17,30 +15,8 @@ async fn cleanup_removes_ours_and_leaves_untagged_resources() {
     let rep = cloud.deploy(&req, &|_| {}).await.expect("deploy");
     let our_fip = rep.floating_ip.clone().expect("fip");
 
-    // Beside ours, made directly through the API without any mark: a server whose name starts
-    // with the prefix (the seed deleted every server "starting with <BASE>") and a free floating
-    // IP (the seed deleted every DOWN floating IP).
-    let net = cloud.find_network(&req.network).await.unwrap().unwrap();
-    let image = cloud.find_image("cirros").await.unwrap();
-    let flavor = cloud.find_flavor("m1.tiny").await.unwrap();
-    let stranger = cloud
-        .create_server(&ServerCreate {
-            name: format!("{p}_99"),
-            image_id: image.id,
-            flavor_id: flavor.id,
-            network_ids: vec![net.id.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    guard.extra_servers.push(stranger.clone());
-    let ext = cloud.external_network(None).await.unwrap();
-    let r = cloud
-        .post(Service::Network, "/floatingips", &json!({ "floatingip": { "floating_network_id": ext.id } }))
-        .await
-        .unwrap();
-    let stray_fip = r.body["floatingip"]["id"].as_str().unwrap().to_string();
-    guard.extra_fips.push(stray_fip.clone());
+    // Beside ours, made directly through the API without any mark.
+    let (stranger, stray_fip) = strangers(&cloud, &mut guard, &p, &req.network).await;
     cloud.wait_server(&stranger, std::time::Duration::from_secs(60), |s| s.status == "ACTIVE", &|_| {}).await.unwrap();
 
     let plan = cloud.plan_cleanup(&p, true).await.unwrap();

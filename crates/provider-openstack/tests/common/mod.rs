@@ -242,3 +242,32 @@ impl Drop for QuotaGuard {
         .unwrap();
     }
 }
+
+/// Made directly through the API without any mark, beside a test's own resources: a server named
+/// `<prefix>_99` on `network` (the seed deleted every server "starting with <BASE>") and a free
+/// floating IP (the seed deleted every DOWN floating IP). Both are handed to `guard` for removal;
+/// returns their ids (server, floating IP).
+pub async fn strangers(cloud: &Cloud, guard: &mut Guard, prefix: &str, network: &str) -> (String, String) {
+    let net = cloud.find_network(network).await.unwrap().unwrap();
+    let image = cloud.find_image("cirros").await.unwrap();
+    let flavor = cloud.find_flavor("m1.tiny").await.unwrap();
+    let server = cloud
+        .create_server(&flotilla_provider_openstack::ServerCreate {
+            name: format!("{prefix}_99"),
+            image_id: image.id,
+            flavor_id: flavor.id,
+            network_ids: vec![net.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    guard.extra_servers.push(server.clone());
+    let ext = cloud.external_network(None).await.unwrap();
+    let r = cloud
+        .post(Service::Network, "/floatingips", &json!({ "floatingip": { "floating_network_id": ext.id } }))
+        .await
+        .unwrap();
+    let fip = r.body["floatingip"]["id"].as_str().unwrap().to_string();
+    guard.extra_fips.push(fip.clone());
+    (server, fip)
+}
