@@ -56,7 +56,12 @@ impl Controller {
             }
         };
         let op = self.store.begin_operation(&spec.id, &kind, self.clock.now()).await?;
-        self.failpoint(&format!("{}:after-begin", kind.as_str()));
+        self.failpoint(match kind {
+            OpKind::ScaleOut { .. } => "scale-out:after-begin",
+            OpKind::ScaleIn { .. } => "scale-in:after-begin",
+            OpKind::Handover { .. } => "handover:after-begin",
+            OpKind::Replace { .. } => "replace:after-begin",
+        });
         self.execute(spec, &op).await
     }
 
@@ -86,7 +91,7 @@ impl Controller {
     }
 
     async fn scale_out(&self, spec: &GroupSpec, names: &[String], clone: bool) -> Result<(), SeamError> {
-        let created = self.create_serving(spec, names, &spec.template_version, "scale-out").await?;
+        let created = self.create_serving(spec, names, &spec.template_version, "scale-out:after-create").await?;
         for inst in &created {
             let what = if clone { "clone" } else { "member" };
             self.event(
@@ -149,14 +154,14 @@ impl Controller {
         spec: &GroupSpec,
         names: &[String],
         version: &str,
-        op: &str,
+        after_create: &'static str,
     ) -> Result<Vec<Instance>, SeamError> {
         let mut created = self
             .provider
             .create(&spec.id, &spec.instance, names)
             .await
             .map_err(|e| e.context(format!("create {}", names.join(", "))))?;
-        self.failpoint(&format!("{op}:after-create"));
+        self.failpoint(after_create);
         for inst in &mut created {
             if !version.is_empty() {
                 inst.tags.insert(TEMPLATE_TAG.to_string(), version.to_string());
@@ -185,7 +190,7 @@ impl Controller {
         names: &[String],
         version: &str,
     ) -> Result<(), SeamError> {
-        let created = match self.create_serving(spec, names, version, "replace").await {
+        let created = match self.create_serving(spec, names, version, "replace:after-create").await {
             Ok(created) => created,
             Err(e) => {
                 for name in names {

@@ -13,6 +13,21 @@ use crate::backoff::Backoff;
 /// A named point inside an operation where a test can crash the process (kill -9 itself).
 pub type Failpoint = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Every named point inside an operation where a [`Failpoint`] is called (ARCHITECTURE.md lists
+/// them; the tidy test keeps the two in step).
+pub const FAILPOINTS: &[&str] = &[
+    "scale-out:after-begin",
+    "scale-out:after-create",
+    "scale-in:after-begin",
+    "handover:after-begin",
+    "handover:after-primary",
+    "replace:after-begin",
+    "replace:after-create",
+    "replace:after-serving",
+    "retire:after-drain",
+    "retire:after-delete",
+];
+
 /// Knobs that are not per group.
 #[derive(Clone)]
 pub struct Options {
@@ -127,7 +142,8 @@ impl Controller {
         self.slots.get(group).ok_or_else(|| SeamError::bug(format!("unknown group {group}")))
     }
 
-    pub(crate) fn failpoint(&self, name: &str) {
+    pub(crate) fn failpoint(&self, name: &'static str) {
+        debug_assert!(FAILPOINTS.contains(&name), "failpoint {name} is not in FAILPOINTS");
         if let Some(fp) = &self.options.failpoint {
             fp(name);
         }
@@ -220,7 +236,7 @@ impl Controller {
         let oldest = members
             .iter()
             .filter(|m| m.is_running())
-            .min_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)))
+            .min_by(|a, b| flotilla_model::Instance::by_age(a, b))
             .map(|m| m.id.clone());
         if spec.mode == Mode::Handover && oldest != stored {
             if let Some(id) = &oldest {

@@ -17,6 +17,6 @@ mod observe;
 mod run;
 
 pub use backoff::Backoff;
-pub use controller::{Controller, ControllerParts, Failpoint, GroupStatus, Options, ReconcileOutcome};
+pub use controller::{Controller, ControllerParts, Failpoint, GroupStatus, Options, ReconcileOutcome, FAILPOINTS};
 pub use naming::next_names;
 pub use run::{run, Shutdown};

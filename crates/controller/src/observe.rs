@@ -71,7 +71,7 @@ impl Controller {
                 .await;
             }
         }
-        members.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        members.sort_by(Instance::by_age);
         Ok(members)
     }
 

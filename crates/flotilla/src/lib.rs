@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod failpoint;
+pub mod libvirt;
 pub mod load;
 pub mod logging;
 pub mod state_dir;

@@ -13,7 +13,6 @@ use flotilla_lb::{EmbeddedBalancer, HealthCheck, HealthConfig, LbConfig, Recordi
 use flotilla_metrics::LocalProcessSource;
 use flotilla_metrics_ssh::SshSampler;
 use flotilla_model::{GroupId, GroupSpec, MetricSource, PolicySpec, Provider, SystemClock};
-use flotilla_provider_libvirt::{DomainStatsSource, LibvirtProvider};
 use flotilla_provider_local::{LocalConfig, LocalProvider};
 use flotilla_provider_openstack::OpenStackProvider;
 use flotilla_store_sqlite::SqliteStore;
@@ -96,7 +95,7 @@ pub fn store_and_provider(
 /// connects here (Keystone, catalog, microversion), so bad credentials stop the start, not the
 /// first create.
 pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result<ProviderParts> {
-    let mut libvirt: Option<Arc<LibvirtProvider>> = None;
+    let mut libvirt_stats: Option<Arc<dyn MetricSource>> = None;
     let mut openstack: Option<Arc<OpenStackProvider>> = None;
     let provider: Arc<dyn Provider> = match &config.provider {
         ProviderConfig::Local { start_timeout } => local_provider(state_dir, *start_timeout)?,
@@ -115,35 +114,18 @@ pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result
             p
         }
         ProviderConfig::Libvirt(_) => {
-            let p = Arc::new(libvirt_provider(config, state_dir)?.context("the provider kind is libvirt")?);
-            libvirt = Some(p.clone());
+            let (p, stats) = crate::libvirt::provider(config, state_dir)?.context("the provider kind is libvirt")?;
+            libvirt_stats = Some(stats);
             p
         }
     };
-    let sources = metric_sources(&config.metrics, libvirt.as_deref(), openstack.as_deref(), state_dir).await?;
+    let sources = metric_sources(&config.metrics, libvirt_stats, openstack.as_deref(), state_dir).await?;
     Ok(ProviderParts { provider, sources })
-}
-
-/// The libvirt provider `config` names, with its groups' templates (`None` for another kind).
-/// Builds no metric source and opens no connection: hosts are contacted at first use.
-pub fn libvirt_provider(config: &Config, state_dir: &Path) -> anyhow::Result<Option<LibvirtProvider>> {
-    let ProviderConfig::Libvirt(settings) = &config.provider else { return Ok(None) };
-    let templates = config
-        .templates
-        .iter()
-        .filter_map(|(g, t)| match t {
-            ProviderTemplate::Libvirt(t) => Some((g.clone(), t.clone())),
-            ProviderTemplate::OpenStack(_) => None,
-        })
-        .collect();
-    let p = LibvirtProvider::new(settings.clone(), state_dir, templates)
-        .map_err(|e| anyhow::anyhow!("libvirt provider: {e}"))?;
-    Ok(Some(p))
 }
 
 async fn metric_sources(
     metrics: &MetricsConfig,
-    libvirt: Option<&LibvirtProvider>,
+    libvirt_stats: Option<Arc<dyn MetricSource>>,
     openstack: Option<&OpenStackProvider>,
     state_dir: &Path,
 ) -> anyhow::Result<Vec<Arc<dyn MetricSource>>> {
@@ -152,8 +134,7 @@ async fn metric_sources(
         match kind {
             MetricSourceKind::Local => out.push(Arc::new(LocalProcessSource::new())),
             MetricSourceKind::Libvirt => {
-                let p = libvirt.context("the libvirt metric source needs the libvirt provider")?;
-                out.push(Arc::new(DomainStatsSource::new(p)));
+                out.push(libvirt_stats.clone().context("the libvirt metric source needs the libvirt provider")?);
             }
             MetricSourceKind::Push => {
                 let settings = metrics.push.clone().context("the push metric source needs `metrics.push`")?;
@@ -247,7 +228,7 @@ pub async fn assemble(
         balancer: router,
         clock: Arc::new(SystemClock),
         groups,
-        options: Options { sample_window, failpoint: crate::failpoint::from_env(), ..Options::default() },
+        options: Options { sample_window, failpoint: crate::failpoint::from_env()?, ..Options::default() },
     });
     Ok(Built { controller, store, provider, lb, listeners, state_dir: state_dir.to_path_buf() })
 }

@@ -330,7 +330,7 @@ const CASES: &[Case] = &[
             "groups[0].name",
             2,
             11,
-            "invalid group name `my web`: use 1 to 63 characters from A-Z, a-z, 0-9, `.`, `_` and `-`",
+            "invalid group name `my web`: use 1 to 45 of A-Z a-z 0-9 _ - . starting with a letter or digit",
         )],
     },
     Case {

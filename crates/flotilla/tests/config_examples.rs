@@ -1,4 +1,5 @@
-//! Every `examples/*.yaml` loads and validates; new examples are picked up automatically.
+//! Every YAML file under `examples/`, at any depth, loads and validates; new examples are picked up
+//! automatically.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,12 +11,20 @@ fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
+/// Every YAML file under `examples/`, at any depth.
 fn examples() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(examples_dir())
-        .expect("examples/ exists")
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
-        .collect();
+    let mut files = Vec::new();
+    let mut dirs = vec![examples_dir()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml") {
+                files.push(p);
+            }
+        }
+    }
     files.sort();
     files
 }
@@ -27,7 +36,7 @@ fn example(name: &str) -> Config {
 #[test]
 fn every_example_is_valid() {
     let files = examples();
-    assert!(files.len() >= 3, "expected at least the three shipped examples, found {files:?}");
+    assert!(files.len() >= 9, "expected at least the nine shipped examples, found {files:?}");
     let failures: Vec<String> =
         files.iter().filter_map(|f| load(f).err().map(|e| format!("{}:\n{e}", f.display()))).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));

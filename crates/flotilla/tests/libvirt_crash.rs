@@ -5,12 +5,15 @@
 //! template, same name prefix) is never touched; `flotilla status --config` reports the host up
 //! with its members, or down with the members it holds; SIGTERM with `--stop-members` leaves no
 //! domain, overlay or seed ISO of ours.
+#![cfg(feature = "libvirt")]
 
 mod lab;
 mod support;
 
 use std::time::Duration;
 
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 use lab::*;
 use support::{signal, wait_until, Env};
 
@@ -27,7 +30,7 @@ fn identities(names: &[&str]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_twice_readopts_the_same_domains_and_leaves_a_foreign_one_alone() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let group = unique("crash");
     // Dropped last: after the env has killed any controller still running.
     let _domains = DomainGuard::new(&group);

@@ -2,19 +2,15 @@
 //! --provider libvirt` boots a baseline guest, drives requests through the balancer until a clone
 //! boots and joins, holds the split, then hands over. The demo itself fails on any failed request
 //! or 5xx; here we also check the split, the timeline, and that no domain or overlay is left.
+#![cfg(feature = "libvirt")]
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 use support::{text, Env};
-
-fn lab_up() {
-    let up = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/libvirt-lab/up.sh");
-    let out = Command::new(&up).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", up.display()));
-    assert!(out.status.success(), "{} failed:\n{}\n{}", up.display(), text(&out.stdout), text(&out.stderr));
-}
 
 fn domains() -> String {
     let out = Command::new("virsh").args(["-c", "qemu:///system", "list", "--all", "--name"]).output().unwrap();
@@ -23,7 +19,7 @@ fn domains() -> String {
 
 #[test]
 fn seed_000_on_libvirt_guests_drops_no_request() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let env = Env::serial();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let out = env.run(&["demo", "--provider", "libvirt", "--listen", &listen.to_string(), "--split-secs", "6"]);

@@ -23,6 +23,7 @@
 //! 100.0 / libvirt 61.0–71.3 (raw difference up to 39 points) with the vCPU waiting 30.5–40.0 %,
 //! libvirt + wait = 100.8–101.8 %. A host busy in every window leaves only the second check (it
 //! says so in the output); that check alone already catches a source that computes wrong.
+#![cfg(feature = "libvirt")]
 
 mod lab;
 mod support;
@@ -35,6 +36,8 @@ use flotilla_model::{Clock, GroupId, InstanceSpec, Metric, MetricSource, Provide
 use flotilla_provider_libvirt::{
     DomainStatsSource, HostSettings, LibvirtProvider, LibvirtSettings, LibvirtTemplate, Placement, PortRange,
 };
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 use lab::*;
 
 const WINDOW: Duration = Duration::from_secs(4);
@@ -70,7 +73,7 @@ fn host_cpu() -> (u64, u64, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libvirt_and_ssh_cpu_agree_on_a_loaded_guest_once_run_queue_wait_is_counted() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("agree");
     let _domains = DomainGuard::new(&tag);
     let _serial = support::serial(); // no CPU-heavy test of this workspace runs meanwhile

@@ -6,6 +6,7 @@
 //! through the balancer: no request may fail, and at least n − 1 = 1 member must be serving at
 //! every poll. The test prints what it measured (boot-to-serving, per-member replacement time,
 //! request counts) so the figures can be quoted.
+#![cfg(feature = "libvirt")]
 
 mod lab;
 mod support;
@@ -15,6 +16,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use flotilla_loadgen::{Load, LoadSpec};
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 use lab::*;
 use serde_json::Value;
 use support::{wait_until, Env};
@@ -81,7 +84,7 @@ async fn version_of(addr: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_change_rolls_libvirt_guests_without_dropping_a_request() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let group = unique("roll");
     let _domains = DomainGuard::new(&group); // dropped after the env (which kills the controller)
     let mut env = Env::serial();

@@ -9,6 +9,8 @@ mod support;
 
 use std::process::Output;
 
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 use oscommon::*;
 use support::{text, Env};
 
@@ -58,6 +60,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_twice_golden_image_and_cleanup_through_the_cli() {
+    require_lab!(Lab::OpenStack);
     let env = Env::new();
     let cloud = connect(DEMO).await;
     let p = prefix("cli");
@@ -126,6 +129,7 @@ async fn deploy_twice_golden_image_and_cleanup_through_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_exits_2_and_names_what_is_wrong() {
+    require_lab!(Lab::OpenStack);
     let env = Env::new();
     let cloud = connect(DEMO).await;
     let p = prefix("clibad");

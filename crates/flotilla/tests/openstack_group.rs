@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use flotilla_provider_openstack::{Cloud, DeployRequest};
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 use oscommon::*;
 use support::{signal, Env};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,6 +116,7 @@ fn spawn(env: &mut Env, cfg: &std::path::Path, log: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handover_on_nova_survives_kill_9_mid_clone_without_duplicates_or_orphan_fips() {
+    require_lab!(Lab::OpenStack);
     let mut env = Env::new();
     let cloud = connect(DEMO).await;
     let p = prefix("grp");
@@ -206,6 +209,7 @@ async fn handover_on_nova_survives_kill_9_mid_clone_without_duplicates_or_orphan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_group_grows_from_a_golden_image_on_request_count() {
+    require_lab!(Lab::OpenStack);
     let mut env = Env::new();
     let cloud = connect(DEMO).await;
     let p = prefix("gold");
@@ -266,6 +270,7 @@ async fn seed_002_group_grows_from_a_golden_image_on_request_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_000_watch_on_nova_clones_then_hands_over() {
+    require_lab!(Lab::OpenStack);
     let mut env = Env::new();
     let cloud = connect(DEMO).await;
     let p = prefix("watch");

@@ -9,11 +9,14 @@ mod support;
 use std::time::Duration;
 
 use flotilla_provider_openstack::Service;
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 use oscommon::*;
 use support::Env;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_exceeded_pauses_the_group_with_the_reason_in_status() {
+    require_lab!(Lab::OpenStack);
     let mut env = Env::new();
     let admin = connect(ADMIN).await;
     let demo = connect(DEMO).await;

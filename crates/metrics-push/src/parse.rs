@@ -150,15 +150,9 @@ pub(crate) fn check_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Group names in the URL, as the config allows them: 1 to 63 of `A-Z a-z 0-9 . _ -`.
+/// Group names in the URL: the one rule for group names (`flotilla_model::name`).
 pub(crate) fn check_group(s: &str) -> Result<(), String> {
-    let ok =
-        (1..=63).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("group name `{}`: use 1 to 63 of A-Z a-z 0-9 . _ -", shorten(s).escape_default()))
-    }
+    flotilla_model::name::group_name_problem(s).map_or(Ok(()), |p| Err(format!("group name {p}")))
 }
 
 /// At most 64 characters of something the client sent, for messages.
@@ -360,7 +354,7 @@ mod tests {
         assert!(check_group("web").is_ok());
         assert!(check_group("VM-test_1.a").is_ok());
         for bad in ["", "a b", "a/b", &"g".repeat(64), "ü"] {
-            assert!(check_group(bad).unwrap_err().contains("1 to 63"), "{bad}");
+            assert!(check_group(bad).unwrap_err().contains("1 to 45"), "{bad}");
         }
     }
 

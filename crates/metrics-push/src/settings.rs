@@ -27,7 +27,7 @@ pub struct PushSettings {
     pub token: String,
     /// A pushed value counts for this long after it was taken (`at_ms`) or received, whichever is
     /// earlier; then `sample` no longer returns it and it is dropped. Default `30s`.
-    #[serde(default = "default_max_age", deserialize_with = "duration::deserialize")]
+    #[serde(default = "default_max_age", deserialize_with = "flotilla_duration::deserialize")]
     pub max_age: Duration,
 }
 
@@ -77,44 +77,6 @@ impl PushSettings {
             err("max_age", "must be more than 0 (for example `30s`)".into());
         }
         errors
-    }
-}
-
-/// Durations written as humantime strings: `30s`, `250ms`, `1m` (a bare number is refused, as in the
-/// rest of the `metrics` section).
-mod duration {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Deserializer, Visitor};
-
-    const EXPECTING: &str = "a duration with a unit, like `30s`, `500ms` or `1m`";
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(EXPECTING)
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
-            humantime::parse_duration(s.trim())
-                .map_err(|e| E::custom(format!("invalid duration `{s}`: {e}; expected {EXPECTING}")))
-        }
-
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
-        }
-
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor)
     }
 }
 

@@ -39,8 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flotilla_metrics::procfs::{self, CpuTimes};
 use flotilla_model::{ErrorKind, GroupId, Instance, InstanceId, Metric, MetricSource, Sample, SeamError, Timestamp};
+use flotilla_procfs::{self as procfs, CpuTimes};
 use russh::keys::PrivateKey;
 use tokio::sync::Mutex as AsyncMutex;
 

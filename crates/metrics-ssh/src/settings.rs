@@ -32,10 +32,10 @@ pub struct SshSettings {
     #[serde(default)]
     pub allow_ssh_rsa: bool,
     /// Bound on TCP connect + SSH handshake + authentication.
-    #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(default = "default_timeout", deserialize_with = "flotilla_duration::deserialize")]
     pub connect_timeout: Duration,
     /// Bound on one metric command (open channel, run, read everything).
-    #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(default = "default_timeout", deserialize_with = "flotilla_duration::deserialize")]
     pub command_timeout: Duration,
 }
 
@@ -124,43 +124,6 @@ pub(crate) fn load_identity(path: &Path) -> Result<PrivateKey, String> {
             Err(format!("`{shown}` is encrypted with a passphrase; use a key without one"))
         }
         Err(e) => Err(format!("`{shown}` is not a usable private key: {e}")),
-    }
-}
-
-/// Durations written as humantime strings: `5s`, `250ms`, `1m`.
-mod duration {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Deserializer, Visitor};
-
-    const EXPECTING: &str = "a duration with a unit, like `5s`, `250ms` or `1m`";
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(EXPECTING)
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
-            humantime::parse_duration(s.trim())
-                .map_err(|e| E::custom(format!("invalid duration `{s}`: {e}; expected {EXPECTING}")))
-        }
-
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
-        }
-
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor)
     }
 }
 

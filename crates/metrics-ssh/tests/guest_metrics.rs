@@ -8,6 +8,8 @@ use std::time::Duration;
 use common::*;
 use flotilla_metrics_ssh::{SampleReport, SshSampler};
 use flotilla_model::{Metric, MetricSource};
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 fn only_sample(r: &SampleReport) -> (f64, f64) {
     assert!(r.failures.is_empty(), "failures: {:?}", r.failures);
@@ -22,6 +24,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_cpu_idle_and_loaded_memory_one_session_and_cost() {
+    require_lab!(Lab::Libvirt);
     let guest = Guest::boot("metrics");
     let pins = tempfile::tempdir().unwrap();
     let sampler = SshSampler::new(settings(), pins.path()).unwrap();

@@ -7,6 +7,8 @@ use std::time::Duration;
 use common::*;
 use flotilla_metrics_ssh::SshSampler;
 use flotilla_model::{ErrorKind, InstanceId, Metric};
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 use russh::keys::{HashAlg, PublicKey};
 
 fn pinned_fingerprint(sampler: &SshSampler, id: &InstanceId) -> String {
@@ -16,6 +18,7 @@ fn pinned_fingerprint(sampler: &SshSampler, id: &InstanceId) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_key_is_pinned_per_instance_and_a_changed_key_is_refused() {
+    require_lab!(Lab::Libvirt);
     // An RSA identity authorized for root and cirros through cloud-config, for the RSA login below.
     let keys = tempfile::tempdir().unwrap();
     let rsa_key = keys.path().join("id_rsa");

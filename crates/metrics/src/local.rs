@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flotilla_model::{GroupId, Instance, InstanceId, Metric, MetricSource, Sample, SeamError, Timestamp};
 
-use crate::procfs;
+use flotilla_procfs as procfs;
 
 /// The gap between the two readings of a member seen for the first time.
 pub const FIRST_READING_GAP: Duration = Duration::from_millis(200);

@@ -71,6 +71,12 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// The one order of members: oldest first (`created_at`), ties broken by id, so every part
+    /// that picks "the oldest" or "the first" picks the same member.
+    pub fn by_age(a: &Instance, b: &Instance) -> std::cmp::Ordering {
+        (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
+    }
+
     pub fn new(id: impl Into<String>, group: &GroupId, created_at: Timestamp) -> Self {
         let id = id.into();
         Instance {

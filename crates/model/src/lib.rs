@@ -9,6 +9,7 @@ mod clock;
 mod error;
 mod group;
 mod instance;
+pub mod name;
 mod operation;
 mod sample;
 mod seams;

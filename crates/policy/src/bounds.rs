@@ -31,7 +31,7 @@ pub(crate) fn repair(view: &GroupView<'_>, running: &[Member<'_>]) -> Option<Rep
     let mut failed: Vec<&Instance> =
         view.members.iter().filter(|m| matches!(m.state, InstanceState::Failed(_))).collect();
     if !failed.is_empty() {
-        failed.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        failed.sort_by(|a, b| Instance::by_age(a, b));
         return Some(Repair::Failed(failed.into_iter().map(|m| m.id.clone()).collect()));
     }
 

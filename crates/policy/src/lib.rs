@@ -68,12 +68,11 @@ pub fn policy_for(spec: &GroupSpec) -> Box<dyn Policy> {
     }
 }
 
-/// [`policy_for`] without the box: where a policy given another kind's spec hands it on, so the
-/// spec is always the truth.
-fn decide_by_spec(view: &GroupView<'_>, state: &PolicyState, now: Timestamp) -> (Evaluation, PolicyState) {
-    match view.spec.policy {
-        PolicySpec::Threshold(_) => ThresholdPolicy.decide(view, state, now),
-        PolicySpec::TargetTracking(_) => TargetTrackingPolicy.decide(view, state, now),
-        PolicySpec::RequestCount(_) => RequestCountPolicy.decide(view, state, now),
+/// The one dispatch on the policy kind: the spec is the truth, whichever [`Policy`] is asked.
+pub fn decide(view: &GroupView<'_>, state: &PolicyState, now: Timestamp) -> (Evaluation, PolicyState) {
+    match &view.spec.policy {
+        PolicySpec::Threshold(t) => engine::decide(&threshold::Rule(t), view, state, now),
+        PolicySpec::TargetTracking(t) => engine::decide(&target::Rule(t), view, state, now),
+        PolicySpec::RequestCount(r) => engine::decide(&requests::Rule(r), view, state, now),
     }
 }

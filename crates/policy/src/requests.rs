@@ -1,11 +1,11 @@
 //! Request count: the seed-002 trigger.
 
-use flotilla_model::{Decision, Evaluation, HoldReason, PolicySpec, PolicyState, RequestCountSpec, Timestamp};
+use flotilla_model::{Decision, Evaluation, HoldReason, PolicyState, RequestCountSpec, Timestamp};
 
 use crate::engine::{self, Tick};
 use crate::{GroupView, Policy};
 
-/// The seed-002 trigger, as configured in a [`PolicySpec::RequestCount`]: once the running members
+/// The seed-002 trigger, as configured in a [`PolicySpec::RequestCount`](flotilla_model::PolicySpec::RequestCount): once the running members
 /// served `requests` requests within `window` (their `Metric::Requests`, summed; the balancer
 /// counts them over the window), scale out by `increment` (handover mode: one clone), within max
 /// and after `cooldown_up`. One sample is enough. Members that do not report only make the sum
@@ -20,10 +20,7 @@ pub struct RequestCountPolicy;
 
 impl Policy for RequestCountPolicy {
     fn decide(&self, view: &GroupView<'_>, state: &PolicyState, now: Timestamp) -> (Evaluation, PolicyState) {
-        match &view.spec.policy {
-            PolicySpec::RequestCount(r) => engine::decide(&Rule(r), view, state, now),
-            _ => crate::decide_by_spec(view, state, now),
-        }
+        crate::decide(view, state, now)
     }
 }
 

@@ -17,7 +17,7 @@ pub(crate) fn outdated<'a>(view: &GroupView<'a>, running: &[Member<'a>]) -> Vec<
     }
     let mut old: Vec<&Instance> =
         running.iter().map(|m| m.inst).filter(|i| i.tag(TEMPLATE_TAG).is_some_and(|v| v != current)).collect();
-    old.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    old.sort_by(|a, b| Instance::by_age(a, b));
     old
 }
 

@@ -1,8 +1,6 @@
 //! Target tracking: keep the mean per-member value of a metric near a target.
 
-use flotilla_model::{
-    Decision, Evaluation, GroupSpec, HoldReason, PolicySpec, PolicyState, TargetMetric, TargetSpec, Timestamp,
-};
+use flotilla_model::{Decision, Evaluation, GroupSpec, HoldReason, PolicyState, TargetMetric, TargetSpec, Timestamp};
 
 use crate::engine::{self, samples, Tick};
 use crate::{GroupView, Policy};
@@ -11,7 +9,7 @@ use crate::{GroupView, Policy};
 /// near its target would flap between two sizes.
 pub const TARGET_TOLERANCE: f64 = 0.10;
 
-/// Keeps the mean per-member value of the metric in a [`PolicySpec::TargetTracking`] near its
+/// Keeps the mean per-member value of the metric in a [`PolicySpec::TargetTracking`](flotilla_model::PolicySpec::TargetTracking) near its
 /// target, the way AWS target tracking does:
 ///
 /// * the group wants `ceil(running × value / target)` members, within `[max(min, 1), max]`; a
@@ -30,10 +28,7 @@ pub struct TargetTrackingPolicy;
 
 impl Policy for TargetTrackingPolicy {
     fn decide(&self, view: &GroupView<'_>, state: &PolicyState, now: Timestamp) -> (Evaluation, PolicyState) {
-        match &view.spec.policy {
-            PolicySpec::TargetTracking(t) => engine::decide(&Rule(t), view, state, now),
-            _ => crate::decide_by_spec(view, state, now),
-        }
+        crate::decide(view, state, now)
     }
 }
 

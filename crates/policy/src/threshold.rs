@@ -1,25 +1,20 @@
 //! The seed's threshold policy: streaks of high or low samples.
 
-use flotilla_model::{
-    Decision, Evaluation, HoldReason, MetricChoice, PolicySpec, PolicyState, ThresholdSpec, Timestamp,
-};
+use flotilla_model::{Decision, Evaluation, HoldReason, MetricChoice, PolicyState, ThresholdSpec, Timestamp};
 
 use crate::engine::{self, samples, Tick};
 use crate::{GroupView, Policy};
 
 /// Scales on `min_up` consecutive samples at or above `high` and `min_down` consecutive samples at
 /// or below `low` (with every running member reporting), as configured in a
-/// [`PolicySpec::Threshold`]; see the crate docs for the order of a tick. A spec of another kind is
+/// [`PolicySpec::Threshold`](flotilla_model::PolicySpec::Threshold); see the crate docs for the order of a tick. A spec of another kind is
 /// decided by that kind's rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThresholdPolicy;
 
 impl Policy for ThresholdPolicy {
     fn decide(&self, view: &GroupView<'_>, state: &PolicyState, now: Timestamp) -> (Evaluation, PolicyState) {
-        match &view.spec.policy {
-            PolicySpec::Threshold(t) => engine::decide(&Rule(t), view, state, now),
-            _ => crate::decide_by_spec(view, state, now),
-        }
+        crate::decide(view, state, now)
     }
 }
 

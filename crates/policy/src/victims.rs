@@ -47,13 +47,9 @@ fn value_of(spec: &GroupSpec, m: &Instance, latest: &[Sample]) -> Option<f64> {
     latest.iter().filter(|s| s.instance == m.id).max_by_key(|s| s.at).and_then(|s| policy_value(&spec.policy, s))
 }
 
-fn by_age(a: &Instance, b: &Instance) -> Ordering {
-    (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
-}
-
 fn by_victim(how: Victim, a: &(&Instance, Option<f64>), b: &(&Instance, Option<f64>)) -> Ordering {
     match how {
-        Victim::Oldest => by_age(a.0, b.0),
+        Victim::Oldest => Instance::by_age(a.0, b.0),
         Victim::Newest => b.0.created_at.cmp(&a.0.created_at).then_with(|| a.0.id.cmp(&b.0.id)),
         Victim::LeastBusy => match (a.1, b.1) {
             (Some(x), Some(y)) => x.total_cmp(&y),
@@ -61,7 +57,7 @@ fn by_victim(how: Victim, a: &(&Instance, Option<f64>), b: &(&Instance, Option<f
             (None, Some(_)) => Ordering::Greater,
             (None, None) => Ordering::Equal,
         }
-        .then_with(|| by_age(a.0, b.0)),
+        .then_with(|| Instance::by_age(a.0, b.0)),
     }
 }
 

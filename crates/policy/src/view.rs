@@ -75,7 +75,7 @@ fn newest<'a>(samples: impl Iterator<Item = &'a Sample>) -> Option<&'a Sample> {
 
 /// The oldest instance: smallest `created_at`, ties broken by id.
 pub(crate) fn oldest<'a>(it: impl Iterator<Item = &'a Instance>) -> Option<&'a Instance> {
-    it.min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+    it.min_by(|a, b| Instance::by_age(a, b))
 }
 
 /// Handover mode's primary: `view.primary` if it is running, else the oldest running member.

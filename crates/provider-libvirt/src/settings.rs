@@ -36,10 +36,10 @@ pub struct LibvirtSettings {
     #[serde(default)]
     pub addresses: Option<AddressPool>,
     /// How long a new member may take from `define` to answering `GET /healthz` with 200.
-    #[serde(default = "default_start_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(default = "default_start_timeout", deserialize_with = "flotilla_duration::deserialize")]
     pub start_timeout: Duration,
     /// How long a deleted member gets to power off after the ACPI shutdown before it is destroyed.
-    #[serde(default = "default_shutdown_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(default = "default_shutdown_timeout", deserialize_with = "flotilla_duration::deserialize")]
     pub shutdown_timeout: Duration,
 }
 
@@ -596,6 +596,7 @@ impl LibvirtTemplate {
     }
 
     /// The public key to authorize, if any.
+    #[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
     pub(crate) fn authorized_key(&self) -> Result<Option<String>, (String, String)> {
         self.ssh_authorized_key
             .as_deref()
@@ -728,39 +729,6 @@ impl Fnv {
     }
     pub(crate) fn finish(&self) -> u64 {
         self.0
-    }
-}
-
-/// Durations written as humantime strings: `90s`, `1m 30s`.
-pub(crate) mod duration {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Deserializer, Visitor};
-
-    struct V;
-
-    impl Visitor<'_> for V {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a duration with a unit, like `90s` or `2m`")
-        }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
-            humantime::parse_duration(s.trim()).map_err(|e| E::custom(format!("invalid duration `{s}`: {e}")))
-        }
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s`")))
-        }
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s`")))
-        }
-        fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s`")))
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(V)
     }
 }
 

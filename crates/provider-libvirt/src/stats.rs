@@ -30,7 +30,7 @@ use flotilla_model::{GroupId, Instance, InstanceId, Metric, MetricSource, Sample
 use virt::sys;
 
 use crate::host::{is_no_domain, Host};
-use crate::Inner;
+use crate::provider::Inner;
 
 /// CPU busy % of a domain over an interval; `None` when there is no usable interval.
 pub fn cpu_percent(prev_ns: u64, cur_ns: u64, wall: Duration, vcpus: u32) -> Option<f64> {

@@ -1,5 +1,6 @@
 //! Bad input gives a clear error naming the field, and nothing is left half-created: no domain, no
 //! member directory.
+#![cfg(feature = "libvirt")]
 
 mod common;
 
@@ -9,6 +10,8 @@ use std::time::Duration;
 use common::*;
 use flotilla_model::{ErrorKind, GroupId, Provider};
 use flotilla_provider_libvirt::{LibvirtProvider, LibvirtSettings, LibvirtTemplate};
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 const SIM: &str = "test:///default";
 
@@ -43,7 +46,7 @@ async fn create_err(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_problems_name_the_field_and_create_nothing() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("bt");
     let group = GroupId::new(&tag);
     let name = format!("vm-{tag}_1");
@@ -110,7 +113,7 @@ async fn template_problems_name_the_field_and_create_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_uri_is_named_and_nothing_is_made() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("bu");
     let group = GroupId::new(&tag);
     let name = format!("vm-{tag}_1");
@@ -139,7 +142,7 @@ async fn an_unreachable_uri_is_named_and_nothing_is_made() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_range_smaller_than_two_per_member() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("bp");
     let group = GroupId::new(&tag);
     let base = format!("vm-{tag}");
@@ -164,7 +167,7 @@ async fn a_port_range_smaller_than_two_per_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_after_define_are_rolled_back() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("bf");
     let group = GroupId::new(&tag);
     let name = format!("vm-{tag}_1");

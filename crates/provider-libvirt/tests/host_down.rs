@@ -1,6 +1,7 @@
 //! Real lab: a host that goes down (its connection cut, its guest still running) is skipped by
 //! placement, its member is reported failed (not forgotten, not deleted, not created twice), also
 //! by a controller restarted meanwhile; when it comes back the provider reconnects by itself.
+#![cfg(feature = "libvirt")]
 
 mod common;
 
@@ -9,12 +10,14 @@ use std::time::Duration;
 use common::*;
 use flotilla_model::{ErrorKind, GroupId, InstanceId, InstanceState, Provider};
 use flotilla_provider_libvirt::LibvirtProvider;
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 const SIM: &str = "test:///default";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_going_down_and_coming_back() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("hd");
     let group = GroupId::new(&tag);
     let base = format!("vm-{tag}");

@@ -1,6 +1,7 @@
 //! Real lab: create → list → a new provider (a restarted controller, with an empty state
 //! directory: metadata alone) re-adopts → delete; nothing left; a foreign domain beside ours is
 //! never listed, deleted, or created over.
+#![cfg(feature = "libvirt")]
 
 mod common;
 
@@ -9,10 +10,12 @@ use std::path::Path;
 use common::*;
 use flotilla_model::{ErrorKind, GroupId, InstanceId, InstanceState, Provider};
 use flotilla_provider_libvirt::LibvirtProvider;
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_list_readopt_delete_and_foreign_domains_are_untouched() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("lc");
     let group = GroupId::new(&tag);
     let base = format!("vm-{tag}");

@@ -2,6 +2,7 @@
 //! 90 %, from cpu.time deltas; memory % from the balloon; no sample on the first reading. That this
 //! source and the in-guest SSH sampler agree on a loaded guest is checked where both are
 //! dependencies: `crates/flotilla/tests/libvirt_metrics.rs`.
+#![cfg(feature = "libvirt")]
 
 mod common;
 
@@ -10,10 +11,12 @@ use std::time::Duration;
 use common::*;
 use flotilla_model::{Clock, GroupId, Metric, MetricSource, Provider, SystemClock};
 use flotilla_provider_libvirt::{DomainStatsSource, LibvirtProvider};
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_guest_is_low_and_a_guest_running_yes_is_high() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("mx");
     let group = GroupId::new(&tag);
     let base = format!("vm-{tag}");

@@ -1,11 +1,14 @@
 //! Placement across hosts: every strategy on `test:///default` stand-ins (no guest boots there),
 //! a refusing URI skipped and reported down, and one real run over two `qemu:///system` entries.
+#![cfg(feature = "libvirt")]
 
 mod common;
 
 use common::*;
 use flotilla_model::{ErrorKind, GroupId, InstanceId, InstanceState, Provider};
 use flotilla_provider_libvirt::{LibvirtProvider, Placement};
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 const SIM: &str = "test:///default";
 
@@ -15,7 +18,7 @@ fn host_of(list: &[flotilla_model::Instance], id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_strategy_places_as_documented_and_skips_a_refusing_host() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("pl");
     let group = GroupId::new(&tag);
     let base = format!("vm-{tag}");
@@ -93,7 +96,7 @@ async fn each_strategy_places_as_documented_and_skips_a_refusing_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_lab_hosts_round_robin_skipping_a_refusing_one() {
-    lab_up();
+    require_lab!(Lab::Libvirt);
     let tag = unique("pq");
     let group = GroupId::new(&tag);
     let base = format!("vm-{tag}");

@@ -6,7 +6,6 @@
 //! name is never started twice. Pids are only trusted together with their starttime and command
 //! line (see [`process`]), so a reused pid is never mistaken for, or signalled as, a member.
 
-mod health;
 pub mod process;
 pub mod record;
 mod spawn;
@@ -16,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use flotilla_model::name::{check_member_name as validate_name, MAX_NAME_LEN};
 use flotilla_model::{
     Clock, ErrorKind, GroupId, Instance, InstanceId, InstanceSpec, InstanceState, Provider, SeamError, SystemClock,
     Timestamp,
@@ -26,9 +26,6 @@ use spawn::Started;
 
 /// How long a deleted member gets between SIGTERM and SIGKILL.
 pub const DELETE_GRACE: Duration = Duration::from_secs(5);
-
-/// The longest member name (names become file names and command-line arguments).
-pub const MAX_NAME_LEN: usize = 128;
 
 /// Where members' files live and what they run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,22 +200,6 @@ impl LocalProvider {
         let log = self.files.log(&rec.name);
         tracing::warn!(member = %rec.name, pid = rec.pid, reason, log = %log.display(), "member failed to start");
         SeamError::transient(format!("member {} did not start: {reason}; see its log {}", rec.name, log.display()))
-    }
-}
-
-/// Names become file names and arguments: letters, digits, `_`, `-`, `.`; not starting with `.`
-/// or `-` (hidden files, flags).
-pub fn validate_name(name: &str) -> Result<(), SeamError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(SeamError::invalid(format!(
-            "member name {name:?} is not usable by the local provider (1-{MAX_NAME_LEN} of A-Z a-z 0-9 _ - ., not starting with . or -)"
-        )))
     }
 }
 

@@ -3,47 +3,15 @@
 //! Pids are reused, so a pid alone is not an identity: a member is "this process" only while
 //! /proc/<pid>/stat still shows the recorded starttime and /proc/<pid>/cmdline still names the
 //! member. Signals go only to processes that pass that check (or to a child we still hold).
-//!
-//! The few /proc/<pid>/stat fields needed here are parsed locally rather than borrowed from
-//! `flotilla-metrics`: adapters depend on `flotilla-model` only, never on each other.
 
 use std::time::Duration;
 
+use flotilla_procfs::{parse_pid_stat, PidStat};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 /// How often exit is polled.
 const POLL: Duration = Duration::from_millis(50);
-
-/// The identity and liveness fields of /proc/<pid>/stat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PidStat {
-    /// `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
-    pub state: char,
-    pub pgrp: i32,
-    /// Clock ticks after boot: with the pid, one process for its whole life.
-    pub starttime: u64,
-}
-
-impl PidStat {
-    /// A zombie or dead process has exited; only its /proc entry lingers until it is reaped.
-    pub fn has_exited(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
-    }
-}
-
-/// Parses /proc/<pid>/stat. `comm` (field 2) may contain spaces and `)`, so the remaining fields
-/// start after the *last* `)`.
-pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
-    let rest: Vec<&str> = text.get(text.rfind(')')? + 1..)?.split_whitespace().collect();
-    // proc(5) numbers fields from 1; `rest[0]` is field 3 (state).
-    let field = |n: usize| rest.get(n - 3).copied();
-    let mut state = field(3)?.chars();
-    let (Some(s), None) = (state.next(), state.next()) else {
-        return None;
-    };
-    Some(PidStat { state: s, pgrp: field(5)?.parse().ok()?, starttime: field(22)?.parse().ok()? })
-}
 
 /// /proc/<pid>/stat, or `None` if there is no such process.
 pub fn stat(pid: i32) -> Option<PidStat> {
@@ -124,16 +92,6 @@ pub async fn stop_member(pid: i32, starttime: u64, name: &str, grace: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_stat_with_an_awkward_comm() {
-        let text = "4242 (a) b (c) S 1 4242 4200 0 -1 4194304 98 0 0 0 3 5 0 0 20 0 1 0 987654 8192000 130 0 0\n";
-        assert_eq!(parse_pid_stat(text), Some(PidStat { state: 'S', pgrp: 4242, starttime: 987654 }));
-        let zombie = parse_pid_stat(&text.replace(") S ", ") Z ")).unwrap();
-        assert!(zombie.has_exited());
-        assert_eq!(parse_pid_stat("4242 (x) S 1 2"), None);
-        assert_eq!(parse_pid_stat(""), None);
-    }
 
     #[test]
     fn cmdline_matching_is_per_argument() {

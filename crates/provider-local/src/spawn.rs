@@ -15,7 +15,6 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use crate::health;
 use crate::process;
 use crate::record::MemberFiles;
 
@@ -78,7 +77,7 @@ pub async fn wait_ready(
             return Err(format!("it exited before it was ready ({last})"));
         }
         if let Some(port) = files.read_port(name) {
-            match health::check(port, name, PROBE_TIMEOUT).await {
+            match flotilla_healthz::check(&format!("127.0.0.1:{port}"), name, PROBE_TIMEOUT).await {
                 Ok(()) => return Ok(port),
                 Err(e) => last = format!("port {port}: {e}"),
             }

@@ -215,18 +215,11 @@ impl From<&DeployRequest> for InfraNames {
     }
 }
 
-/// A group or prefix name: 1-45 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-` (it goes
-/// into Nova tags, at most 60 characters with `flotilla:group=`).
+/// A group or prefix name: the one rule for group names (`flotilla_model::name`), whose length
+/// limit is Nova's (at most 60 characters with `flotilla:group=`).
 pub fn check_group_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= marks::MAX_GROUP_LEN
-        && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{name:?}: use 1-{} of A-Z a-z 0-9 _ - . (not starting with . or -)", marks::MAX_GROUP_LEN))
-    }
+    const _: () = assert!(flotilla_model::name::MAX_GROUP_LEN <= marks::MAX_GROUP_LEN);
+    flotilla_model::name::group_name_problem(name).map_or(Ok(()), Err)
 }
 
 /// The `type base64` part of an OpenSSH public key file.

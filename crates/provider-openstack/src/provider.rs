@@ -16,6 +16,7 @@ use crate::config::CloudConfig;
 use crate::deploy::check_group_name;
 use crate::resources::{fault_error, marks, Flavor, Server, ServerCreate};
 use crate::util::parse_iso8601_ms;
+use flotilla_model::name::check_member_name;
 
 /// Which address of a member the balancer and samplers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -58,13 +59,13 @@ pub struct OpenStackSettings {
     #[serde(default)]
     pub interface: Option<String>,
     /// Longest wait for a new member to be ACTIVE (and have its floating IP); `start_timeout` too.
-    #[serde(default = "default_create_timeout", with = "duration", alias = "start_timeout")]
+    #[serde(default = "default_create_timeout", with = "flotilla_duration", alias = "start_timeout")]
     pub create_timeout: Duration,
     /// Longest wait for a deleted member to be gone.
-    #[serde(default = "default_delete_timeout", with = "duration")]
+    #[serde(default = "default_delete_timeout", with = "flotilla_duration")]
     pub delete_timeout: Duration,
     /// Longest pause between two polls while waiting (they start at 0.5 s and double).
-    #[serde(default = "default_poll_interval", with = "duration")]
+    #[serde(default = "default_poll_interval", with = "flotilla_duration")]
     pub poll_interval: Duration,
     #[serde(default)]
     pub address: AddressMode,
@@ -574,13 +575,6 @@ fn member_state(s: &Server, has_address: bool) -> InstanceState {
     }
 }
 
-fn check_member_name(name: &str) -> Result<(), SeamError> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) || name.starts_with(' ') {
-        return Err(SeamError::invalid(format!("member name {name:?} is not usable as a Nova server name")));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Provider for OpenStackProvider {
     fn name(&self) -> &str {
@@ -776,31 +770,6 @@ impl Provider for OpenStackProvider {
             )));
         }
         Ok(())
-    }
-}
-
-/// Durations as humantime strings (`30s`, `5m`, `1h 30m`) or plain seconds.
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Duration::from_secs(n)),
-            Raw::Text(t) => humantime::parse_duration(&t)
-                .map_err(|e| serde::de::Error::custom(format!("{t:?} is not a duration like 30s or 5m: {e}"))),
-        }
     }
 }
 

@@ -4,9 +4,12 @@
 mod common;
 
 use common::*;
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_removes_ours_and_leaves_untagged_resources() {
+    require_lab!(Lab::OpenStack);
     let cloud = connect(ADMIN).await;
     let p = prefix("clean");
     let dir = tempfile::tempdir().unwrap();

@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use common::*;
 use flotilla_provider_openstack::{marks, Progress};
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_twice_creates_only_the_next_server() {
+    require_lab!(Lab::OpenStack);
     let cloud = connect(ADMIN).await;
     let p = prefix("dep");
     let dir = tempfile::tempdir().unwrap();
@@ -127,6 +130,7 @@ async fn deploy_twice_creates_only_the_next_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_retention_keeps_exactly_n() {
+    require_lab!(Lab::OpenStack);
     let cloud = connect(ADMIN).await;
     let p = prefix("snap");
     let dir = tempfile::tempdir().unwrap();
@@ -158,6 +162,7 @@ async fn snapshot_retention_keeps_exactly_n() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_image_ends_with_the_server_active_again() {
+    require_lab!(Lab::OpenStack);
     let cloud = connect(ADMIN).await;
     let p = prefix("gold");
     let dir = tempfile::tempdir().unwrap();

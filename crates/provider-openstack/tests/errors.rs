@@ -9,9 +9,12 @@ use flotilla_model::{ErrorKind, GroupId, InstanceSpec, Provider};
 use flotilla_provider_openstack::{
     AddressMode, Cloud, CloudConfig, OpenStackProvider, OpenStackSettings, OpenStackTemplate, Service,
 };
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 #[tokio::test]
 async fn wrong_password_is_named() {
+    require_lab!(Lab::OpenStack);
     let cfg = config(DEMO).with_password("certainly-not-the-password");
     let e = Cloud::connect(cfg).await.unwrap_err();
     eprintln!("wrong password: {e}");
@@ -24,7 +27,7 @@ async fn wrong_password_is_named() {
 
 #[tokio::test]
 async fn unknown_cloud_lists_the_known_ones() {
-    ensure_lab();
+    require_lab!(Lab::OpenStack);
     let e = CloudConfig::load_from(&clouds_yaml(), "nope").unwrap_err();
     eprintln!("unknown cloud: {e}");
     assert_eq!(e.kind, ErrorKind::Invalid);
@@ -43,8 +46,17 @@ async fn unreachable_keystone_names_the_url() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
-    let mut cfg = config(DEMO);
-    cfg.auth_url = format!("http://127.0.0.1:{port}/v3");
+    // A clouds.yaml of our own: this needs no lab.
+    let dir = tempfile::tempdir().unwrap();
+    let clouds = dir.path().join("clouds.yaml");
+    std::fs::write(
+        &clouds,
+        format!(
+            "clouds:\n  gone:\n    auth:\n      auth_url: http://127.0.0.1:{port}/v3\n      username: u\n      password: p\n      project_name: p\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n"
+        ),
+    )
+    .unwrap();
+    let cfg = CloudConfig::load_from(&clouds, "gone").unwrap();
     let e = Cloud::connect(cfg).await.unwrap_err();
     eprintln!("unreachable Keystone: {e}");
     assert_eq!(e.kind, ErrorKind::Transient);
@@ -53,6 +65,7 @@ async fn unreachable_keystone_names_the_url() {
 
 #[tokio::test]
 async fn token_is_reissued_once_on_401() {
+    require_lab!(Lab::OpenStack);
     let cloud = connect(ADMIN).await;
     cloud.poison_token().await;
     let before = cloud.api_calls();
@@ -62,6 +75,7 @@ async fn token_is_reissued_once_on_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_exceeded_is_a_quota_error_and_creates_nothing() {
+    require_lab!(Lab::OpenStack);
     let admin = connect(ADMIN).await;
     let demo = connect(DEMO).await;
     let p = prefix("quota");
@@ -124,6 +138,7 @@ async fn quota_exceeded_is_a_quota_error_and_creates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_image_flavor_network_are_named_and_nothing_is_made() {
+    require_lab!(Lab::OpenStack);
     let cloud = connect(ADMIN).await;
     let p = prefix("miss");
     let dir = tempfile::tempdir().unwrap();

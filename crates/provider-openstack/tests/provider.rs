@@ -12,6 +12,8 @@ use flotilla_model::{GroupId, InstanceId, InstanceSpec, InstanceState, Metric, M
 use flotilla_provider_openstack::{
     marks, AddressMode, Cloud, DiagnosticsSource, OpenStackProvider, OpenStackSettings, OpenStackTemplate, Service,
 };
+use flotilla_testkit::lab::Lab;
+use flotilla_testkit::require_lab;
 
 fn template(req: &flotilla_provider_openstack::DeployRequest) -> OpenStackTemplate {
     let mut t = OpenStackTemplate::new("cirros", "m1.tiny", req.network.clone());
@@ -34,6 +36,7 @@ fn provider(cloud: &Cloud, group: &str, t: &OpenStackTemplate, address: AddressM
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_create_is_idempotent_adopts_and_releases_fips_as_member_user() {
+    require_lab!(Lab::OpenStack);
     let cloud = connect(DEMO).await;
     let p = prefix("prov");
     let dir = tempfile::tempdir().unwrap();
@@ -132,6 +135,7 @@ async fn provider_create_is_idempotent_adopts_and_releases_fips_as_member_user()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diagnostics_source_samples_a_lab_server() {
+    require_lab!(Lab::OpenStack);
     let cloud = connect(ADMIN).await;
     let p = prefix("diag");
     let dir = tempfile::tempdir().unwrap();

@@ -5,5 +5,6 @@
 //! `crates/flotilla/tests` drive real member processes.
 
 pub mod fake_provider;
+pub mod lab;
 pub mod scripted_metrics;
 pub mod store_conformance;

@@ -37,6 +37,7 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
     let mut config = match args.provider {
         DemoProvider::Local => crate::config::parse(DEMO_CONFIG, "examples/demo.yaml")?,
         DemoProvider::Libvirt => {
+            crate::libvirt::require()?;
             ensure_lab().await?;
             crate::config::parse(LIBVIRT_DEMO_CONFIG, "examples/libvirt/demo.yaml")?
         }

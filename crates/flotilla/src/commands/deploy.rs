@@ -8,14 +8,6 @@ use flotilla_model::{Clock, Event, EventKind, GroupId, InstanceSpec, OpKind, OpS
 use crate::cli::DeployArgs;
 use crate::{usage, wiring};
 
-/// Names users give become file names and process arguments: keep them plain.
-pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.')
-}
-
 pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Result<ExitCode> {
     if args.target.openstack() {
         return super::openstack::deploy(args).await;
@@ -24,8 +16,8 @@ pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Resu
     if !foreign.is_empty() {
         return usage(format!("{}: only with --provider openstack (the provider is local)", foreign.join(", ")));
     }
-    if !valid_name(&args.name) {
-        return usage(format!("--name {:?}: use 1-63 letters, digits, '-', '_' or '.'", args.name));
+    if let Some(p) = flotilla_model::name::group_name_problem(&args.name) {
+        return usage(format!("--name {p}"));
     }
     if !(1..=64).contains(&args.vcpus) {
         return usage(format!("--vcpus {}: must be between 1 and 64", args.vcpus));

@@ -51,8 +51,10 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
     // group): VM-test_1 grows VM-test_clone_1.
     let clone_base = match args.clone.as_deref() {
         None | Some("legacy") => format!("{}_clone", server.group),
-        Some(name) if super::deploy::valid_name(name) => name.to_string(),
-        Some(name) => return usage(format!("--clone {name:?}: use letters, digits, '-', '_' or '.'")),
+        Some(name) => match flotilla_model::name::member_name_problem(name) {
+            None => name.to_string(),
+            Some(p) => return usage(format!("--clone {p}")),
+        },
     };
     let interval = Duration::from_secs_f64(args.interval);
     let group = server.group.clone();

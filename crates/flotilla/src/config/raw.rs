@@ -102,7 +102,7 @@ pub struct RawProvider {
     #[serde(default = "default_provider_kind")]
     pub kind: RawProviderKind,
     /// How long a new local member may take to come up, e.g. `20s` (`local` only).
-    #[serde(default = "default_start_timeout", with = "duration")]
+    #[serde(default = "default_start_timeout", with = "flotilla_duration")]
     pub start_timeout: Duration,
     /// The libvirt hosts, placement and addressing (`libvirt` only; required there).
     #[serde(default)]
@@ -167,7 +167,7 @@ pub struct RawPush {
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// How long a pushed value counts (default 30s).
-    #[serde(default = "default_push_max_age", with = "duration")]
+    #[serde(default = "default_push_max_age", with = "flotilla_duration")]
     pub max_age: Duration,
 }
 
@@ -211,19 +211,19 @@ pub struct RawGroup {
     #[serde(default = "default_increment")]
     pub increment: u32,
     /// How often members are sampled (at least 100ms), e.g. `5s`.
-    #[serde(default = "default_interval", with = "duration")]
+    #[serde(default = "default_interval", with = "flotilla_duration")]
     pub interval: Duration,
     /// A sample older than this is stale; defaults to 3 × `interval`, must be at least `interval`.
-    #[serde(default, with = "duration::option")]
+    #[serde(default, with = "flotilla_duration::option")]
     pub stale_after: Option<Duration>,
     /// The quiet time after a scale-out before the next scale action.
-    #[serde(default = "default_cooldown", with = "duration")]
+    #[serde(default = "default_cooldown", with = "flotilla_duration")]
     pub cooldown_up: Duration,
     /// The quiet time after a scale-in before the next scale action.
-    #[serde(default = "default_cooldown", with = "duration")]
+    #[serde(default = "default_cooldown", with = "flotilla_duration")]
     pub cooldown_down: Duration,
     /// How long a retiring member may finish its in-flight work.
-    #[serde(default = "default_drain_timeout", with = "duration")]
+    #[serde(default = "default_drain_timeout", with = "flotilla_duration")]
     pub drain_timeout: Duration,
     /// Which member a scale-in removes: `oldest`, `newest` or `least-busy`.
     #[serde(default = "default_victim")]
@@ -294,7 +294,7 @@ pub struct RawBalancer {
     #[serde(default)]
     pub health: RawHealth,
     /// How long a request may wait for a healthy member before it gets 503.
-    #[serde(default = "default_queue_timeout", with = "duration")]
+    #[serde(default = "default_queue_timeout", with = "flotilla_duration")]
     pub queue_timeout: Duration,
     /// How many requests may wait at once; more get 503 at once.
     #[serde(default = "default_queue_limit")]
@@ -335,10 +335,10 @@ pub struct RawHealth {
     #[serde(default = "default_health_path")]
     pub path: String,
     /// Time between checks.
-    #[serde(default = "default_health_interval", with = "duration")]
+    #[serde(default = "default_health_interval", with = "flotilla_duration")]
     pub interval: Duration,
     /// How long one check may take.
-    #[serde(default = "default_health_timeout", with = "duration")]
+    #[serde(default = "default_health_timeout", with = "flotilla_duration")]
     pub timeout: Duration,
     /// Consecutive passes before a member gets traffic.
     #[serde(default = "default_rise")]
@@ -721,7 +721,7 @@ mod policy {
 
     impl<'de> Deserialize<'de> for Dur {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            super::duration::deserialize(d).map(Dur)
+            flotilla_duration::deserialize(d).map(Dur)
         }
     }
 
@@ -820,92 +820,6 @@ mod policy {
             expected.join(", "),
             owners.join(" or "),
         ))
-    }
-}
-
-/// Durations written as humantime strings: `5s`, `250ms`, `1m`, `1h 30m`.
-pub(crate) mod duration {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Deserializer, Visitor};
-
-    const EXPECTING: &str = "a duration with a unit, like `5s`, `250ms` or `1m`";
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(EXPECTING)
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
-            humantime::parse_duration(s.trim()).map_err(|e| {
-                let why = match e {
-                    // Humantime's own text names the supported units.
-                    humantime::DurationError::UnknownUnit { .. } | humantime::DurationError::NumberOverflow => {
-                        e.to_string()
-                    }
-                    _ => format!("expected {EXPECTING}"),
-                };
-                E::custom(format!("invalid duration `{s}`: {why}"))
-            })
-        }
-
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
-        }
-
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
-        }
-
-        fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
-            Err(E::custom(format!("invalid duration `{n}`: a unit is needed, like `{n}s` or `{n}ms`")))
-        }
-    }
-
-    /// A required (or defaulted) duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        // `any`, not `str`: a bare number should hear that it lacks a unit.
-        d.deserialize_any(DurationVisitor)
-    }
-
-    /// An optional duration; `~` means "not set".
-    pub mod option {
-        use std::fmt;
-        use std::time::Duration;
-
-        use serde::de::{self, Deserializer, Visitor};
-
-        struct OptionVisitor;
-
-        impl<'de> Visitor<'de> for OptionVisitor {
-            type Value = Option<Duration>;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(super::EXPECTING)
-            }
-
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                super::deserialize(d).map(Some)
-            }
-        }
-
-        /// See the module docs.
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            d.deserialize_option(OptionVisitor)
-        }
     }
 }
 

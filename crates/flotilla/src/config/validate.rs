@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flotilla_model::name::{group_name_problem, member_name_problem};
 use flotilla_model::{
     Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
     TargetMetric, TargetSpec, ThresholdSpec, Victim,
@@ -32,8 +33,6 @@ pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 pub const MAX_WINDOW: Duration = Duration::from_secs(300);
 /// The most vCPUs a template may ask for.
 pub const MAX_VCPUS: u32 = 64;
-/// The longest group name (and template base name).
-pub const MAX_NAME_LEN: usize = 63;
 
 /// Checks a whole deserialized file and builds the [`Config`], or returns every problem found.
 pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
@@ -372,15 +371,11 @@ fn check_groups(groups: Vec<Option<RawGroup>>, errors: &mut Vec<ConfigError>) ->
     (complete && errors.len() == before).then(|| specs.into_iter().map(|(_, spec)| spec).collect())
 }
 
+/// The one name rule (`flotilla_model::name`): groups are shorter than members.
 fn check_name(errors: &mut Vec<ConfigError>, path: String, what: &str, name: &str) {
-    let ok_len = (1..=MAX_NAME_LEN).contains(&name.len());
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !ok_len || !ok_chars {
-        err(
-            errors,
-            path,
-            format!("invalid {what} `{name}`: use 1 to {MAX_NAME_LEN} characters from A-Z, a-z, 0-9, `.`, `_` and `-`"),
-        );
+    let problem = if what == "group name" { group_name_problem(name) } else { member_name_problem(name) };
+    if let Some(p) = problem {
+        err(errors, path, format!("invalid {what} {p}"));
     }
 }
 
@@ -789,8 +784,10 @@ mod tests {
             ("store: {sample_window: 9}\ngroups: [{name: a}]\n", "store.sample_window: must be at least 10 (got 9)"),
             ("provider: {start_timeout: 0s}\ngroups: [{name: a}]\n", "provider.start_timeout: must be greater than 0s"),
             ("state_dir: ''\ngroups: [{name: a}]\n", "state_dir: must not be empty (leave it out for the default)"),
-            ("groups: [{name: 'a b'}]\n", "groups[0].name: invalid group name `a b`: use 1 to 63 characters from A-Z, a-z, 0-9, `.`, `_` and `-`"),
-            ("groups: [{name: ''}]\n", "groups[0].name: invalid group name ``: use 1 to 63 characters from A-Z, a-z, 0-9, `.`, `_` and `-`"),
+            ("groups: [{name: 'a b'}]\n", "groups[0].name: invalid group name `a b`: use 1 to 45 of A-Z a-z 0-9 _ - . starting with a letter or digit"),
+            ("groups: [{name: ''}]\n", "groups[0].name: invalid group name ``: use 1 to 45 of A-Z a-z 0-9 _ - . starting with a letter or digit"),
+            // a name every provider refuses (a flag on a command line) is refused here too
+            ("groups: [{name: '-web'}]\n", "groups[0].name: invalid group name `-web`: use 1 to 45 of A-Z a-z 0-9 _ - . starting with a letter or digit"),
             ("groups: [{name: a, min: 0}]\n", "groups[0].min: must be at least 1"),
             ("groups: [{name: a, min: 3, max: 2}]\n", "groups[0].min: min (3) must not be greater than max (2)"),
             ("groups: [{name: a, min: 5}]\n", "groups[0].min: min (5) must not be greater than max (4, the default for scale mode)"),
@@ -807,7 +804,7 @@ mod tests {
             ("groups: [{name: a, policy: {min_up: 0}}]\n", "groups[0].policy.min_up: must be at least 1 sample"),
             ("groups: [{name: a, policy: {min_down: 0}}]\n", "groups[0].policy.min_down: must be at least 1 sample"),
             ("groups: [{name: a, template: {vcpus: 65}}]\n", "groups[0].template.vcpus: must be between 1 and 64 (got 65)"),
-            ("groups: [{name: a, template: {base_name: x/y}}]\n", "groups[0].template.base_name: invalid base name `x/y`: use 1 to 63 characters from A-Z, a-z, 0-9, `.`, `_` and `-`"),
+            ("groups: [{name: a, template: {base_name: x/y}}]\n", "groups[0].template.base_name: invalid base name `x/y`: use 1 to 63 of A-Z a-z 0-9 _ - . starting with a letter or digit"),
             ("groups: [{name: a, template: {base_name: b, clone_base: b}}]\n", "groups[0].template.clone_base: `b` is already used by groups[0].template.base_name; member names would collide"),
             ("groups: [{name: a}, {name: a}]\n", "groups[1].name: duplicate group name `a` (first used by groups[0])"),
             ("groups: [{name: a}, {name: b, template: {base_name: a}}]\n", "groups[1].template.base_name: `a` is already used by groups[0].template.base_name; member names would collide"),

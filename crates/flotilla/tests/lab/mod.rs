@@ -14,16 +14,6 @@ use crate::support::{text, Env};
 pub const LAB_URI: &str = "qemu:///system";
 pub const BUILD: &str = "/tmp/libvirt-lab/build";
 
-/// Runs the lab's idempotent `up.sh` (about 0.3 s when the lab is up).
-pub fn lab_up() {
-    let up = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/libvirt-lab/up.sh");
-    let out = Command::new("bash").arg(&up).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", up.display()));
-    assert!(out.status.success(), "{} failed:\n{}\n{}", up.display(), text(&out.stdout), text(&out.stderr));
-    for f in ["base.qcow2", "vmlinux", "initrd.img", "id_ed25519.pub"] {
-        assert!(Path::new(BUILD).join(f).exists(), "{BUILD}/{f} missing after up.sh");
-    }
-}
-
 /// The lab's domain template (used to define a foreign domain that looks like a lab guest).
 pub fn lab_domain_template() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/libvirt-lab/domain-template.xml")

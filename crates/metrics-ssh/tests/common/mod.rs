@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use flotilla_metrics_ssh::SshSettings;
@@ -30,20 +29,6 @@ pub fn lab_key() -> PathBuf {
 }
 pub fn lab_uri() -> String {
     std::env::var("LAB_URI").unwrap_or_else(|_| "qemu:///system".to_string())
-}
-
-/// Runs `up.sh` (idempotent, ~0.3 s when the lab is up) once per test binary.
-pub fn ensure_lab() {
-    static UP: OnceLock<()> = OnceLock::new();
-    UP.get_or_init(|| {
-        let out = Command::new("bash").arg(lab_dir().join("up.sh")).output().expect("run up.sh");
-        assert!(
-            out.status.success(),
-            "libvirt lab up.sh failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
 }
 
 /// A port in 20000..30000 that could be bound just now (bound, then released).
@@ -88,7 +73,6 @@ impl Guest {
     }
 
     fn boot_with(tag: &str, user_data: Option<&str>) -> Guest {
-        ensure_lab();
         let ssh_port = free_port(&[]);
         let http_port = free_port(&[ssh_port]);
         // The guard exists before anything is created, so a failed boot is cleaned up too.
@@ -198,6 +182,6 @@ pub fn now() -> Timestamp {
 /// utime + stime of this process (all threads), in ms.
 pub fn process_cpu_ms() -> f64 {
     let text = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let stat = flotilla_metrics::procfs::parse_pid_stat(&text).unwrap();
-    stat.cpu_ticks() as f64 * 1000.0 / flotilla_metrics::procfs::clk_tck() as f64
+    let stat = flotilla_procfs::parse_pid_stat(&text).unwrap();
+    stat.cpu_ticks() as f64 * 1000.0 / flotilla_procfs::clk_tck() as f64
 }

@@ -250,7 +250,7 @@ pub(crate) fn run(
     now: Timestamp,
 ) -> (Evaluation, PolicyState) {
     let view = GroupView { spec, members, latest, primary, operation_pending: pending, rollout_blocked: false };
-    crate::decide_by_spec(&view, state, now)
+    crate::decide(&view, state, now)
 }
 
 /// The invariants every decision keeps, whatever the inputs.

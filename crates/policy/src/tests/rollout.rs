@@ -26,7 +26,7 @@ fn decide(spec: &GroupSpec, members_dsl: &str, samples_dsl: &str, blocked: bool)
         operation_pending: false,
         rollout_blocked: blocked,
     };
-    let (eval, _) = crate::decide_by_spec(&view, &PolicyState::default(), t(100));
+    let (eval, _) = crate::decide(&view, &PolicyState::default(), t(100));
     assert_safe(spec, &members, &eval.decision, "rollout");
     eval.decision
 }
@@ -80,7 +80,7 @@ fn scaling_and_changes_in_progress_come_first() {
     let members = members(&s, members_dsl);
     let latest = samples(hot);
     let view = GroupView::new(&s, &members, &latest);
-    let (eval, _) = crate::decide_by_spec(&view, &st, t(100));
+    let (eval, _) = crate::decide(&view, &st, t(100));
     assert!(matches!(eval.decision, Decision::ScaleOut { .. }), "{:?}", eval.decision);
     // A member still creating: wait.
     let d = decide(&s, "a:R:1:v1 b:R:2:v1 c:R:3:v1 n:C:4:v2", STEADY, false);

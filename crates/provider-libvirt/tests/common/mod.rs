@@ -3,9 +3,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use flotilla_model::{GroupId, InstanceSpec};
@@ -15,28 +14,6 @@ pub const LAB_URI: &str = "qemu:///system";
 pub const BUILD: &str = "/tmp/libvirt-lab/build";
 /// A URI that refuses connections.
 pub const DEAD_URI: &str = "qemu+tcp://127.0.0.1:1/system";
-
-/// Runs the lab's idempotent `up.sh` once per test binary.
-pub fn lab_up() {
-    static UP: OnceLock<()> = OnceLock::new();
-    UP.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/libvirt-lab/up.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed: {}\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for f in ["base.qcow2", "vmlinux", "initrd.img", "id_ed25519.pub"] {
-            assert!(Path::new(BUILD).join(f).exists(), "{BUILD}/{f} missing after up.sh");
-        }
-    });
-}
 
 /// A short prefix unique to this test run: `<tag><pid mod 10000>`.
 pub fn unique(tag: &str) -> String {

@@ -5,10 +5,8 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use flotilla_provider_openstack::{Cloud, CloudConfig, DeployRequest, InfraNames, Service};
@@ -34,41 +32,7 @@ pub fn clouds_yaml() -> PathBuf {
     lab_home().join("clouds.yaml")
 }
 
-fn answering() -> bool {
-    clouds_yaml().is_file()
-        && [5000u16, 8774, 9696, 9292].iter().all(|p| {
-            let addr: SocketAddr = ([127, 0, 0, 1], *p).into();
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
-        })
-}
-
-static LAB: OnceLock<()> = OnceLock::new();
-
-/// Runs `up.sh` (idempotent) once per test binary if the lab is not answering.
-pub fn ensure_lab() {
-    LAB.get_or_init(|| {
-        if answering() {
-            return;
-        }
-        let up = lab_dir().join("up.sh");
-        assert!(up.is_file(), "the OpenStack lab is not answering and {} does not exist", up.display());
-        let log = std::env::temp_dir().join(format!("flotilla-openstack-up-{}.log", std::process::id()));
-        eprintln!("starting the OpenStack lab: {} (log {})", up.display(), log.display());
-        let out = std::fs::File::create(&log).expect("log file");
-        let status = std::process::Command::new("bash")
-            .arg(&up)
-            .env("LAB_SMOKE", "quick")
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .status()
-            .expect("run up.sh");
-        assert!(status.success(), "up.sh failed ({status}); see {}", log.display());
-        assert!(answering(), "up.sh succeeded but the lab does not answer");
-    });
-}
-
 pub fn config(cloud: &str) -> CloudConfig {
-    ensure_lab();
     CloudConfig::load_from(&clouds_yaml(), cloud).expect("lab clouds.yaml")
 }
 

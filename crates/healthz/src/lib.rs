@@ -1,12 +1,15 @@
-//! The readiness probe: `GET /healthz` over plain HTTP/1.1; ready means status 200.
-//! (The lab guest's busybox httpd answers `ok`; a member that names itself in
-//! `x-flotilla-member` must name the member being probed.)
+//! The one readiness probe of the providers: `GET /healthz` over plain HTTP/1.1; ready means
+//! status 200. A ready file or a started domain only says a port is bound; a 200 says the server
+//! answers. A member that names itself in `x-flotilla-member` (the bundled workload does) must name
+//! the member being probed: another name means the port belongs to someone else (a stale record).
+//! The lab guest's busybox httpd names nobody and answers `ok`.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Replies are tiny; refuse to buffer more than this.
 const MAX_REPLY: u64 = 64 * 1024;
 
 /// Ok if `http://<addr>/healthz` answers 200 within `timeout`.
