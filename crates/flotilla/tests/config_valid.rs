@@ -1,6 +1,5 @@
 //! Valid configuration files become the expected model values, defaults applied.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -96,12 +95,7 @@ groups:
             aggregation: Aggregation::Max,
             victim: Victim::LeastBusy,
             drain_timeout: secs(45),
-            instance: InstanceSpec {
-                base_name: "front".into(),
-                clone_base: "front-copy".into(),
-                vcpus: 64,
-                settings: BTreeMap::new(),
-            },
+            instance: InstanceSpec { base_name: "front".into(), clone_base: "front-copy".into(), vcpus: 64 },
             template_version: version(64),
             rollout: Some(Rollout { max_unavailable: 1 }),
         }],
@@ -138,12 +132,7 @@ fn defaults_fill_everything_but_the_name() {
         aggregation: Aggregation::Mean,
         victim: Victim::Oldest,
         drain_timeout: secs(30),
-        instance: InstanceSpec {
-            base_name: "a".into(),
-            clone_base: "a_clone".into(),
-            vcpus: 1,
-            settings: BTreeMap::new(),
-        },
+        instance: InstanceSpec { base_name: "a".into(), clone_base: "a_clone".into(), vcpus: 1 },
         template_version: version(1),
         rollout: Some(Rollout { max_unavailable: 1 }),
     };
@@ -212,12 +201,7 @@ fn defaults_with(name: &str, policy: PolicySpec) -> GroupSpec {
         aggregation: Aggregation::Mean,
         victim: Victim::Oldest,
         drain_timeout: secs(30),
-        instance: InstanceSpec {
-            base_name: name.into(),
-            clone_base: format!("{name}_clone"),
-            vcpus: 1,
-            settings: BTreeMap::new(),
-        },
+        instance: InstanceSpec { base_name: name.into(), clone_base: format!("{name}_clone"), vcpus: 1 },
         template_version: version(1),
         rollout: Some(Rollout { max_unavailable: 1 }),
     }

@@ -92,8 +92,7 @@ async fn libvirt_and_ssh_cpu_agree_on_a_loaded_guest_once_run_queue_wait_is_coun
         shutdown_timeout: Duration::from_secs(10),
     };
     let p = LibvirtProvider::new(settings, state.path(), BTreeMap::from([(group.clone(), tpl)])).unwrap();
-    let spec =
-        InstanceSpec { base_name: tag.clone(), clone_base: format!("{tag}_clone"), vcpus: 1, ..Default::default() };
+    let spec = InstanceSpec { base_name: tag.clone(), clone_base: format!("{tag}_clone"), vcpus: 1 };
     let name = format!("{tag}_1");
     let members = p.create(&group, &spec, std::slice::from_ref(&name)).await.unwrap();
     let libvirt = DomainStatsSource::new(&p);

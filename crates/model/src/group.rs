@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::Metric;
@@ -153,7 +152,8 @@ impl PolicySpec {
     }
 }
 
-/// What a new member is made from. Providers read the fields they understand.
+/// What a new member is made from, whatever the provider. A provider's own template (image,
+/// flavor, domain XML, ...) is given to it per group when it is built, not carried here.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct InstanceSpec {
     /// Baseline members are `<base>_N`.
@@ -161,8 +161,6 @@ pub struct InstanceSpec {
     /// Clones (handover mode) are `<clone_base>_N`.
     pub clone_base: String,
     pub vcpus: u32,
-    /// Provider-specific settings (template, image, flavor, ...), already validated.
-    pub settings: BTreeMap<String, String>,
 }
 
 /// A validated group: everything the decision core and the controller need.
@@ -234,12 +232,7 @@ impl GroupSpec {
             aggregation: Aggregation::Mean,
             victim: Victim::Oldest,
             drain_timeout: Duration::from_secs(30),
-            instance: InstanceSpec {
-                base_name: id.to_string(),
-                clone_base: format!("{id}_clone"),
-                vcpus: 1,
-                settings: BTreeMap::new(),
-            },
+            instance: InstanceSpec { base_name: id.to_string(), clone_base: format!("{id}_clone"), vcpus: 1 },
             template_version: String::new(),
             rollout: Some(Rollout { max_unavailable: 1 }),
         }

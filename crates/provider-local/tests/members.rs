@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ fn ids(ns: &[&str]) -> Vec<InstanceId> {
 }
 
 fn spec(vcpus: u32) -> InstanceSpec {
-    InstanceSpec { base_name: "web".into(), clone_base: "web_clone".into(), vcpus, settings: BTreeMap::new() }
+    InstanceSpec { base_name: "web".into(), clone_base: "web_clone".into(), vcpus }
 }
 
 fn pid_of(i: &flotilla_model::Instance) -> i32 {

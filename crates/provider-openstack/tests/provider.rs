@@ -45,8 +45,7 @@ async fn provider_create_is_idempotent_adopts_and_releases_fips_as_member_user()
     cloud.ensure_infra(&req, &|_| {}).await.expect("network objects as the demo user");
     let t = template(&req);
     let group = GroupId::new(&p);
-    let spec =
-        InstanceSpec { base_name: p.clone(), clone_base: format!("{p}_clone"), vcpus: 1, settings: BTreeMap::new() };
+    let spec = InstanceSpec { base_name: p.clone(), clone_base: format!("{p}_clone"), vcpus: 1 };
     let name = format!("{p}_1");
 
     // 1. A create interrupted after the server was requested (the controller dies: kill -9).

@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -30,12 +29,8 @@ pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Resu
 
     let everyone = provider.list(None).await?;
     let names = next_names(&args.name, everyone.iter().map(|i| i.name.as_str()), 1);
-    let spec = InstanceSpec {
-        base_name: args.name.clone(),
-        clone_base: format!("{}_clone", args.name),
-        vcpus: args.vcpus,
-        settings: BTreeMap::new(),
-    };
+    let spec =
+        InstanceSpec { base_name: args.name.clone(), clone_base: format!("{}_clone", args.name), vcpus: args.vcpus };
     // Intent first: a crash between here and the end leaves a pending operation the next
     // controller run resumes (the name is already chosen, so nothing is created twice).
     let op =

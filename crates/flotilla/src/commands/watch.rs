@@ -86,7 +86,6 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
             base_name: group.to_string(),
             clone_base,
             vcpus: server.tag("vcpus").and_then(|v| v.parse().ok()).unwrap_or(1),
-            settings: BTreeMap::new(),
         },
         // `watch` adopts one existing server; there is no template to roll out.
         template_version: String::new(),

@@ -472,7 +472,7 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
             RawVictim::LeastBusy => Victim::LeastBusy,
         },
         drain_timeout: g.drain_timeout,
-        instance: InstanceSpec { base_name, clone_base, vcpus: g.template.vcpus, settings: BTreeMap::new() },
+        instance: InstanceSpec { base_name, clone_base, vcpus: g.template.vcpus },
         template_version: template_version(&g.template),
         rollout,
     }

@@ -48,7 +48,7 @@ pub fn templates(group: &GroupId, t: LibvirtTemplate) -> BTreeMap<GroupId, Libvi
 }
 
 pub fn spec(base: &str) -> InstanceSpec {
-    InstanceSpec { base_name: base.into(), clone_base: format!("{base}_clone"), vcpus: 1, settings: BTreeMap::new() }
+    InstanceSpec { base_name: base.into(), clone_base: format!("{base}_clone"), vcpus: 1 }
 }
 
 pub fn virsh(uri: &str, args: &[&str]) -> (bool, String) {
