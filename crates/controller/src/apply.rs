@@ -2,8 +2,8 @@
 //! idempotent, so `execute` is also how a crashed operation is resumed.
 
 use flotilla_model::{
-    Backend, Decision, EventKind, GroupSpec, Instance, InstanceId, InstanceState, Mode, OpKind, OpState, Operation,
-    SeamError, TEMPLATE_TAG,
+    Backend, Decision, EventKind, GroupId, GroupSpec, Instance, InstanceId, InstanceState, Mode, OpKind, OpState,
+    Operation, SeamError, TEMPLATE_TAG,
 };
 
 use crate::naming::next_names;
@@ -55,6 +55,20 @@ impl Controller {
                 OpKind::Replace { old: old.clone(), names, version: spec.template_version.clone() }
             }
         };
+        self.perform_for(spec, kind).await
+    }
+
+    /// The one way members change, for the loop and for every verb (`deploy`, `cleanup`,
+    /// `run --stop-members`, `demo`): the intent is stored first (every name and victim already
+    /// chosen), then carried out in steps that are each safe to repeat, then finished. A crash
+    /// anywhere leaves a pending operation that [`Controller::recover`] completes; a failed step
+    /// marks it Failed with the reason (and an event) and returns the error.
+    pub async fn perform(&self, group: &GroupId, kind: OpKind) -> Result<(), SeamError> {
+        let spec = &self.slot(group)?.spec;
+        self.perform_for(spec, kind).await
+    }
+
+    async fn perform_for(&self, spec: &GroupSpec, kind: OpKind) -> Result<(), SeamError> {
         let op = self.store.begin_operation(&spec.id, &kind, self.clock.now()).await?;
         self.failpoint(match kind {
             OpKind::ScaleOut { .. } => "scale-out:after-begin",
@@ -115,6 +129,10 @@ impl Controller {
     async fn scale_in(&self, spec: &GroupSpec, victims: &[InstanceId]) -> Result<(), SeamError> {
         for id in victims {
             self.retire(spec, id).await?;
+        }
+        // A primary that is gone names nobody; the next observation derives one again.
+        if self.store.primary(&spec.id).await?.is_some_and(|p| victims.contains(&p)) {
+            self.store.set_primary(&spec.id, None).await?;
         }
         let names: Vec<&str> = victims.iter().map(InstanceId::as_str).collect();
         self.event(spec, self.clock.now(), EventKind::ScaleIn, format!("removed {}", names.join(", "))).await;

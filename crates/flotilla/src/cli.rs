@@ -128,6 +128,8 @@ pub enum VerbProvider {
     Local,
     /// Nova servers on an OpenStack cloud.
     Openstack,
+    /// libvirt domains on the hosts of a config file's `provider:` section (needs --config).
+    Libvirt,
 }
 
 /// `--provider` and the cloud it talks to.
@@ -139,11 +141,46 @@ pub struct TargetArgs {
     /// Implies --provider openstack.
     #[arg(long)]
     pub os_cloud: Option<String>,
+    /// A Flotilla config file: the verb uses its provider (hosts, cloud, ...), its state_dir and the
+    /// group's template (the group named like the deploy name). Needed by --provider libvirt.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
 }
 
 impl TargetArgs {
+    /// The verb talks to Nova through its own flags (`deploy` makes network objects too).
     pub fn openstack(&self) -> bool {
-        self.provider == VerbProvider::Openstack || self.os_cloud.is_some()
+        (self.provider == VerbProvider::Openstack || self.os_cloud.is_some()) && self.config.is_none()
+    }
+
+    /// The config file the verb's provider comes from, loaded and validated; `None` for the local
+    /// default. `--provider libvirt` without one, or with a file of another provider kind, is bad
+    /// input.
+    pub fn load_config(&self) -> anyhow::Result<Option<crate::config::Config>> {
+        let Some(path) = &self.config else {
+            if self.provider == VerbProvider::Libvirt {
+                return crate::usage("--provider libvirt: name the hosts and templates with --config FILE");
+            }
+            return Ok(None);
+        };
+        if self.os_cloud.is_some() {
+            return crate::usage("--os-cloud and --config: give one (the config names its cloud)");
+        }
+        let config = crate::config::load(path)?;
+        let kind = config.provider.kind();
+        let asked = match self.provider {
+            VerbProvider::Local => None,
+            VerbProvider::Openstack => Some("openstack"),
+            VerbProvider::Libvirt => Some("libvirt"),
+        };
+        if asked.is_some_and(|a| a != kind) {
+            return crate::usage(format!(
+                "--provider {}: {} configures the {kind} provider",
+                asked.unwrap_or_default(),
+                path.display()
+            ));
+        }
+        Ok(Some(config))
     }
 }
 
@@ -298,6 +335,10 @@ pub struct LoadArgs {
     /// The group to load (default: the only group in the state dir).
     #[arg(long)]
     pub group: Option<String>,
+    /// The config of the group's provider: its state_dir, and for guests the `metrics.ssh` key the
+    /// load goes in with.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
     /// Send HTTP requests to this address (a group's balancer) instead of starting busy loops
     /// inside the members: `concurrency` requests in flight, each `GET --path`.
     #[arg(long)]

@@ -1,5 +1,8 @@
-//! The seed's load generator (`split_after_scale.sh`), for local members: it drives each member's
-//! `/load` endpoint (a busy loop at a duty cycle, the seed's `yes > /dev/null`).
+//! The seed's load generator (`split_after_scale.sh`): CPU load inside members, 100% on the
+//! baseline until a clone runs, then split. Local members get it through the bundled workload's
+//! `/load` endpoint (a busy loop at a duty cycle); guests (libvirt, Nova) get the seed's own
+//! `yes > /dev/null`, one per vCPU, over SSH, their pids kept in the guest so `--stop` ends
+//! exactly those.
 
 use std::time::Duration;
 
@@ -31,6 +34,65 @@ pub async fn request(addr: &str, method: Method, path: &str) -> anyhow::Result<(
     drop(sender);
     let _ = conn.await;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// How load reaches a member.
+pub enum Loader {
+    /// The bundled workload's `/load?duty=D` (local members).
+    Http,
+    /// `yes > /dev/null` per vCPU inside the guest, over the SSH sampler's session (key auth, host
+    /// key pinned). A guest has no duty cycle: any duty above zero is 100% of every vCPU.
+    Ssh(flotilla_metrics_ssh::SshSampler),
+}
+
+/// Where the guest keeps the pids of the load it runs.
+const GUEST_PIDS: &str = "/tmp/flotilla-load.pids";
+
+impl Loader {
+    /// Starts load at `duty` (0..=1) on the member's vCPUs (replacing what ran before).
+    pub async fn set_duty(&self, member: &Instance, duty: f64) -> anyhow::Result<()> {
+        match self {
+            Loader::Http => set_duty(member, duty).await,
+            Loader::Ssh(ssh) => {
+                self.stop(member).await?;
+                if duty > 0.0 {
+                    let start = format!(
+                        "n=$(grep -c ^processor /proc/cpuinfo); i=0; while [ $i -lt $n ]; do \
+                         setsid yes >/dev/null 2>&1 </dev/null & echo $! >> {GUEST_PIDS}; i=$((i+1)); done"
+                    );
+                    guest(ssh, member, &start).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the load on the member.
+    pub async fn stop(&self, member: &Instance) -> anyhow::Result<()> {
+        match self {
+            Loader::Http => stop(member).await,
+            Loader::Ssh(ssh) => {
+                let stop = format!(
+                    "if [ -f {GUEST_PIDS} ]; then kill $(cat {GUEST_PIDS}) 2>/dev/null; rm -f {GUEST_PIDS}; fi; true"
+                );
+                guest(ssh, member, &stop).await
+            }
+        }
+    }
+}
+
+/// Runs a shell command in the member's guest; a non-zero exit is an error naming the member.
+async fn guest(ssh: &flotilla_metrics_ssh::SshSampler, member: &Instance, command: &str) -> anyhow::Result<()> {
+    let out = ssh.run_command(&member.group, member, command).await.with_context(|| format!("{}: ssh", member.name))?;
+    if out.exit_status != Some(0) {
+        bail!(
+            "{}: `{command}` exited {:?}: {}",
+            member.name,
+            out.exit_status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Starts a busy loop at `duty` (0..=1) on the member's vCPUs.
@@ -67,6 +129,7 @@ pub async fn running_members(
 /// The seed's pattern: 100% on the baseline until a clone is running, then `split` on baseline and
 /// clone(s). Returns the members the load was split across.
 pub async fn split_after_scale(
+    loader: &Loader,
     store: &dyn Store,
     group: &GroupId,
     wait: Duration,
@@ -78,7 +141,7 @@ pub async fn split_after_scale(
         bail!("group {group} has no running member to load");
     };
     if members.len() == 1 {
-        set_duty(&baseline, 1.0).await?;
+        loader.set_duty(&baseline, 1.0).await?;
         say(format!("spike: 100% CPU on {} until a clone is running", baseline.name));
         let step = Duration::from_millis(250);
         let mut waited = Duration::ZERO;
@@ -99,7 +162,7 @@ pub async fn split_after_scale(
     }
     let (_, members) = running_members(store, group).await?;
     for m in &members {
-        set_duty(m, split).await?;
+        loader.set_duty(m, split).await?;
     }
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     say(format!("split: {:.0}% CPU on each of {}", split * 100.0, names.join(", ")));
@@ -107,11 +170,11 @@ pub async fn split_after_scale(
 }
 
 /// Ends the load on every running member of the group.
-pub async fn stop_all(store: &dyn Store, group: &GroupId) -> anyhow::Result<Vec<String>> {
+pub async fn stop_all(loader: &Loader, store: &dyn Store, group: &GroupId) -> anyhow::Result<Vec<String>> {
     let (_, members) = running_members(store, group).await?;
     let mut stopped = Vec::new();
     for m in &members {
-        stop(m).await?;
+        loader.stop(m).await?;
         stopped.push(m.name.clone());
     }
     Ok(stopped)

@@ -91,6 +91,20 @@ pub fn store_and_provider(
     Ok((open_store(state_dir, store_cfg)?, local_provider(state_dir, start_timeout)?))
 }
 
+/// The operations runner alone, for verbs that change members without the loop (`deploy`,
+/// `cleanup`): the controller over the store and the provider (the config's, else the local
+/// default), with `groups` and no balancer listener. Its [`Controller::perform`] is the same runner
+/// the loop uses.
+pub async fn runner(state_dir: &Path, config: Option<&Config>, groups: Vec<GroupSpec>) -> anyhow::Result<Built> {
+    let (store, local) = store_and_provider(state_dir, config)?;
+    let provider = match config {
+        Some(c) => provider_parts(c, state_dir).await?.provider,
+        None => local,
+    };
+    let parts = ProviderParts { provider, sources: Vec::new() };
+    assemble(store, parts, groups, &BTreeMap::new(), 600, state_dir).await
+}
+
 /// The provider `config` names and its metric sources (`metrics.sources`). An OpenStack provider
 /// connects here (Keystone, catalog, microversion), so bad credentials stop the start, not the
 /// first create.

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use flotilla_model::{Clock, Event, EventKind, GroupId, Instance, OpKind, OpState, Provider, Store, SystemClock};
+use flotilla_model::{GroupId, GroupSpec, Instance, OpKind};
 
 use crate::cli::CleanupArgs;
 use crate::{usage, wiring};
@@ -23,8 +23,12 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
     if args.wipe_snaps {
         return usage("--wipe-snaps: only with --provider openstack (local members have no snapshots)");
     }
-    let state_dir = crate::state_dir::resolve(state_flag, None);
-    let (store, provider) = wiring::store_and_provider(&state_dir, None)?;
+    let config = args.target.load_config()?;
+    let state_dir = crate::state_dir::resolve(state_flag, config.as_ref().and_then(|c| c.state_dir.as_deref()));
+    let provider = match &config {
+        Some(c) => wiring::provider_parts(c, &state_dir).await?.provider,
+        None => wiring::store_and_provider(&state_dir, None)?.1,
+    };
     let doomed: Vec<Instance> =
         provider.list(None).await?.into_iter().filter(|i| matches(&args.prefix, &i.name)).collect();
     if doomed.is_empty() {
@@ -39,29 +43,20 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
         println!("nothing deleted");
         return Ok(ExitCode::SUCCESS);
     }
-    let clock = SystemClock;
     let mut by_group: BTreeMap<GroupId, Vec<Instance>> = BTreeMap::new();
     for i in doomed {
         by_group.entry(i.group.clone()).or_default().push(i);
     }
+    // Each group as the config has it, else as the seed's: only its id and drain timeout matter to
+    // a deletion.
+    let configured = |g: &GroupId| config.as_ref().and_then(|c| c.groups.iter().find(|s| &s.id == g)).cloned();
+    let specs = by_group.keys().map(|g| configured(g).unwrap_or_else(|| GroupSpec::example(g.as_str()))).collect();
+    let built = wiring::runner(&state_dir, config.as_ref(), specs).await?;
+    built.controller.recover().await?;
     for (group, members) in by_group {
-        store.ensure_group(&group).await?;
         let victims: Vec<_> = members.iter().map(|m| m.id.clone()).collect();
-        let op = store.begin_operation(&group, &OpKind::ScaleIn { victims: victims.clone() }, clock.now()).await?;
-        if let Err(e) = provider.delete(&group, &victims).await {
-            store.finish_operation(op.id, &OpState::Failed(e.to_string()), clock.now()).await?;
-            return Err(e.into());
-        }
-        for v in &victims {
-            store.remove_instance(&group, v).await?;
-        }
-        if store.primary(&group).await?.is_some_and(|p| victims.contains(&p)) {
-            store.set_primary(&group, None).await?;
-        }
+        built.controller.perform(&group, OpKind::ScaleIn { victims }).await?;
         let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-        let message = format!("cleanup deleted {}", names.join(", "));
-        store.record_event(&Event { at: clock.now(), group: group.clone(), kind: EventKind::ScaleIn, message }).await?;
-        store.finish_operation(op.id, &OpState::Done, clock.now()).await?;
         println!("deleted {}", names.join(", "));
     }
     Ok(ExitCode::SUCCESS)

@@ -82,8 +82,8 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
     } else {
         shutdown.trigger();
         loop_task.await??;
-        built.lb.shutdown().await;
         super::run::stop_all(&built).await?;
+        built.lb.shutdown().await;
         say("members stopped".into());
     }
     outcome.map(|()| ExitCode::SUCCESS)
@@ -99,15 +99,19 @@ fn describe(g: &flotilla_model::GroupSpec) -> String {
     }
 }
 
-/// Removes what a previous demo left behind (the demo group's members and the state dir).
+/// Removes what a previous demo left behind (the demo group's members and the state dir): an
+/// operation it left pending is finished first, then its members go through the operations runner
+/// like any other deletion.
 async fn fresh_state(dir: &PathBuf, config: &crate::config::Config) -> anyhow::Result<()> {
     if dir.exists() {
-        let provider = wiring::provider_parts(config, dir).await?.provider;
-        for g in &config.groups {
-            for m in provider.list(Some(&g.id)).await? {
-                provider.delete(&m.group, std::slice::from_ref(&m.id)).await?;
-            }
+        let built = wiring::build(config, dir, config.groups.clone()).await?;
+        if let Err(e) = built.controller.recover().await {
+            tracing::warn!(error = %e, "an operation of the previous demo could not be finished");
         }
+        let stopped = super::run::stop_all(&built).await;
+        built.lb.shutdown().await;
+        stopped?;
+        drop(built);
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot reset {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;

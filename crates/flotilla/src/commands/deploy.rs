@@ -2,7 +2,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use flotilla_controller::next_names;
-use flotilla_model::{Clock, Event, EventKind, GroupId, InstanceSpec, OpKind, OpState, Provider, Store, SystemClock};
+use flotilla_model::{GroupId, GroupSpec, Instance, OpKind};
 
 use crate::cli::DeployArgs;
 use crate::{usage, wiring};
@@ -21,48 +21,56 @@ pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Resu
     if !(1..=64).contains(&args.vcpus) {
         return usage(format!("--vcpus {}: must be between 1 and 64", args.vcpus));
     }
-    let state_dir = crate::state_dir::resolve(state_flag, None);
-    let (store, provider) = wiring::store_and_provider(&state_dir, None)?;
-    let clock = SystemClock;
+    let config = args.target.load_config()?;
+    let state_dir = crate::state_dir::resolve(state_flag, config.as_ref().and_then(|c| c.state_dir.as_deref()));
     let group = GroupId::new(args.name.clone());
-    store.ensure_group(&group).await?;
-
-    let everyone = provider.list(None).await?;
-    let names = next_names(&args.name, everyone.iter().map(|i| i.name.as_str()), 1);
-    let spec =
-        InstanceSpec { base_name: args.name.clone(), clone_base: format!("{}_clone", args.name), vcpus: args.vcpus };
-    // Intent first: a crash between here and the end leaves a pending operation the next
-    // controller run resumes (the name is already chosen, so nothing is created twice).
-    let op =
-        store.begin_operation(&group, &OpKind::ScaleOut { names: names.clone(), clone: false }, clock.now()).await?;
-    let created = match provider.create(&group, &spec, &names).await {
-        Ok(c) => c,
-        Err(e) => {
-            store.finish_operation(op.id, &OpState::Failed(e.to_string()), clock.now()).await?;
-            return Err(e.into());
+    let spec = match &config {
+        // The config's group of that name, as validated there (its template, its names).
+        Some(c) => match c.groups.iter().find(|g| g.id == group) {
+            Some(g) => g.clone(),
+            None => {
+                let names: Vec<&str> = c.groups.iter().map(|g| g.id.as_str()).collect();
+                return usage(format!(
+                    "--name {}: the config has no such group (it has {})",
+                    args.name,
+                    names.join(", ")
+                ));
+            }
+        },
+        // The seed's group (handover, 1..2 members), made of members with --vcpus.
+        None => {
+            let mut spec = GroupSpec::example(&args.name);
+            spec.instance.vcpus = args.vcpus;
+            spec
         }
     };
-    for inst in &created {
-        store.upsert_instance(inst).await?;
-    }
-    if store.primary(&group).await?.is_none() {
-        store.set_primary(&group, created.first().map(|i| &i.id)).await?;
-    }
-    let msg = format!("deployed {}", names.join(", "));
-    store
-        .record_event(&Event { at: clock.now(), group: group.clone(), kind: EventKind::ScaleOut, message: msg })
-        .await?;
-    store.finish_operation(op.id, &OpState::Done, clock.now()).await?;
-
+    let base = spec.instance.base_name.clone();
+    let built = wiring::runner(&state_dir, config.as_ref(), vec![spec]).await?;
+    // A deploy that crashed half-way is finished first (its name was already chosen).
+    built.controller.recover().await?;
+    let everyone = built.provider.list(None).await?;
+    let names = next_names(&base, everyone.iter().map(|i| i.name.as_str()), 1);
+    built.controller.perform(&group, OpKind::ScaleOut { names: names.clone(), clone: false }).await?;
+    let created: Vec<Instance> =
+        built.provider.list(Some(&group)).await?.into_iter().filter(|i| names.contains(&i.name)).collect();
+    let with_config = args.target.config.as_ref().map(|p| format!(" --config {}", p.display())).unwrap_or_default();
     for inst in &created {
         let addr = inst.address.as_deref().unwrap_or("-");
-        println!("{} is running at http://{addr} (pid {})", inst.name, inst.tag("pid").unwrap_or("?"));
-        println!("  try:   curl http://{addr}/work?ms=100");
+        match inst.tag("pid") {
+            Some(pid) => println!("{} is running at http://{addr} (pid {pid})", inst.name),
+            None => println!("{} is running at http://{addr}", inst.name),
+        }
+        if inst.tag("pid").is_some() {
+            // the bundled workload: CPU work on request, and the seed's load generator
+            println!("  try:   curl http://{addr}/work?ms=100");
+        }
         println!(
-            "  watch: flotilla watch --server {} --high 80 --low 20 --min-up 4 --min-down 4 --metric max",
+            "  watch: flotilla watch{with_config} --server {} --high 80 --low 20 --min-up 4 --min-down 4 --metric max",
             inst.name
         );
-        println!("  load:  flotilla load --group {group}");
+        if inst.tag("pid").is_some() {
+            println!("  load:  flotilla load --group {group}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,8 +13,26 @@ pub async fn load(state_flag: Option<&Path>, args: LoadArgs) -> anyhow::Result<E
     if !(0.0..=1.0).contains(&args.split_duty) {
         return usage(format!("--split-duty must be between 0 and 1, got {}", args.split_duty));
     }
-    let state_dir = crate::state_dir::resolve(state_flag, None);
-    let (store, _) = wiring::store_and_provider(&state_dir, None)?;
+    let config = match &args.config {
+        Some(path) => Some(crate::config::load(path)?),
+        None => None,
+    };
+    let state_dir = crate::state_dir::resolve(state_flag, config.as_ref().and_then(|c| c.state_dir.as_deref()));
+    let (store, _) = wiring::store_and_provider(&state_dir, config.as_ref())?;
+    // Guests are loaded over SSH with the config's `metrics.ssh` settings; local members over HTTP.
+    let loader = match config.as_ref().map(|c| (&c.provider, &c.metrics.ssh)) {
+        None | Some((crate::config::ProviderConfig::Local { .. }, _)) => load::Loader::Http,
+        Some((_, Some(ssh))) => {
+            let pins = state_dir.join("ssh").join("host-keys");
+            load::Loader::Ssh(flotilla_metrics_ssh::SshSampler::new(ssh.clone(), &pins)?)
+        }
+        Some((p, None)) => {
+            return usage(format!(
+                "load on {} members runs `yes` in the guests over SSH: the config needs a `metrics.ssh` section",
+                p.kind()
+            ))
+        }
+    };
     let group = match args.group {
         Some(g) => GroupId::new(g),
         None => {
@@ -36,11 +54,11 @@ pub async fn load(state_flag: Option<&Path>, args: LoadArgs) -> anyhow::Result<E
     };
     let say = |s: String| println!("[load] {s}");
     if args.stop {
-        let stopped = load::stop_all(store.as_ref(), &group).await?;
+        let stopped = load::stop_all(&loader, store.as_ref(), &group).await?;
         say(format!("stopped load on {}", if stopped.is_empty() { "no member".into() } else { stopped.join(", ") }));
         return Ok(ExitCode::SUCCESS);
     }
-    load::split_after_scale(store.as_ref(), &group, args.wait, args.split_duty, &say).await?;
+    load::split_after_scale(&loader, store.as_ref(), &group, args.wait, args.split_duty, &say).await?;
     say("load keeps running on the members; `flotilla load --stop` ends it".into());
     Ok(ExitCode::SUCCESS)
 }

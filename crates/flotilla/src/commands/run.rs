@@ -31,33 +31,25 @@ pub(crate) async fn serve(built: wiring::Built, stop_members: bool) -> anyhow::R
         }
         res = &mut loop_task => res??,
     }
-    built.lb.shutdown().await;
     if stop_members {
         stop_all(&built).await?;
     } else {
         tracing::info!("members keep running; the next start re-adopts them (use --stop-members to delete them)");
     }
+    built.lb.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Deletes every member of the configured groups, each through a stored operation.
+/// Deletes every member of the configured groups through the controller's operations runner: each
+/// is drained (while the balancer still serves) and deleted under a stored operation.
 pub(crate) async fn stop_all(built: &wiring::Built) -> anyhow::Result<()> {
-    use flotilla_model::{Clock, OpKind, OpState, Store, SystemClock};
-    let clock = SystemClock;
     for spec in built.controller.groups() {
         let members = built.provider.list(Some(&spec.id)).await?;
         if members.is_empty() {
             continue;
         }
         let victims: Vec<_> = members.iter().map(|m| m.id.clone()).collect();
-        let op =
-            built.store.begin_operation(&spec.id, &OpKind::ScaleIn { victims: victims.clone() }, clock.now()).await?;
-        built.provider.delete(&spec.id, &victims).await?;
-        for v in &victims {
-            built.store.remove_instance(&spec.id, v).await?;
-        }
-        built.store.set_primary(&spec.id, None).await?;
-        built.store.finish_operation(op.id, &OpState::Done, clock.now()).await?;
+        built.controller.perform(&spec.id, flotilla_model::OpKind::ScaleIn { victims: victims.clone() }).await?;
         tracing::info!(group = %spec.id, stopped = victims.len(), "members stopped");
     }
     Ok(())

@@ -32,9 +32,15 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
         return usage(problems.join("\n"));
     }
 
-    let state_dir = crate::state_dir::resolve(state_flag, None);
-    let (store, local) = wiring::store_and_provider(&state_dir, None)?;
-    let parts = if args.target.openstack() {
+    let config = args.target.load_config()?;
+    let state_dir = crate::state_dir::resolve(state_flag, config.as_ref().and_then(|c| c.state_dir.as_deref()));
+    let (store, local) = wiring::store_and_provider(&state_dir, config.as_ref())?;
+    let parts = if let Some(c) = &config {
+        if !args.sources.is_empty() {
+            return usage("--source: with --config, the samples come from the config's metrics.sources");
+        }
+        wiring::provider_parts(c, &state_dir).await?
+    } else if args.target.openstack() {
         openstack_parts(&args, &state_dir).await?
     } else {
         wiring::ProviderParts { provider: local, sources: sources(&args, &state_dir, None).await? }
@@ -49,8 +55,13 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
     };
     // The seed's deployer names clones `<base>_clone_N`, where the base is the deploy name (the
     // group): VM-test_1 grows VM-test_clone_1.
+    // With a config, the group's own names and template.
+    let configured = config.as_ref().and_then(|c| c.groups.iter().find(|g| g.id == server.group));
     let clone_base = match args.clone.as_deref() {
-        None | Some("legacy") => format!("{}_clone", server.group),
+        None | Some("legacy") => match configured {
+            Some(g) => g.instance.clone_base.clone(),
+            None => format!("{}_clone", server.group),
+        },
         Some(name) => match flotilla_model::name::member_name_problem(name) {
             None => name.to_string(),
             Some(p) => return usage(format!("--clone {p}")),
@@ -83,9 +94,12 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
         victim: Victim::Oldest,
         drain_timeout: Duration::from_secs(30),
         instance: InstanceSpec {
-            base_name: group.to_string(),
+            base_name: configured.map_or_else(|| group.to_string(), |g| g.instance.base_name.clone()),
             clone_base,
-            vcpus: server.tag("vcpus").and_then(|v| v.parse().ok()).unwrap_or(1),
+            vcpus: configured
+                .map(|g| g.instance.vcpus)
+                .or_else(|| server.tag("vcpus").and_then(|v| v.parse().ok()))
+                .unwrap_or(1),
         },
         // `watch` adopts one existing server; there is no template to roll out.
         template_version: String::new(),
@@ -97,7 +111,9 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
         "[watch] monitoring {} (group {group}) every {:.1}s: high {} low {} min-up {} min-down {} metric {:?}",
         args.server, args.interval, args.high, args.low, args.min_up, args.min_down, args.metric
     );
-    let built = wiring::assemble(store, parts, vec![spec], &Default::default(), 600, &state_dir).await?;
+    // A configured group keeps its balancer: clients use one address through the handover.
+    let balancers = config.map(|c| c.balancers).unwrap_or_default();
+    let built = wiring::assemble(store, parts, vec![spec], &balancers, 600, &state_dir).await?;
     super::run::serve(built, false).await
 }
 

@@ -190,6 +190,17 @@ pub enum ProviderConfig {
     OpenStack(flotilla_provider_openstack::OpenStackSettings),
 }
 
+impl ProviderConfig {
+    /// The `provider.kind` this section was written with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Local { .. } => "local",
+            ProviderConfig::Libvirt(_) => "libvirt",
+            ProviderConfig::OpenStack(_) => "openstack",
+        }
+    }
+}
+
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
