@@ -55,19 +55,6 @@ pub enum Command {
     Workload(WorkloadArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LbModeArg {
-    Http,
-    Tcp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SelectionArg {
-    LeastOutstanding,
-    RoundRobin,
-    Weighted,
-}
-
 #[derive(Debug, Args)]
 pub struct LbArgs {
     #[arg(long)]
@@ -78,10 +65,12 @@ pub struct LbArgs {
     /// Worker threads (1 = a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    #[arg(long, value_enum, default_value_t = LbModeArg::Http)]
-    pub mode: LbModeArg,
-    #[arg(long, value_enum, default_value_t = SelectionArg::LeastOutstanding)]
-    pub selection: SelectionArg,
+    /// `http` or `tcp`.
+    #[arg(long, default_value = "http")]
+    pub mode: flotilla_lb::Mode,
+    /// `least-outstanding`, `round-robin` or `weighted`.
+    #[arg(long, default_value = "least-outstanding")]
+    pub selection: flotilla_lb::Selection,
     /// HTTP health-check path; with `--mode tcp` the check is a TCP connect.
     #[arg(long, default_value = "/healthz")]
     pub health_path: String,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flotilla_controller::{Controller, ControllerParts, Options};
-use flotilla_lb::{EmbeddedBalancer, HealthCheck, HealthConfig, LbConfig, RecordingBalancer, Selection};
+use flotilla_lb::{EmbeddedBalancer, HealthCheck, HealthConfig, LbConfig, Mode, RecordingBalancer};
 use flotilla_metrics::LocalProcessSource;
 use flotilla_metrics_ssh::SshSampler;
 use flotilla_model::{GroupId, GroupSpec, MetricSource, PolicySpec, Provider, SystemClock};
@@ -19,7 +19,7 @@ use flotilla_store_sqlite::SqliteStore;
 
 use crate::balancer_router::BalancerRouter;
 use crate::config::{
-    BalancerSelection, BalancerSettings, Config, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate,
+    BalancerSettings, Config, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate,
     StoreConfig,
 };
 
@@ -188,14 +188,11 @@ pub async fn build(config: &Config, state_dir: &Path, groups: Vec<GroupSpec>) ->
 /// The engine's config for a group's `balancer:` section. The request-count window follows the
 /// group's policy, since the balancer is what counts.
 pub fn lb_config(settings: &BalancerSettings, spec: &GroupSpec) -> LbConfig {
-    let mut cfg = if settings.tcp { LbConfig::tcp(settings.listen) } else { LbConfig::http(settings.listen) };
-    cfg.selection = match settings.selection {
-        BalancerSelection::LeastOutstanding => Selection::LeastOutstanding,
-        BalancerSelection::RoundRobin => Selection::RoundRobin,
-        BalancerSelection::Weighted => Selection::Weighted,
-    };
+    let tcp = settings.mode == Mode::Tcp;
+    let mut cfg = if tcp { LbConfig::tcp(settings.listen) } else { LbConfig::http(settings.listen) };
+    cfg.selection = settings.selection;
     cfg.health = HealthConfig {
-        check: if settings.tcp { HealthCheck::Tcp } else { HealthCheck::Http { path: settings.health_path.clone() } },
+        check: if tcp { HealthCheck::Tcp } else { HealthCheck::Http { path: settings.health_path.clone() } },
         interval: settings.health_interval,
         timeout: settings.health_timeout,
         rise: settings.rise,

@@ -298,7 +298,8 @@ fn an_explicit_threshold_kind_is_the_default() {
 
 #[test]
 fn balancer_section_round_trips_with_defaults() {
-    use flotilla::config::{BalancerSelection, BalancerSettings};
+    use flotilla::config::BalancerSettings;
+    use flotilla_lb::{Mode, Selection};
     let yaml = "
 groups:
   - name: web
@@ -316,8 +317,8 @@ groups:
         web,
         &BalancerSettings {
             listen: "127.0.0.1:8000".parse().unwrap(),
-            tcp: false,
-            selection: BalancerSelection::RoundRobin,
+            mode: Mode::Http,
+            selection: Selection::RoundRobin,
             health_path: "/ready".into(),
             health_interval: secs(1),
             health_timeout: secs(1),
@@ -329,7 +330,7 @@ groups:
         }
     );
     let db = &config.balancers[&GroupId::new("db")];
-    assert!(db.tcp);
-    assert_eq!(db.selection, BalancerSelection::LeastOutstanding);
+    assert_eq!(db.mode, Mode::Tcp);
+    assert_eq!(db.selection, Selection::LeastOutstanding);
     assert_eq!(config.balancers.len(), 2);
 }

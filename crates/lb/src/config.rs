@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// What the listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What the listener speaks: one enum for the config (`mode: tcp`), the CLI (`--mode tcp`) and the
+/// engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// HTTP/1.1 reverse proxy (keep-alive both sides, retries, per-request metrics).
     #[default]
@@ -13,8 +15,10 @@ pub enum Mode {
     Tcp,
 }
 
-/// How the next backend is chosen among the eligible ones (healthy, not draining).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the next backend is chosen among the eligible ones (healthy, not draining). One enum for the
+/// config (`selection: round-robin`), the CLI and the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Selection {
     /// Fewest requests in flight (weight-scaled); ties rotate.
     #[default]
@@ -23,6 +27,29 @@ pub enum Selection {
     RoundRobin,
     /// Rotation in proportion to weights.
     Weighted,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" => Ok(Mode::Http),
+            "tcp" => Ok(Mode::Tcp),
+            _ => Err(format!("unknown mode `{s}`: http or tcp")),
+        }
+    }
+}
+
+impl std::str::FromStr for Selection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "least-outstanding" => Ok(Selection::LeastOutstanding),
+            "round-robin" => Ok(Selection::RoundRobin),
+            "weighted" => Ok(Selection::Weighted),
+            _ => Err(format!("unknown selection `{s}`: least-outstanding, round-robin or weighted")),
+        }
+    }
 }
 
 /// The active health check.

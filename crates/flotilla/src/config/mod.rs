@@ -135,8 +135,8 @@ pub enum MetricSourceKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BalancerSettings {
     pub listen: SocketAddr,
-    pub tcp: bool,
-    pub selection: BalancerSelection,
+    pub mode: flotilla_lb::Mode,
+    pub selection: flotilla_lb::Selection,
     /// HTTP health-check path (ignored in tcp mode).
     pub health_path: String,
     pub health_interval: Duration,
@@ -146,13 +146,6 @@ pub struct BalancerSettings {
     pub queue_timeout: Duration,
     pub queue_limit: usize,
     pub retries: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalancerSelection {
-    LeastOutstanding,
-    RoundRobin,
-    Weighted,
 }
 
 impl Config {

@@ -285,11 +285,11 @@ pub struct RawBalancer {
     /// Where the group's traffic arrives, e.g. `127.0.0.1:8000`.
     pub listen: String,
     /// `http` (reverse proxy, the default) or `tcp` (L4: bytes are forwarded as they are).
-    #[serde(default = "default_lb_mode")]
-    pub mode: RawLbMode,
+    #[serde(default)]
+    pub mode: flotilla_lb::Mode,
     /// `least-outstanding` (default), `round-robin` or `weighted`.
-    #[serde(default = "default_selection")]
-    pub selection: RawSelection,
+    #[serde(default)]
+    pub selection: flotilla_lb::Selection,
     /// Active health checks; a member gets traffic only after passing them.
     #[serde(default)]
     pub health: RawHealth,
@@ -303,28 +303,6 @@ pub struct RawBalancer {
     /// whose member failed before answering), 0 to 10.
     #[serde(default = "default_retries")]
     pub retries: u32,
-}
-
-/// A balancer's `mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RawLbMode {
-    /// HTTP/1.1 reverse proxy.
-    Http,
-    /// TCP proxy.
-    Tcp,
-}
-
-/// A balancer's `selection`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RawSelection {
-    /// The member with the fewest requests in flight.
-    LeastOutstanding,
-    /// Each member in turn.
-    RoundRobin,
-    /// In proportion to the members' weights.
-    Weighted,
 }
 
 /// A balancer's `health`.
@@ -358,14 +336,6 @@ impl Default for RawHealth {
             fall: default_fall(),
         }
     }
-}
-
-pub fn default_lb_mode() -> RawLbMode {
-    RawLbMode::Http
-}
-
-pub fn default_selection() -> RawSelection {
-    RawSelection::LeastOutstanding
 }
 
 pub fn default_queue_timeout() -> Duration {

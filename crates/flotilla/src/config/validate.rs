@@ -14,12 +14,12 @@ use flotilla_model::{
 };
 
 use super::raw::{
-    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawLbMode, RawMetric, RawMetrics, RawMode,
-    RawPolicy, RawProvider, RawProviderKind, RawReplacementStrategy, RawSelection, RawSource, RawStore, RawStoreKind,
+    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawMetric, RawMetrics, RawMode,
+    RawPolicy, RawProvider, RawProviderKind, RawReplacementStrategy, RawSource, RawStore, RawStoreKind,
     RawTemplate, RawVictim,
 };
 use super::{
-    BalancerSelection, BalancerSettings, Config, ConfigError, MetricSourceKind, MetricsConfig, ProviderConfig,
+    BalancerSettings, Config, ConfigError, MetricSourceKind, MetricsConfig, ProviderConfig,
     ProviderTemplate, StoreConfig,
 };
 
@@ -661,7 +661,7 @@ fn check_balancers(
             }
         };
         let h = &b.health;
-        if b.mode == RawLbMode::Http && !h.path.starts_with('/') {
+        if b.mode == flotilla_lb::Mode::Http && !h.path.starts_with('/') {
             err(errors, p("balancer.health.path"), format!("`{}` must start with `/`", h.path));
         }
         if h.interval < Duration::from_millis(50) {
@@ -687,12 +687,8 @@ fn check_balancers(
                 GroupId::new(g.name.clone()),
                 BalancerSettings {
                     listen,
-                    tcp: b.mode == RawLbMode::Tcp,
-                    selection: match b.selection {
-                        RawSelection::LeastOutstanding => BalancerSelection::LeastOutstanding,
-                        RawSelection::RoundRobin => BalancerSelection::RoundRobin,
-                        RawSelection::Weighted => BalancerSelection::Weighted,
-                    },
+                    mode: b.mode,
+                    selection: b.selection,
                     health_path: h.path.clone(),
                     health_interval: h.interval,
                     health_timeout: h.timeout,
