@@ -19,8 +19,7 @@ use flotilla_store_sqlite::SqliteStore;
 
 use crate::balancer_router::BalancerRouter;
 use crate::config::{
-    BalancerSettings, Config, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate,
-    StoreConfig,
+    BalancerSettings, Config, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate, StoreConfig,
 };
 
 /// The provider a configuration names, with the metric sources that read its members.

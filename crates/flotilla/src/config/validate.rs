@@ -14,13 +14,12 @@ use flotilla_model::{
 };
 
 use super::raw::{
-    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawMetric, RawMetrics, RawMode,
-    RawPolicy, RawProvider, RawProviderKind, RawReplacementStrategy, RawSource, RawStore, RawStoreKind,
-    RawTemplate, RawVictim,
+    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawMetric, RawMetrics, RawMode, RawPolicy,
+    RawProvider, RawProviderKind, RawReplacementStrategy, RawSource, RawStore, RawStoreKind, RawTemplate, RawVictim,
 };
 use super::{
-    BalancerSettings, Config, ConfigError, MetricSourceKind, MetricsConfig, ProviderConfig,
-    ProviderTemplate, StoreConfig,
+    BalancerSettings, Config, ConfigError, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate,
+    StoreConfig,
 };
 
 /// The smallest sampling interval.
