@@ -46,10 +46,10 @@ mod enabled {
     fn build(config: &Config, state_dir: &Path) -> anyhow::Result<Option<LibvirtProvider>> {
         let ProviderConfig::Libvirt(settings) = &config.provider else { return Ok(None) };
         let templates = config
-            .templates
-            .iter()
+            .templates()
+            .into_iter()
             .filter_map(|(g, t)| match t {
-                ProviderTemplate::Libvirt(t) => Some((g.clone(), t.clone())),
+                ProviderTemplate::Libvirt(t) => Some((g, t)),
                 ProviderTemplate::OpenStack(_) => None,
             })
             .collect();

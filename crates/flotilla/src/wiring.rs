@@ -19,7 +19,7 @@ use flotilla_store_sqlite::SqliteStore;
 
 use crate::balancer_router::BalancerRouter;
 use crate::config::{
-    BalancerSettings, Config, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate, StoreConfig,
+    BalancerSettings, Config, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate, StoreConfig,
 };
 
 /// The provider a configuration names, with the metric sources that read its members.
@@ -101,7 +101,8 @@ pub async fn runner(state_dir: &Path, config: Option<&Config>, groups: Vec<Group
         None => local,
     };
     let parts = ProviderParts { provider, sources: Vec::new() };
-    assemble(store, parts, groups, &BTreeMap::new(), 600, state_dir).await
+    let groups = groups.into_iter().map(|spec| GroupConfig { spec, balancer: None, template: None }).collect();
+    assemble(store, parts, groups, 600, state_dir).await
 }
 
 /// The provider `config` names and its metric sources (`metrics.sources`). An OpenStack provider
@@ -114,10 +115,10 @@ pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result
         ProviderConfig::Local { start_timeout } => local_provider(state_dir, *start_timeout)?,
         ProviderConfig::OpenStack(settings) => {
             let templates = config
-                .templates
-                .iter()
+                .templates()
+                .into_iter()
                 .filter_map(|(g, t)| match t {
-                    ProviderTemplate::OpenStack(t) => Some((g.clone(), t.clone())),
+                    ProviderTemplate::OpenStack(t) => Some((g, t)),
                     ProviderTemplate::Libvirt(_) => None,
                 })
                 .collect();
@@ -176,12 +177,13 @@ pub async fn push_source(settings: flotilla_metrics_push::PushSettings) -> anyho
     Ok(source)
 }
 
-pub async fn build(config: &Config, state_dir: &Path, groups: Vec<GroupSpec>) -> anyhow::Result<Built> {
+/// Everything `config` names, for its groups.
+pub async fn build(config: &Config, state_dir: &Path) -> anyhow::Result<Built> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
     let store = open_store(state_dir, &config.store)?;
     let parts = provider_parts(config, state_dir).await?;
     let StoreConfig::Sqlite { sample_window, .. } = &config.store;
-    assemble(store, parts, groups, &config.balancers, *sample_window, state_dir).await
+    assemble(store, parts, config.groups.clone(), *sample_window, state_dir).await
 }
 
 /// The engine's config for a group's `balancer:` section. The request-count window follows the
@@ -211,15 +213,14 @@ pub fn lb_config(settings: &BalancerSettings, spec: &GroupSpec) -> LbConfig {
 pub async fn assemble(
     store: Arc<SqliteStore>,
     parts: ProviderParts,
-    groups: Vec<GroupSpec>,
-    balancers: &BTreeMap<GroupId, BalancerSettings>,
+    groups: Vec<GroupConfig>,
     sample_window: usize,
     state_dir: &Path,
 ) -> anyhow::Result<Built> {
     let lb = Arc::new(EmbeddedBalancer::new());
     let mut listeners = BTreeMap::new();
-    for spec in &groups {
-        if let Some(settings) = balancers.get(&spec.id) {
+    for GroupConfig { spec, balancer, .. } in &groups {
+        if let Some(settings) = balancer {
             let addr = lb
                 .register(spec.id.clone(), lb_config(settings, spec))
                 .await
@@ -237,7 +238,7 @@ pub async fn assemble(
         sources,
         balancer: router,
         clock: Arc::new(SystemClock),
-        groups,
+        groups: groups.into_iter().map(|g| g.spec).collect(),
         options: Options { sample_window, failpoint: crate::failpoint::from_env()?, ..Options::default() },
     });
     Ok(Built { controller, store, provider, lb, listeners, state_dir: state_dir.to_path_buf() })

@@ -56,16 +56,16 @@ fn the_seed_example_is_the_seed() {
     // The seed's spec, versioned by its template (a file's members can be rolled; the built-in
     // example is unversioned).
     let mut want = GroupSpec::example("vm-test");
-    assert!(!config.groups[0].template_version.is_empty());
-    want.template_version = config.groups[0].template_version.clone();
-    assert_eq!(config.groups, vec![want]);
+    assert!(!config.groups[0].spec.template_version.is_empty());
+    want.template_version = config.groups[0].spec.template_version.clone();
+    assert_eq!(config.specs(), vec![want]);
 }
 
 #[test]
 fn the_demo_example_is_fast_handover() {
     let config = example("demo.yaml");
     assert_eq!(config.groups.len(), 1);
-    let g = &config.groups[0];
+    let g = &config.groups[0].spec;
     assert_eq!(g.mode, Mode::Handover);
     assert_eq!((g.min, g.max), (1, 2));
     assert_eq!(g.interval, Duration::from_secs(1));
@@ -80,7 +80,7 @@ fn the_demo_example_is_fast_handover() {
 #[test]
 fn the_scale_example_scales_by_two() {
     let config = example("scale-web.yaml");
-    let g = &config.groups[0];
+    let g = &config.groups[0].spec;
     assert_eq!(g.mode, Mode::Scale);
     assert_eq!((g.min, g.max, g.increment), (2, 6, 2));
     assert_eq!(g.victim, Victim::LeastBusy);
@@ -90,7 +90,7 @@ fn the_scale_example_scales_by_two() {
 #[test]
 fn the_target_example_tracks_50_rps_per_member() {
     let config = example("target-rps.yaml");
-    let g = &config.groups[0];
+    let g = &config.groups[0].spec;
     assert_eq!(g.mode, Mode::Scale);
     assert_eq!((g.min, g.max), (1, 4));
     assert_eq!(
@@ -103,7 +103,7 @@ fn the_target_example_tracks_50_rps_per_member() {
 fn the_seed_002_example_is_the_request_trigger() {
     let config = example("seed-002-requests.yaml");
     assert_eq!(config.groups.len(), 1);
-    let g = &config.groups[0];
+    let g = &config.groups[0].spec;
     assert_eq!(g.mode, Mode::Scale);
     assert_eq!((g.min, g.max), (1, 2));
     assert_eq!(g.cooldown_up, Duration::from_secs(10));
@@ -119,8 +119,8 @@ fn the_openstack_examples_load_as_openstack_groups() {
     {
         let config = example(name);
         assert!(matches!(config.provider, ProviderConfig::OpenStack(_)), "{name}");
-        let g = &config.groups[0];
-        match config.templates.get(&g.id) {
+        let g = &config.groups[0].spec;
+        match config.group(&g.id).and_then(|c| c.template.as_ref()) {
             Some(ProviderTemplate::OpenStack(t)) => assert_eq!(t.image, image, "{name}"),
             other => panic!("{name}: {other:?}"),
         }

@@ -72,7 +72,7 @@ scaling:
 fn the_seed_shape_maps_onto_a_group() {
     let dir = files();
     let config = parse(&seed_file(dir.path(), ""), "seed.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let g = &config.groups[0];
+    let g = &config.groups[0].spec;
     assert_eq!(g.id.as_str(), "rivendell");
     assert_eq!((g.min, g.max, g.increment), (2, 4, 1));
     assert_eq!(g.cooldown_up.as_secs(), 60);
@@ -84,7 +84,9 @@ fn the_seed_shape_maps_onto_a_group() {
     let ProviderConfig::Libvirt(p) = &config.provider else { panic!("{:?}", config.provider) };
     let uris: Vec<&str> = p.hosts.iter().map(|h| h.uri.as_str()).collect();
     assert_eq!(uris, ["qemu:///system", "test:///default"]);
-    let Some(ProviderTemplate::Libvirt(t)) = config.templates.get(&g.id) else { panic!("no template") };
+    let Some(ProviderTemplate::Libvirt(t)) = config.group(&g.id).and_then(|c| c.template.as_ref()) else {
+        panic!("no template")
+    };
     assert_eq!(t.image, dir.path().join("base.qcow2"));
     assert!(t.user_data.as_deref().unwrap_or("").contains("runcmd"));
     // What does not apply is said, with its line.

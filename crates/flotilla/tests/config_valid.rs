@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla::config::{load, parse, Config, MetricSourceKind, MetricsConfig, ProviderConfig, StoreConfig};
+use flotilla::config::{
+    load, parse, Config, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig, StoreConfig,
+};
 use flotilla_model::{
     Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
     TargetMetric, TargetSpec, ThresholdSpec, Victim,
@@ -71,33 +73,35 @@ groups:
         state_dir: Some(PathBuf::from("/var/lib/flotilla")),
         store: StoreConfig::Sqlite { path: PathBuf::from("state.db"), sample_window: 100 },
         provider: ProviderConfig::Local { start_timeout: secs(60) },
-        balancers: Default::default(),
-        templates: Default::default(),
         metrics: MetricsConfig { sources: vec![MetricSourceKind::Local], ssh: None, push: None },
         warnings: Vec::new(),
-        groups: vec![GroupSpec {
-            id: GroupId::new("web.front_1"),
-            mode: Mode::Scale,
-            min: 2,
-            max: 6,
-            increment: 2,
-            cooldown_up: secs(90),
-            cooldown_down: secs(0),
-            interval: Duration::from_millis(250),
-            stale_after: secs(2),
-            policy: PolicySpec::Threshold(ThresholdSpec {
-                metric: MetricChoice::Cpu,
-                high: 75.5,
-                low: 0.0,
-                min_up: 1,
-                min_down: 10,
-            }),
-            aggregation: Aggregation::Max,
-            victim: Victim::LeastBusy,
-            drain_timeout: secs(45),
-            instance: InstanceSpec { base_name: "front".into(), clone_base: "front-copy".into(), vcpus: 64 },
-            template_version: version(64),
-            rollout: Some(Rollout { max_unavailable: 1 }),
+        groups: vec![GroupConfig {
+            balancer: None,
+            template: None,
+            spec: GroupSpec {
+                id: GroupId::new("web.front_1"),
+                mode: Mode::Scale,
+                min: 2,
+                max: 6,
+                increment: 2,
+                cooldown_up: secs(90),
+                cooldown_down: secs(0),
+                interval: Duration::from_millis(250),
+                stale_after: secs(2),
+                policy: PolicySpec::Threshold(ThresholdSpec {
+                    metric: MetricChoice::Cpu,
+                    high: 75.5,
+                    low: 0.0,
+                    min_up: 1,
+                    min_down: 10,
+                }),
+                aggregation: Aggregation::Max,
+                victim: Victim::LeastBusy,
+                drain_timeout: secs(45),
+                instance: InstanceSpec { base_name: "front".into(), clone_base: "front-copy".into(), vcpus: 64 },
+                template_version: version(64),
+                rollout: Some(Rollout { max_unavailable: 1 }),
+            },
         }],
     };
     assert_eq!(config, expected);
@@ -111,7 +115,7 @@ fn defaults_fill_everything_but_the_name() {
     assert_eq!(config.store, StoreConfig::Sqlite { path: PathBuf::from("flotilla.db"), sample_window: 600 });
     assert_eq!(config.provider, ProviderConfig::Local { start_timeout: secs(20) });
 
-    let a = &config.groups[0];
+    let a = &config.groups[0].spec;
     let expected_a = GroupSpec {
         id: GroupId::new("a"),
         mode: Mode::Scale,
@@ -138,7 +142,7 @@ fn defaults_fill_everything_but_the_name() {
     };
     assert_eq!(a, &expected_a);
 
-    let b = &config.groups[1];
+    let b = &config.groups[1].spec;
     assert_eq!((b.mode, b.max), (Mode::Handover, 2), "handover defaults to max 2");
     assert_eq!(b.stale_after, secs(6), "stale_after defaults to 3 x interval");
     assert_eq!((b.instance.base_name.as_str(), b.instance.clone_base.as_str()), ("b", "b_clone"));
@@ -147,7 +151,7 @@ fn defaults_fill_everything_but_the_name() {
 #[test]
 fn clone_base_follows_an_explicit_base_name() {
     let config = parse("groups:\n  - name: a\n    template: {base_name: vm}\n", "t.yaml").unwrap();
-    assert_eq!(config.groups[0].instance.clone_base, "vm_clone");
+    assert_eq!(config.groups[0].spec.instance.clone_base, "vm_clone");
 }
 
 #[test]
@@ -163,7 +167,7 @@ groups:
     name: b
 ";
     let config = parse(yaml, "t.yaml").unwrap();
-    let (a, b) = (&config.groups[0], &config.groups[1]);
+    let (a, b) = (&config.groups[0].spec, &config.groups[1].spec);
     assert_eq!(b.id, GroupId::new("b"));
     let t = b.policy.threshold().expect("a threshold");
     assert_eq!((b.mode, b.interval, t.high, t.low), (a.mode, a.interval, 90.0, 10.0));
@@ -174,7 +178,7 @@ groups:
 fn empty_sections_mean_defaults() {
     let config = parse("store:\nprovider: ~\ngroups:\n  - name: a\n    stale_after: ~\n", "t.yaml").unwrap();
     assert_eq!(config.store, StoreConfig::Sqlite { path: PathBuf::from("flotilla.db"), sample_window: 600 });
-    assert_eq!(config.groups[0].stale_after, secs(15));
+    assert_eq!(config.groups[0].spec.stale_after, secs(15));
 }
 
 #[test]
@@ -182,7 +186,7 @@ fn load_reads_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ok.yaml");
     std::fs::write(&path, "groups:\n  - name: a\n").unwrap();
-    assert_eq!(load(&path).unwrap().groups[0].id, GroupId::new("a"));
+    assert_eq!(load(&path).unwrap().groups[0].spec.id, GroupId::new("a"));
 }
 
 /// The group fields every policy test below leaves at their defaults, with `policy` in place.
@@ -263,7 +267,7 @@ groups:
         // `kind` may come last.
         defaults_with("rdefault", requests(1, secs(1))),
     ];
-    assert_eq!(config.groups, expected);
+    assert_eq!(config.specs(), expected);
 }
 
 #[test]
@@ -280,7 +284,7 @@ fn a_request_window_defaults_to_a_minute_and_may_be_five() {
     let windows: Vec<_> = config
         .groups
         .iter()
-        .map(|g| match &g.policy {
+        .map(|g| match &g.spec.policy {
             PolicySpec::RequestCount(r) => r.window,
             other => panic!("{other:?}"),
         })
@@ -293,7 +297,7 @@ fn an_explicit_threshold_kind_is_the_default() {
     let explicit = parse("groups:\n  - name: a\n    policy: {kind: threshold}\n", "k.yaml").unwrap();
     let default = parse("groups:\n  - name: a\n", "k.yaml").unwrap();
     assert_eq!(explicit, default);
-    assert_eq!(default.groups[0].policy.kind(), "threshold");
+    assert_eq!(default.groups[0].spec.policy.kind(), "threshold");
 }
 
 #[test]
@@ -312,7 +316,8 @@ groups:
     balancer: {listen: 127.0.0.1:5433, mode: tcp}
 ";
     let config = parse(yaml, "lb.yaml").unwrap();
-    let web = &config.balancers[&GroupId::new("web")];
+    let balancer = |g: &str| config.group(&GroupId::new(g)).and_then(|g| g.balancer.clone()).unwrap();
+    let web = &balancer("web");
     assert_eq!(
         web,
         &BalancerSettings {
@@ -329,8 +334,8 @@ groups:
             retries: 3,
         }
     );
-    let db = &config.balancers[&GroupId::new("db")];
+    let db = &balancer("db");
     assert_eq!(db.mode, Mode::Tcp);
     assert_eq!(db.selection, Selection::LeastOutstanding);
-    assert_eq!(config.balancers.len(), 2);
+    assert_eq!(config.groups.iter().filter(|g| g.balancer.is_some()).count(), 2);
 }

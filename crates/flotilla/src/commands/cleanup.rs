@@ -49,7 +49,7 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
     }
     // Each group as the config has it, else as the seed's: only its id and drain timeout matter to
     // a deletion.
-    let configured = |g: &GroupId| config.as_ref().and_then(|c| c.groups.iter().find(|s| &s.id == g)).cloned();
+    let configured = |g: &GroupId| config.as_ref().and_then(|c| c.group(g)).map(|c| c.spec.clone());
     let specs = by_group.keys().map(|g| configured(g).unwrap_or_else(|| GroupSpec::example(g.as_str()))).collect();
     let built = wiring::runner(&state_dir, config.as_ref(), specs).await?;
     built.controller.recover().await?;

@@ -9,7 +9,7 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
     for w in &config.warnings {
         println!("  warning: {w}");
     }
-    for g in &config.groups {
+    for g in config.groups.iter().map(|g| &g.spec) {
         let policy = match &g.policy {
             PolicySpec::Threshold(t) => format!(
                 "{:?} high {} low {} ({} up / {} down samples every {:?})",

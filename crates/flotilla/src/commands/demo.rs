@@ -42,7 +42,7 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
             crate::config::parse(LIBVIRT_DEMO_CONFIG, "examples/libvirt/demo.yaml")?
         }
     };
-    for b in config.balancers.values_mut() {
+    for b in config.groups.iter_mut().filter_map(|g| g.balancer.as_mut()) {
         b.listen = args.listen;
     }
     let dir_name = match args.provider {
@@ -51,9 +51,9 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
     };
     let state_dir = crate::state_dir::resolve(state_flag, None).join(dir_name);
     fresh_state(&state_dir, &config).await?;
-    let group = config.groups[0].id.clone();
-    let built = wiring::build(&config, &state_dir, config.groups.clone()).await?;
-    say(format!("state in {}; group {group}: {}", state_dir.display(), describe(&config.groups[0])));
+    let group = config.groups[0].spec.id.clone();
+    let built = wiring::build(&config, &state_dir).await?;
+    say(format!("state in {}; group {group}: {}", state_dir.display(), describe(&config.groups[0].spec)));
 
     let shutdown = Shutdown::default();
     let loop_task =
@@ -104,7 +104,7 @@ fn describe(g: &flotilla_model::GroupSpec) -> String {
 /// like any other deletion.
 async fn fresh_state(dir: &PathBuf, config: &crate::config::Config) -> anyhow::Result<()> {
     if dir.exists() {
-        let built = wiring::build(config, dir, config.groups.clone()).await?;
+        let built = wiring::build(config, dir).await?;
         if let Err(e) = built.controller.recover().await {
             tracing::warn!(error = %e, "an operation of the previous demo could not be finished");
         }

@@ -26,10 +26,10 @@ pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Resu
     let group = GroupId::new(args.name.clone());
     let spec = match &config {
         // The config's group of that name, as validated there (its template, its names).
-        Some(c) => match c.groups.iter().find(|g| g.id == group) {
-            Some(g) => g.clone(),
+        Some(c) => match c.group(&group) {
+            Some(g) => g.spec.clone(),
             None => {
-                let names: Vec<&str> = c.groups.iter().map(|g| g.id.as_str()).collect();
+                let names: Vec<&str> = c.groups.iter().map(|g| g.spec.id.as_str()).collect();
                 return usage(format!(
                     "--name {}: the config has no such group (it has {})",
                     args.name,

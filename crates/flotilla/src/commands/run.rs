@@ -13,7 +13,7 @@ pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<Exi
         tracing::warn!("{w}");
     }
     let state_dir = crate::state_dir::resolve(state_flag, config.state_dir.as_deref());
-    let built = wiring::build(&config, &state_dir, config.groups.clone()).await?;
+    let built = wiring::build(&config, &state_dir).await?;
     tracing::info!(state_dir = %state_dir.display(), groups = config.groups.len(), "flotilla controller starting");
     serve(built, args.stop_members).await
 }

@@ -56,7 +56,7 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
     // The seed's deployer names clones `<base>_clone_N`, where the base is the deploy name (the
     // group): VM-test_1 grows VM-test_clone_1.
     // With a config, the group's own names and template.
-    let configured = config.as_ref().and_then(|c| c.groups.iter().find(|g| g.id == server.group));
+    let configured = config.as_ref().and_then(|c| c.group(&server.group)).map(|g| &g.spec);
     let clone_base = match args.clone.as_deref() {
         None | Some("legacy") => match configured {
             Some(g) => g.instance.clone_base.clone(),
@@ -112,8 +112,9 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
         args.server, args.interval, args.high, args.low, args.min_up, args.min_down, args.metric
     );
     // A configured group keeps its balancer: clients use one address through the handover.
-    let balancers = config.map(|c| c.balancers).unwrap_or_default();
-    let built = wiring::assemble(store, parts, vec![spec], &balancers, 600, &state_dir).await?;
+    let balancer = config.as_ref().and_then(|c| c.group(&group)).and_then(|g| g.balancer.clone());
+    let group = crate::config::GroupConfig { spec, balancer, template: None };
+    let built = wiring::assemble(store, parts, vec![group], 600, &state_dir).await?;
     super::run::serve(built, false).await
 }
 

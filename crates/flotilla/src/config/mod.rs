@@ -92,16 +92,24 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub store: StoreConfig,
     pub provider: ProviderConfig,
-    /// At least one; names unique.
-    pub groups: Vec<GroupSpec>,
-    /// The groups that have a `balancer:` section, with its validated settings.
-    pub balancers: BTreeMap<GroupId, BalancerSettings>,
-    /// Each group's provider-specific template (libvirt: image, domain XML, cloud-init).
-    pub templates: BTreeMap<GroupId, ProviderTemplate>,
+    /// At least one; names unique. Everything about a group, validated in one pass.
+    pub groups: Vec<GroupConfig>,
     pub metrics: MetricsConfig,
     /// Parts of the file that were read but do not apply (a seed-004 file's MySQL store, say):
     /// each names its place; the verbs print them before they start.
     pub warnings: Vec<ConfigError>,
+}
+
+/// One group, as validated: what the decision core and the controller need (`spec`, with its policy,
+/// replacement and instance), and what the binary wires to it (its balancer, its provider template).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub spec: GroupSpec,
+    /// The `balancer:` section, when the group has one.
+    pub balancer: Option<BalancerSettings>,
+    /// The provider-specific template (libvirt: image, domain XML, cloud-init; OpenStack: image,
+    /// flavor, network); `None` for the local provider.
+    pub template: Option<ProviderTemplate>,
 }
 
 /// A group's provider-specific template, validated against the provider's settings.
@@ -149,6 +157,21 @@ pub struct BalancerSettings {
 }
 
 impl Config {
+    /// The groups' specs, in file order (what the controller runs).
+    pub fn specs(&self) -> Vec<GroupSpec> {
+        self.groups.iter().map(|g| g.spec.clone()).collect()
+    }
+
+    /// The group named `id`.
+    pub fn group(&self, id: &GroupId) -> Option<&GroupConfig> {
+        self.groups.iter().find(|g| &g.spec.id == id)
+    }
+
+    /// The groups' provider templates, by group.
+    pub fn templates(&self) -> BTreeMap<GroupId, ProviderTemplate> {
+        self.groups.iter().filter_map(|g| Some((g.spec.id.clone(), g.template.clone()?))).collect()
+    }
+
     /// The store's file: its `path` as written when absolute or when there is no `state_dir`,
     /// else `state_dir/path`.
     pub fn store_path(&self) -> PathBuf {

@@ -18,8 +18,8 @@ use super::raw::{
     RawProvider, RawProviderKind, RawReplacementStrategy, RawSource, RawStore, RawStoreKind, RawTemplate, RawVictim,
 };
 use super::{
-    BalancerSettings, Config, ConfigError, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate,
-    StoreConfig,
+    BalancerSettings, Config, ConfigError, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig,
+    ProviderTemplate, StoreConfig,
 };
 
 /// The smallest sampling interval.
@@ -83,8 +83,8 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
             Some(store),
             Some(provider),
             Some(Some(mut groups)),
-            Some(balancers),
-            Some(templates),
+            Some(mut balancers),
+            Some(mut templates),
             Some(metrics),
         ) if errors.is_empty() => {
             // A provider template is part of what members are made from: fold it into the version.
@@ -102,7 +102,15 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
                     None => {}
                 }
             }
-            Ok(Config { state_dir, store, provider, groups, balancers, templates, metrics, warnings: Vec::new() })
+            let groups = groups
+                .into_iter()
+                .map(|spec| GroupConfig {
+                    balancer: balancers.remove(&spec.id),
+                    template: templates.remove(&spec.id),
+                    spec,
+                })
+                .collect();
+            Ok(Config { state_dir, store, provider, groups, metrics, warnings: Vec::new() })
         }
         _ => Err(errors),
     }
@@ -740,7 +748,7 @@ mod tests {
         assert_eq!(config.state_dir, None);
         assert_eq!(config.store, StoreConfig::Sqlite { path: PathBuf::from("flotilla.db"), sample_window: 600 });
         assert_eq!(config.provider, ProviderConfig::Local { start_timeout: Duration::from_secs(20) });
-        let g = &config.groups[0];
+        let g = &config.groups[0].spec;
         assert_eq!((g.mode, g.min, g.max, g.increment), (Mode::Scale, 1, 4, 1));
         assert_eq!(g.interval, Duration::from_secs(5));
         assert_eq!(g.stale_after, Duration::from_secs(15));
@@ -768,7 +776,7 @@ mod tests {
     #[test]
     fn handover_defaults_to_two_members() {
         let config = validate(raw("groups:\n  - name: h\n    mode: handover\n")).unwrap();
-        assert_eq!(config.groups[0].max, 2);
+        assert_eq!(config.groups[0].spec.max, 2);
     }
 
     #[test]
