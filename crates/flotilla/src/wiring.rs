@@ -19,7 +19,8 @@ use flotilla_store_sqlite::SqliteStore;
 
 use crate::balancer_router::BalancerRouter;
 use crate::config::{
-    BalancerSettings, Config, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate, StoreConfig,
+    BalancerSettings, Config, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig, ProviderTemplate,
+    StoreConfig,
 };
 
 /// The provider a configuration names, with the metric sources that read its members.

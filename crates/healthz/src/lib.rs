@@ -39,7 +39,7 @@ fn judge(reply: &str, name: &str) -> Result<(), String> {
     }
     let member = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-flotilla-member"))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(flotilla_model::vocab::MEMBER_HEADER))
         .map(|(_, v)| v.trim());
     match member {
         Some(m) if m != name => Err(format!("answered for member {m:?}, not {name:?}")),

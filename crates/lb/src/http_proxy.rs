@@ -28,7 +28,7 @@ use crate::select::{Snapshot, Tried};
 /// hyper refuses a smaller read buffer.
 const HYPER_MIN_BUF: usize = 8192;
 
-static X_FLOTILLA_BACKEND: HeaderName = HeaderName::from_static("x-flotilla-backend");
+static X_FLOTILLA_BACKEND: HeaderName = HeaderName::from_static(flotilla_model::vocab::BACKEND_HEADER);
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");

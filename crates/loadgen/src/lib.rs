@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// The response header naming the member that served a request.
-pub const BACKEND_HEADER: &str = "x-flotilla-backend";
+pub use flotilla_model::vocab::BACKEND_HEADER;
 
 /// What to send.
 #[derive(Debug, Clone)]

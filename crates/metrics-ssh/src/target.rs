@@ -3,9 +3,7 @@
 
 use flotilla_model::Instance;
 
-/// The tag a provider sets when a member's SSH server is not at `<address host>:<port>` (the lab's
-/// forwarded ports: `127.0.0.1:2201`).
-pub const SSH_ADDRESS_TAG: &str = "ssh_address";
+pub use flotilla_model::vocab::SSH_ADDRESS_TAG;
 
 /// A host and port to connect to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

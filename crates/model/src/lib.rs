@@ -13,6 +13,7 @@ pub mod name;
 mod operation;
 mod sample;
 mod seams;
+pub mod vocab;
 
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ErrorKind, SeamError};

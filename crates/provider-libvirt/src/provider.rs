@@ -210,7 +210,7 @@ impl Inner {
         tag("host", host.name.clone());
         tag("uri", host.uri.clone());
         if let Some(a) = m.ssh_address() {
-            tag("ssh_address", a);
+            tag(flotilla_model::vocab::SSH_ADDRESS_TAG, a);
         }
         tag("vcpus", m.vcpus.to_string());
         tag("memory_mib", m.memory_mib.to_string());

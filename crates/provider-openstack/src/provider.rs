@@ -471,7 +471,7 @@ impl OpenStackProvider {
             i.tags.insert("floating_ip".into(), f.clone());
         }
         if let Some(ip) = &ip {
-            i.tags.insert("ssh_address".into(), format!("{ip}:22"));
+            i.tags.insert(flotilla_model::vocab::SSH_ADDRESS_TAG.into(), format!("{ip}:22"));
         }
         if let Some(v) = s.vcpus() {
             i.tags.insert("vcpus".into(), v.to_string());

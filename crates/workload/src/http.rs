@@ -17,7 +17,7 @@ use axum::Router;
 use crate::burn::{burn_cpu, join_all, LoadGen};
 
 /// The header naming the member that answered.
-pub const MEMBER_HEADER: &str = "x-flotilla-member";
+pub use flotilla_model::vocab::MEMBER_HEADER;
 
 /// The longest `/work` request: a typo must not pin a core for an hour.
 pub const MAX_WORK_MS: u64 = 60_000;
