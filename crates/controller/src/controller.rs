@@ -3,8 +3,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_model::{
-    Balancer, Clock, Decision, Evaluation, GroupId, GroupSpec, Instance, InstanceState, MetricChoice, MetricSource,
-    Mode, OpState, PolicySpec, Provider, SeamError, Store, TargetMetric, Timestamp,
+    Balancer, Clock, Decision, Evaluation, GroupId, GroupSpec, Instance, MetricChoice, MetricSource, Mode, OpState,
+    PolicySpec, Provider, SeamError, Store, TargetMetric, Timestamp,
 };
 use flotilla_policy::{policy_for, GroupView, Policy};
 
@@ -221,30 +221,21 @@ impl Controller {
         Ok(ReconcileOutcome { evaluation: Some(evaluation), resumed, applied })
     }
 
-    /// Handover mode needs a primary: the stored one while it exists, else the oldest running member.
+    /// Handover mode needs a primary: [`Instance::primary`]'s rule, stored when it changes.
     async fn ensure_primary(
         &self,
         spec: &GroupSpec,
         members: &[Instance],
     ) -> Result<Option<flotilla_model::InstanceId>, SeamError> {
         let stored = self.store.primary(&spec.id).await?;
-        let alive =
-            |id: &flotilla_model::InstanceId| members.iter().any(|m| &m.id == id && m.state != InstanceState::Deleting);
-        if let Some(id) = stored.as_ref().filter(|id| alive(id)) {
-            return Ok(Some(id.clone()));
-        }
-        let oldest = members
-            .iter()
-            .filter(|m| m.is_running())
-            .min_by(|a, b| flotilla_model::Instance::by_age(a, b))
-            .map(|m| m.id.clone());
-        if spec.mode == Mode::Handover && oldest != stored {
-            if let Some(id) = &oldest {
+        let primary = Instance::primary(stored.as_ref(), members).map(|m| m.id.clone());
+        if spec.mode == Mode::Handover && primary != stored {
+            if let Some(id) = &primary {
                 tracing::info!(group = %spec.id, primary = %id, "primary is now {id}");
             }
-            self.store.set_primary(&spec.id, oldest.as_ref()).await?;
+            self.store.set_primary(&spec.id, primary.as_ref()).await?;
         }
-        Ok(oldest)
+        Ok(primary)
     }
 }
 

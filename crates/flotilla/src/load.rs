@@ -120,9 +120,13 @@ pub async fn running_members(
     store: &dyn Store,
     group: &GroupId,
 ) -> anyhow::Result<(Option<InstanceId>, Vec<Instance>)> {
-    let primary = store.primary(group).await?;
+    let stored = store.primary(group).await?;
     let mut members: Vec<Instance> = store.instances(group).await?.into_iter().filter(|i| i.is_running()).collect();
-    members.sort_by_key(|m| (Some(&m.id) != primary.as_ref(), m.created_at, m.id.clone()));
+    let primary = Instance::primary(stored.as_ref(), &members).map(|m| m.id.clone());
+    members.sort_by(|a, b| {
+        let not_primary = |m: &Instance| Some(&m.id) != primary.as_ref();
+        not_primary(a).cmp(&not_primary(b)).then_with(|| Instance::by_age(a, b))
+    });
     Ok((primary, members))
 }
 

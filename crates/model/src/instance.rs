@@ -77,6 +77,19 @@ impl Instance {
         (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
     }
 
+    /// The one rule for a group's primary (handover mode's baseline, the member `load` starts on):
+    /// the stored primary while it is a running member, else the oldest running member.
+    pub fn primary<'a, I>(stored: Option<&InstanceId>, members: I) -> Option<&'a Instance>
+    where
+        I: IntoIterator<Item = &'a Instance>,
+        I::IntoIter: Clone,
+    {
+        let running = members.into_iter().filter(|m| m.is_running());
+        stored
+            .and_then(|p| running.clone().find(|m| &m.id == p))
+            .or_else(|| running.min_by(|a, b| Instance::by_age(a, b)))
+    }
+
     pub fn new(id: impl Into<String>, group: &GroupId, created_at: Timestamp) -> Self {
         let id = id.into();
         Instance {
@@ -94,5 +107,34 @@ impl Instance {
     }
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags.get(key).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, at: u64, state: InstanceState) -> Instance {
+        let mut m = Instance::new(id, &GroupId::new("g"), Timestamp(at));
+        m.state = state;
+        m
+    }
+
+    #[test]
+    fn the_primary_is_the_stored_running_member_else_the_oldest_running() {
+        let ms = vec![
+            member("b_1", 10, InstanceState::Running),
+            member("a_1", 10, InstanceState::Running),
+            member("old", 5, InstanceState::Draining),
+            member("c_1", 20, InstanceState::Running),
+        ];
+        let id = |s: &str| InstanceId::new(s);
+        let pick = |stored: Option<&str>| Instance::primary(stored.map(id).as_ref(), &ms).map(|m| m.name.clone());
+        assert_eq!(pick(Some("c_1")).as_deref(), Some("c_1"), "the stored one while it runs");
+        assert_eq!(pick(Some("old")).as_deref(), Some("a_1"), "not running: the oldest running, ties by id");
+        assert_eq!(pick(Some("gone")).as_deref(), Some("a_1"));
+        assert_eq!(pick(None).as_deref(), Some("a_1"));
+        let none: Vec<Instance> = vec![member("x", 1, InstanceState::Creating)];
+        assert!(Instance::primary(None, &none).is_none());
     }
 }

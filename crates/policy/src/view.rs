@@ -78,10 +78,7 @@ pub(crate) fn oldest<'a>(it: impl Iterator<Item = &'a Instance>) -> Option<&'a I
     it.min_by(|a, b| Instance::by_age(a, b))
 }
 
-/// Handover mode's primary: `view.primary` if it is running, else the oldest running member.
+/// Handover mode's primary, by the one rule ([`Instance::primary`]).
 pub(crate) fn primary<'a>(view: &GroupView<'a>, running: &[Member<'a>]) -> Option<&'a Instance> {
-    view.primary
-        .and_then(|p| running.iter().find(|m| &m.inst.id == p))
-        .map(|m| m.inst)
-        .or_else(|| oldest(running.iter().map(|m| m.inst)))
+    Instance::primary(view.primary, running.iter().map(|m| m.inst))
 }
