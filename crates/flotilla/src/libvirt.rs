@@ -45,14 +45,7 @@ mod enabled {
 
     fn build(config: &Config, state_dir: &Path) -> anyhow::Result<Option<LibvirtProvider>> {
         let ProviderConfig::Libvirt(settings) = &config.provider else { return Ok(None) };
-        let templates = config
-            .templates()
-            .into_iter()
-            .filter_map(|(g, t)| match t {
-                ProviderTemplate::Libvirt(t) => Some((g, t)),
-                ProviderTemplate::OpenStack(_) => None,
-            })
-            .collect();
+        let templates = config.templates_of(ProviderTemplate::libvirt);
         let p = LibvirtProvider::new(settings.clone(), state_dir, templates)
             .map_err(|e| anyhow::anyhow!("libvirt provider: {e}"))?;
         Ok(Some(p))

@@ -115,14 +115,7 @@ pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result
     let provider: Arc<dyn Provider> = match &config.provider {
         ProviderConfig::Local { start_timeout } => local_provider(state_dir, *start_timeout)?,
         ProviderConfig::OpenStack(settings) => {
-            let templates = config
-                .templates()
-                .into_iter()
-                .filter_map(|(g, t)| match t {
-                    ProviderTemplate::OpenStack(t) => Some((g, t)),
-                    ProviderTemplate::Libvirt(_) => None,
-                })
-                .collect();
+            let templates = config.templates_of(ProviderTemplate::openstack);
             let p = Arc::new(OpenStackProvider::new(settings.clone(), templates));
             p.cloud().await?;
             openstack = Some(p.clone());

@@ -150,34 +150,7 @@ impl Inner {
                 return self.adopt(h, f.clone()).await;
             }
         }
-        // someone else's domain: never touch it
-        for (h, r) in seen {
-            if r.as_ref().is_ok_and(|l| l.foreign.iter().any(|n| n == name)) {
-                return Err(SeamError::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "a domain named {name} that is not Flotilla's (no {} metadata) exists on {}: refusing to create or touch it",
-                        xml::NS,
-                        h.label()
-                    ),
-                ));
-            }
-        }
-        // ours, maybe, on a host that is down: cannot tell, so do not make a second one
-        for (h, r) in seen {
-            if let Err(e) = r {
-                if self.last_known(h, records).iter().any(|f| f.meta.instance == name) {
-                    return Err(SeamError::transient(format!("it may exist on a host that is down: {}", e.message)));
-                }
-            }
-        }
-        if let Some(m) = records.iter().find(|m| m.instance == name && !self.hosts.iter().any(|h| h.name == m.host)) {
-            return Err(SeamError::invalid(format!(
-                "a member record names host `{}`, which is no longer configured; remove the domain there by hand, then {}",
-                m.host,
-                self.member_dir(name).display()
-            )));
-        }
+        self.refuse_unsure(name, seen, records)?;
         // leftovers of a create that died before defining: not a member
         let dir = self.member_dir(name);
         if tokio::fs::try_exists(&dir).await.unwrap_or(false) {

@@ -9,8 +9,8 @@ use flotilla_model::ErrorKind;
 
 use crate::host::{is_no_domain, Found, Host, Listing};
 use crate::provider::*;
+use crate::validate_name;
 use crate::xml::MemberMeta;
-use crate::{validate_name, xml};
 
 impl Inner {
     /// Destroys and undefines a domain by UUID, best effort (for rollbacks).
@@ -85,32 +85,7 @@ impl Inner {
                 return self.stop_and_remove(h, f).await;
             }
         }
-        for (h, r) in seen {
-            if r.as_ref().is_ok_and(|l| l.foreign.iter().any(|n| n == name)) {
-                return Err(SeamError::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "the domain {name} on {} is not Flotilla's (no {} metadata): refusing to touch it",
-                        h.label(),
-                        xml::NS
-                    ),
-                ));
-            }
-        }
-        for (h, r) in seen {
-            if let Err(e) = r {
-                if self.last_known(h, records).iter().any(|f| f.meta.instance == name) {
-                    return Err(SeamError::transient(format!("its host is down: {}", e.message)));
-                }
-            }
-        }
-        if let Some(m) = records.iter().find(|m| m.instance == name && !self.hosts.iter().any(|h| h.name == m.host)) {
-            return Err(SeamError::invalid(format!(
-                "its host `{}` is no longer configured; add it back, or remove the domain there by hand and then {}",
-                m.host,
-                self.member_dir(name).display()
-            )));
-        }
+        self.refuse_unsure(name, seen, records)?;
         // gone already; remove files a previous delete may have left
         let dir = self.member_dir(name);
         remove_dir(&dir).await.map_err(|e| SeamError::transient(format!("cannot remove {}: {e}", dir.display())))

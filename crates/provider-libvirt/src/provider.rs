@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flotilla_model::{GroupId, Instance, InstanceId, InstanceSpec, InstanceState, Provider, SeamError, Timestamp};
+use flotilla_model::{
+    ErrorKind, GroupId, Instance, InstanceId, InstanceSpec, InstanceState, Provider, SeamError, Timestamp,
+};
 
 use crate::host::{DomState, Driver, Found, Host, HostStatus, Listing};
 use crate::xml::MemberMeta;
@@ -294,6 +296,49 @@ impl Inner {
             }
         }
         known
+    }
+
+    /// What a create or a delete of `name` must not go past, when no host lists it as ours: a
+    /// domain of that name that is not Flotilla's (never touched), ours maybe on a host that is
+    /// down (cannot tell, so neither make a second one nor call it gone), or a record naming a host
+    /// that is no longer configured.
+    pub(crate) fn refuse_unsure(
+        &self,
+        name: &str,
+        seen: &[(Arc<Host>, Result<Listing, SeamError>)],
+        records: &[MemberMeta],
+    ) -> Result<(), SeamError> {
+        for (h, r) in seen {
+            if r.as_ref().is_ok_and(|l| l.foreign.iter().any(|n| n == name)) {
+                return Err(SeamError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "a domain named {name} that is not Flotilla's (no {} metadata) exists on {}: refusing to touch it",
+                        crate::xml::NS,
+                        h.label()
+                    ),
+                ));
+            }
+        }
+        for (h, r) in seen {
+            if let Err(e) = r {
+                if self.last_known(h, records).iter().any(|f| f.meta.instance == name) {
+                    return Err(SeamError::transient(format!(
+                        "{name} may exist on a host that is down: {}",
+                        e.message
+                    )));
+                }
+            }
+        }
+        if let Some(m) = records.iter().find(|m| m.instance == name && !self.hosts.iter().any(|h| h.name == m.host)) {
+            return Err(SeamError::invalid(format!(
+                "a member record of {name} names host `{}`, which is no longer configured; add it back, or remove \
+                 the domain there by hand and then {}",
+                m.host,
+                self.member_dir(name).display()
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn template(&self, group: &GroupId) -> Result<&LibvirtTemplate, SeamError> {

@@ -119,6 +119,22 @@ pub enum ProviderTemplate {
     OpenStack(flotilla_provider_openstack::OpenStackTemplate),
 }
 
+impl ProviderTemplate {
+    pub fn libvirt(&self) -> Option<&flotilla_provider_libvirt::LibvirtTemplate> {
+        match self {
+            ProviderTemplate::Libvirt(t) => Some(t),
+            ProviderTemplate::OpenStack(_) => None,
+        }
+    }
+
+    pub fn openstack(&self) -> Option<&flotilla_provider_openstack::OpenStackTemplate> {
+        match self {
+            ProviderTemplate::OpenStack(t) => Some(t),
+            ProviderTemplate::Libvirt(_) => None,
+        }
+    }
+}
+
 /// Where member metrics come from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {
@@ -167,9 +183,9 @@ impl Config {
         self.groups.iter().find(|g| &g.spec.id == id)
     }
 
-    /// The groups' provider templates, by group.
-    pub fn templates(&self) -> BTreeMap<GroupId, ProviderTemplate> {
-        self.groups.iter().filter_map(|g| Some((g.spec.id.clone(), g.template.clone()?))).collect()
+    /// The groups' templates of one provider kind, by group: what that provider is built with.
+    pub fn templates_of<T: Clone>(&self, pick: impl Fn(&ProviderTemplate) -> Option<&T>) -> BTreeMap<GroupId, T> {
+        self.groups.iter().filter_map(|g| Some((g.spec.id.clone(), pick(g.template.as_ref()?)?.clone()))).collect()
     }
 
     /// The store's file: its `path` as written when absolute or when there is no `state_dir`,
