@@ -2,12 +2,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use flotilla_model::{
-    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, MetricSource, Mode, PolicySpec, Store, ThresholdSpec,
-    Victim,
-};
+use flotilla_model::{GroupId, GroupSpec, MetricSource, Store};
 use flotilla_provider_openstack::{AddressMode, OpenStackProvider, OpenStackSettings};
 
 use crate::cli::{AddressArg, MetricArg, SourceArg, WatchArgs};
@@ -15,22 +11,9 @@ use crate::{usage, wiring};
 
 /// The seed's `autoscale_watch.py` as a one-group controller in handover mode.
 pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let mut problems = Vec::new();
-    if !(0.0..=100.0).contains(&args.low) || !(0.0..=100.0).contains(&args.high) || args.low >= args.high {
-        problems.push(format!("--low {} / --high {}: need 0 <= low < high <= 100", args.low, args.high));
-    }
-    if args.min_up == 0 {
-        problems.push("--min-up: must be at least 1".to_string());
-    }
-    if args.min_down == 0 {
-        problems.push("--min-down: must be at least 1".to_string());
-    }
-    if !(args.interval >= 0.1 && args.interval.is_finite()) {
-        problems.push(format!("--interval {}: must be at least 0.1 seconds", args.interval));
-    }
-    if !problems.is_empty() {
-        return usage(problems.join("\n"));
-    }
+    // The flags are a group like one in a config file, validated by the same rules, before
+    // anything starts; the server's group name and template are filled in once it is found.
+    group_of_flags(&args, "watched", None, None, 1)?;
 
     let config = args.target.load_config()?;
     let state_dir = crate::state_dir::resolve(state_flag, config.as_ref().and_then(|c| c.state_dir.as_deref()));
@@ -62,49 +45,16 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
             Some(g) => g.instance.clone_base.clone(),
             None => format!("{}_clone", server.group),
         },
-        Some(name) => match flotilla_model::name::member_name_problem(name) {
-            None => name.to_string(),
-            Some(p) => return usage(format!("--clone {p}")),
-        },
+        Some(name) => name.to_string(),
     };
-    let interval = Duration::from_secs_f64(args.interval);
     let group = server.group.clone();
-    let spec = GroupSpec {
-        id: group.clone(),
-        mode: Mode::Handover,
-        min: 1,
-        max: 2,
-        increment: 1,
-        cooldown_up: Duration::ZERO,
-        cooldown_down: Duration::ZERO,
-        interval,
-        stale_after: interval * 3,
-        policy: PolicySpec::Threshold(ThresholdSpec {
-            metric: match args.metric {
-                MetricArg::Cpu => MetricChoice::Cpu,
-                MetricArg::Mem => MetricChoice::Mem,
-                MetricArg::Max => MetricChoice::Max,
-            },
-            high: args.high,
-            low: args.low,
-            min_up: args.min_up,
-            min_down: args.min_down,
-        }),
-        aggregation: Aggregation::Mean,
-        victim: Victim::Oldest,
-        drain_timeout: Duration::from_secs(30),
-        instance: InstanceSpec {
-            base_name: configured.map_or_else(|| group.to_string(), |g| g.instance.base_name.clone()),
-            clone_base,
-            vcpus: configured
-                .map(|g| g.instance.vcpus)
-                .or_else(|| server.tag("vcpus").and_then(|v| v.parse().ok()))
-                .unwrap_or(1),
-        },
-        // `watch` adopts one existing server; there is no template to roll out.
-        template_version: String::new(),
-        rollout: None,
-    };
+    let base = configured.map_or_else(|| group.to_string(), |g| g.instance.base_name.clone());
+    let vcpus =
+        configured.map(|g| g.instance.vcpus).or_else(|| server.tag("vcpus").and_then(|v| v.parse().ok())).unwrap_or(1);
+    let mut spec = group_of_flags(&args, group.as_str(), Some(&base), Some(&clone_base), vcpus)?;
+    // `watch` adopts one existing server; there is no template to roll out.
+    spec.template_version = String::new();
+    spec.rollout = None;
     store.ensure_group(&group).await?;
     store.set_primary(&group, Some(&server.id)).await?;
     println!(
@@ -209,4 +159,65 @@ async fn sources(
         out.push(wiring::push_source(settings).await?);
     }
     Ok(out)
+}
+
+/// The seed's watcher as a group: handover between the server and one clone, no cooldowns, the
+/// thresholds of the flags. Validated as a group in a file would be; each problem names its flag.
+fn group_of_flags(
+    args: &WatchArgs,
+    name: &str,
+    base: Option<&str>,
+    clone_base: Option<&str>,
+    vcpus: u32,
+) -> anyhow::Result<GroupSpec> {
+    use serde_yaml::{Mapping, Value};
+    if !args.interval.is_finite() {
+        return usage(format!("--interval {}: must be a number of seconds", args.interval));
+    }
+    let map = |pairs: Vec<(&str, Value)>| Value::Mapping(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect());
+    let metric = match args.metric {
+        MetricArg::Cpu => "cpu",
+        MetricArg::Mem => "mem",
+        MetricArg::Max => "max",
+    };
+    let mut template = Mapping::new();
+    template.insert("vcpus".into(), vcpus.into());
+    if let Some(b) = base {
+        template.insert("base_name".into(), b.into());
+    }
+    if let Some(c) = clone_base {
+        template.insert("clone_base".into(), c.into());
+    }
+    let raw = map(vec![
+        ("name", name.into()),
+        ("mode", "handover".into()),
+        ("min", 1.into()),
+        ("max", 2.into()),
+        ("interval", format!("{}ms", (args.interval * 1000.0).round()).into()),
+        ("cooldown_up", "0s".into()),
+        ("cooldown_down", "0s".into()),
+        (
+            "policy",
+            map(vec![
+                ("metric", metric.into()),
+                ("high", args.high.into()),
+                ("low", args.low.into()),
+                ("min_up", args.min_up.into()),
+                ("min_down", args.min_down.into()),
+            ]),
+        ),
+        ("template", Value::Mapping(template)),
+    ]);
+    crate::config::validate::validate_group(raw).or_else(|errors| {
+        let flag = |path: &str| match path {
+            "policy.high" | "policy.low" => format!("--low {} / --high {}", args.low, args.high),
+            "policy.min_up" => format!("--min-up {}", args.min_up),
+            "policy.min_down" => format!("--min-down {}", args.min_down),
+            "interval" | "stale_after" => format!("--interval {}", args.interval),
+            "template.clone_base" => format!("--clone {}", clone_base.unwrap_or_default()),
+            other => format!("{other} (from --server {})", args.server),
+        };
+        let lines: Vec<String> = errors.iter().map(|e| format!("{}: {}", flag(&e.path), e.message)).collect();
+        usage(lines.join("\n"))
+    })
 }

@@ -390,6 +390,23 @@ fn dur(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(d)
 }
 
+/// One group written by a verb rather than a file (`watch`'s flags): the same deserialization and
+/// the same rules as a group in a file, so both accept and refuse the same values with the same
+/// messages. Paths are relative to the group (`policy.low`).
+pub fn validate_group(raw: serde_yaml::Value) -> Result<GroupSpec, Vec<ConfigError>> {
+    let raw: RawGroup = serde_path_to_error::deserialize(raw)
+        .map_err(|e| vec![ConfigError::at(e.path().to_string(), e.inner().to_string())])?;
+    let mut errors = Vec::new();
+    let spec = check_group(0, &raw, &mut errors);
+    if errors.is_empty() {
+        return Ok(spec);
+    }
+    for e in &mut errors {
+        e.path = e.path.strip_prefix("groups[0].").unwrap_or(&e.path).to_string();
+    }
+    Err(errors)
+}
+
 /// The per-group rules. Returns the spec even when invalid; the caller discards it then.
 fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSpec {
     let p = |field: &str| format!("groups[{i}].{field}");
