@@ -3,20 +3,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 /// The default for [`PushSettings::max_age`].
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// The shortest token [`PushSettings::validate`] accepts.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// The `metrics.push` settings. Deserialized from the config (`listen`, `token`, `max_age`; the
-/// duration as a humantime string like `30s`). `listen` and `token` have no default.
+/// The push endpoint's settings. Built, not deserialized: the config's `metrics.push` section names
+/// where the token comes from (`token_env`, `token_file`), never the token itself, so the one schema
+/// is the config's and this is what it becomes once the token is read.
 ///
 /// `Debug` prints the token as `***`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PushSettings {
     /// Address and port of the HTTP listener, e.g. `127.0.0.1:9464` (no default: write it down).
     /// Anything but loopback is allowed; the listener speaks plain HTTP, so the token then crosses
@@ -27,12 +25,7 @@ pub struct PushSettings {
     pub token: String,
     /// A pushed value counts for this long after it was taken (`at_ms`) or received, whichever is
     /// earlier; then `sample` no longer returns it and it is dropped. Default `30s`.
-    #[serde(default = "default_max_age", deserialize_with = "flotilla_duration::deserialize")]
     pub max_age: Duration,
-}
-
-fn default_max_age() -> Duration {
-    DEFAULT_MAX_AGE
 }
 
 impl std::fmt::Debug for PushSettings {
@@ -85,38 +78,6 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "0123456789abcdef-token";
-
-    #[test]
-    fn yaml_with_defaults_and_humantime() {
-        let s: PushSettings = serde_yaml::from_str(&format!("listen: 127.0.0.1:9464\ntoken: {TOKEN}\n")).unwrap();
-        assert_eq!(s, PushSettings::new("127.0.0.1:9464".parse().unwrap(), TOKEN));
-        assert_eq!(s.max_age, Duration::from_secs(30));
-        assert!(s.validate().is_empty(), "{:?}", s.validate());
-
-        let s: PushSettings =
-            serde_yaml::from_str(&format!("listen: '[::1]:9000'\ntoken: {TOKEN}\nmax_age: 1m 30s\n")).unwrap();
-        assert_eq!(s.max_age, Duration::from_secs(90));
-        assert_eq!(s.listen.port(), 9000);
-    }
-
-    #[test]
-    fn unknown_fields_missing_fields_and_unitless_durations_are_errors() {
-        let e = serde_yaml::from_str::<PushSettings>(&format!("listen: 127.0.0.1:1\ntoken: {TOKEN}\nport: 3\n"))
-            .unwrap_err();
-        assert!(e.to_string().contains("port"), "{e}");
-        let e = serde_yaml::from_str::<PushSettings>(&format!("token: {TOKEN}\n")).unwrap_err();
-        assert!(e.to_string().contains("listen"), "{e}");
-        let e = serde_yaml::from_str::<PushSettings>("listen: 127.0.0.1:1\n").unwrap_err();
-        assert!(e.to_string().contains("token"), "{e}");
-        let e = serde_yaml::from_str::<PushSettings>("listen: localhost:1\ntoken: x\n").unwrap_err();
-        assert!(e.to_string().contains("listen"), "{e}");
-        let e = serde_yaml::from_str::<PushSettings>(&format!("listen: 127.0.0.1:1\ntoken: {TOKEN}\nmax_age: 30\n"))
-            .unwrap_err();
-        assert!(e.to_string().contains("a unit is needed"), "{e}");
-        let e = serde_yaml::from_str::<PushSettings>(&format!("listen: 127.0.0.1:1\ntoken: {TOKEN}\nmax_age: soon\n"))
-            .unwrap_err();
-        assert!(e.to_string().contains("invalid duration `soon`"), "{e}");
-    }
 
     #[test]
     fn validate_names_each_bad_field_and_never_the_token() {

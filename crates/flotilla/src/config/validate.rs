@@ -759,6 +759,31 @@ mod tests {
         }
     }
 
+    /// `metrics.push` is the one schema of the push endpoint's settings: it names where the token
+    /// is (`token_env`, `token_file`) and never holds it.
+    #[test]
+    fn the_push_section_names_where_the_token_is_and_never_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("token");
+        std::fs::write(&tok, "0123456789abcdef-token\n").unwrap();
+        let file = |push: &str| format!("metrics:\n  sources: [local, push]\n  push: {push}\ngroups: [{{name: a}}]\n");
+        let push = |push: &str| crate::config::parse(&file(push), "p.yaml").map(|c| c.metrics.push);
+        let ok = push(&format!("{{listen: 127.0.0.1:9464, token_file: {}, max_age: 1m 30s}}", tok.display()));
+        let ok = ok.unwrap().unwrap();
+        assert_eq!(
+            (ok.listen.port(), ok.max_age, ok.token.as_str()),
+            (9464, Duration::from_secs(90), "0123456789abcdef-token")
+        );
+        let err = |p: &str| push(p).unwrap_err().to_string();
+        let e = err("{listen: 127.0.0.1:9464, token: 0123456789abcdef-token}");
+        assert!(e.contains("metrics.push.token: unknown field `token`"), "{e}");
+        assert!(!e.contains("0123456789abcdef"), "the token is never echoed: {e}");
+        let e = err(&format!("{{listen: 127.0.0.1:9464, token_file: {}, max_age: 30}}", tok.display()));
+        assert!(e.contains("metrics.push.max_age: invalid duration `30`: a unit is needed"), "{e}");
+        let e = err(&format!("{{token_file: {}}}", tok.display()));
+        assert!(e.contains("listen"), "{e}");
+    }
+
     #[test]
     fn minimal_file_gets_every_default() {
         let config = validate(raw("groups:\n  - name: web\n")).unwrap();
