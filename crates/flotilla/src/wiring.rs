@@ -91,16 +91,26 @@ pub fn store_and_provider(
     Ok((open_store(state_dir, store_cfg)?, local_provider(state_dir, start_timeout)?))
 }
 
+/// The provider a verb that only changes members works on: the config's (without its metric
+/// sources: no push listener, no SSH session), else the local default.
+pub async fn verb_provider(state_dir: &Path, config: Option<&Config>) -> anyhow::Result<Arc<dyn Provider>> {
+    match config {
+        Some(c) => Ok(provider_alone(c, state_dir).await?.0),
+        None => Ok(store_and_provider(state_dir, None)?.1),
+    }
+}
+
 /// The operations runner alone, for verbs that change members without the loop (`deploy`,
-/// `cleanup`): the controller over the store and the provider (the config's, else the local
-/// default), with `groups` and no balancer listener. Its [`Controller::perform`] is the same runner
-/// the loop uses.
-pub async fn runner(state_dir: &Path, config: Option<&Config>, groups: Vec<GroupSpec>) -> anyhow::Result<Built> {
-    let (store, local) = store_and_provider(state_dir, config)?;
-    let provider = match config {
-        Some(c) => provider_parts(c, state_dir).await?.provider,
-        None => local,
-    };
+/// `cleanup`, `demo`'s reset): the controller over the store and `provider` (from
+/// [`verb_provider`]), with `groups`, no metric source and no listener. Its
+/// [`Controller::perform`] is the same runner the loop uses.
+pub async fn runner(
+    state_dir: &Path,
+    config: Option<&Config>,
+    provider: Arc<dyn Provider>,
+    groups: Vec<GroupSpec>,
+) -> anyhow::Result<Built> {
+    let (store, _) = store_and_provider(state_dir, config)?;
     let parts = ProviderParts { provider, sources: Vec::new() };
     let groups = groups.into_iter().map(|spec| GroupConfig { spec, balancer: None, template: None }).collect();
     assemble(store, parts, groups, 600, state_dir).await
@@ -110,6 +120,18 @@ pub async fn runner(state_dir: &Path, config: Option<&Config>, groups: Vec<Group
 /// connects here (Keystone, catalog, microversion), so bad credentials stop the start, not the
 /// first create.
 pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result<ProviderParts> {
+    let (provider, libvirt_stats, openstack) = provider_alone(config, state_dir).await?;
+    let sources = metric_sources(&config.metrics, libvirt_stats, openstack.as_deref(), state_dir).await?;
+    Ok(ProviderParts { provider, sources })
+}
+
+/// The provider `config` names, with what its own metric sources are made from (the libvirt
+/// domain-stats source, the OpenStack provider for diagnostics).
+#[allow(clippy::type_complexity)]
+async fn provider_alone(
+    config: &Config,
+    state_dir: &Path,
+) -> anyhow::Result<(Arc<dyn Provider>, Option<Arc<dyn MetricSource>>, Option<Arc<OpenStackProvider>>)> {
     let mut libvirt_stats: Option<Arc<dyn MetricSource>> = None;
     let mut openstack: Option<Arc<OpenStackProvider>> = None;
     let provider: Arc<dyn Provider> = match &config.provider {
@@ -127,8 +149,7 @@ pub async fn provider_parts(config: &Config, state_dir: &Path) -> anyhow::Result
             p
         }
     };
-    let sources = metric_sources(&config.metrics, libvirt_stats, openstack.as_deref(), state_dir).await?;
-    Ok(ProviderParts { provider, sources })
+    Ok((provider, libvirt_stats, openstack))
 }
 
 async fn metric_sources(

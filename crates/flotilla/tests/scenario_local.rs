@@ -169,3 +169,29 @@ fn json_logs_are_one_json_object_per_line() {
     env.ok(&["cleanup", "j", "--yes"]);
     assert!(env.live_member_names().is_empty());
 }
+
+/// `deploy --config` and `cleanup --config` only change members: they build the config's provider
+/// but none of its metric sources, so a push endpoint the running daemon already listens on (here:
+/// a port this test holds) does not stop them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbs_with_a_config_take_no_listener_of_the_daemon() {
+    let env = Env::new();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let token = env.file("push.token", "0123456789abcdef-token\n");
+    let cfg = env.file(
+        "c.yaml",
+        &format!(
+            "metrics:\n  sources: [local, push]\n  push: {{ listen: 127.0.0.1:{port}, token_file: {} }}\n\
+             groups:\n  - name: cfg\n",
+            token.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let out = env.ok(&["deploy", "--config", cfg, "--name", "cfg"]);
+    assert!(out.contains("cfg_1 is running at http://127.0.0.1:"), "{out}");
+    let out = env.ok(&["cleanup", "--config", cfg, "cfg", "--yes"]);
+    assert!(out.contains("deleted cfg_1"), "{out}");
+    assert!(env.live_member_names().is_empty());
+    drop(held);
+}

@@ -25,10 +25,7 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
     }
     let config = args.target.load_config()?;
     let state_dir = crate::state_dir::resolve(state_flag, config.as_ref().and_then(|c| c.state_dir.as_deref()));
-    let provider = match &config {
-        Some(c) => wiring::provider_parts(c, &state_dir).await?.provider,
-        None => wiring::store_and_provider(&state_dir, None)?.1,
-    };
+    let provider = wiring::verb_provider(&state_dir, config.as_ref()).await?;
     let doomed: Vec<Instance> =
         provider.list(None).await?.into_iter().filter(|i| matches(&args.prefix, &i.name)).collect();
     if doomed.is_empty() {
@@ -51,7 +48,7 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
     // a deletion.
     let configured = |g: &GroupId| config.as_ref().and_then(|c| c.group(g)).map(|c| c.spec.clone());
     let specs = by_group.keys().map(|g| configured(g).unwrap_or_else(|| GroupSpec::example(g.as_str()))).collect();
-    let built = wiring::runner(&state_dir, config.as_ref(), specs).await?;
+    let built = wiring::runner(&state_dir, config.as_ref(), provider, specs).await?;
     built.controller.recover().await?;
     for (group, members) in by_group {
         let victims: Vec<_> = members.iter().map(|m| m.id.clone()).collect();

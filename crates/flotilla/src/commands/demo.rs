@@ -82,8 +82,9 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
     } else {
         shutdown.trigger();
         loop_task.await??;
-        super::run::stop_all(&built).await?;
+        let stopped = super::run::stop_all(&built).await;
         built.lb.shutdown().await;
+        stopped?;
         say("members stopped".into());
     }
     outcome.map(|()| ExitCode::SUCCESS)
@@ -104,13 +105,12 @@ fn describe(g: &flotilla_model::GroupSpec) -> String {
 /// like any other deletion.
 async fn fresh_state(dir: &PathBuf, config: &crate::config::Config) -> anyhow::Result<()> {
     if dir.exists() {
-        let built = wiring::build(config, dir).await?;
+        let provider = wiring::verb_provider(dir, Some(config)).await?;
+        let built = wiring::runner(dir, Some(config), provider, config.specs()).await?;
         if let Err(e) = built.controller.recover().await {
             tracing::warn!(error = %e, "an operation of the previous demo could not be finished");
         }
-        let stopped = super::run::stop_all(&built).await;
-        built.lb.shutdown().await;
-        stopped?;
+        super::run::stop_all(&built).await?;
         drop(built);
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot reset {}", dir.display()))?;
     }

@@ -45,7 +45,8 @@ pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Resu
         }
     };
     let base = spec.instance.base_name.clone();
-    let built = wiring::runner(&state_dir, config.as_ref(), vec![spec]).await?;
+    let provider = wiring::verb_provider(&state_dir, config.as_ref()).await?;
+    let built = wiring::runner(&state_dir, config.as_ref(), provider, vec![spec]).await?;
     // A deploy that crashed half-way is finished first (its name was already chosen).
     built.controller.recover().await?;
     let everyone = built.provider.list(None).await?;
@@ -56,19 +57,21 @@ pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Resu
     let with_config = args.target.config.as_ref().map(|p| format!(" --config {}", p.display())).unwrap_or_default();
     for inst in &created {
         let addr = inst.address.as_deref().unwrap_or("-");
-        match inst.tag("pid") {
+        // A local member (it has a pid) runs the bundled workload: CPU work on request, and the
+        // seed's load generator over HTTP.
+        let pid = inst.tag("pid");
+        match pid {
             Some(pid) => println!("{} is running at http://{addr} (pid {pid})", inst.name),
             None => println!("{} is running at http://{addr}", inst.name),
         }
-        if inst.tag("pid").is_some() {
-            // the bundled workload: CPU work on request, and the seed's load generator
+        if pid.is_some() {
             println!("  try:   curl http://{addr}/work?ms=100");
         }
         println!(
             "  watch: flotilla watch{with_config} --server {} --high 80 --low 20 --min-up 4 --min-down 4 --metric max",
             inst.name
         );
-        if inst.tag("pid").is_some() {
+        if pid.is_some() {
             println!("  load:  flotilla load --group {group}");
         }
     }

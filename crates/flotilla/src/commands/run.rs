@@ -31,12 +31,15 @@ pub(crate) async fn serve(built: wiring::Built, stop_members: bool) -> anyhow::R
         }
         res = &mut loop_task => res??,
     }
-    if stop_members {
-        stop_all(&built).await?;
+    let stopped = if stop_members {
+        stop_all(&built).await
     } else {
         tracing::info!("members keep running; the next start re-adopts them (use --stop-members to delete them)");
-    }
+        Ok(())
+    };
+    // The listeners close even when a deletion failed (the error is still the exit status).
     built.lb.shutdown().await;
+    stopped?;
     Ok(ExitCode::SUCCESS)
 }
 
