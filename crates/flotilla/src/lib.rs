@@ -4,10 +4,12 @@
 //! Start-up follows phases: load (config) → validate → build (store, provider, sources, balancer;
 //! may fail) → spawn (the controller loop) → drain (shutdown signal, in-flight work finishes).
 
+/// The configuration lives in its own crate; `flotilla::config` keeps the verbs' paths short.
+pub use flotilla_config as config;
+
 pub mod balancer_router;
 pub mod cli;
 pub mod commands;
-pub mod config;
 pub mod failpoint;
 pub mod libvirt;
 pub mod load;

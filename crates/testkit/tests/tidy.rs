@@ -57,6 +57,9 @@ enum Role {
     /// A provider, store, metric source, balancer, workload or load generator: `model` and leaf
     /// crates only, never another adapter.
     Adapter,
+    /// The configuration file's schema and validation: `model`, leaf crates and the adapters whose
+    /// settings sections it reads, never the controller or the binary.
+    Config,
     /// The binary: anything.
     Binary,
     /// Fakes and the conformance suite: `model` only (dev-dependency of others).
@@ -71,6 +74,7 @@ fn role_of(dir: &str) -> Option<Role> {
         "procfs" | "duration" | "healthz" => Role::Leaf,
         "policy" => Role::Policy,
         "controller" => Role::Controller,
+        "config" => Role::Config,
         "flotilla" => Role::Binary,
         "testkit" => Role::Testkit,
         d if d.starts_with("provider-")
@@ -90,6 +94,7 @@ fn allowed(role: Role, dep: Role) -> bool {
         Role::Leaf => dep == Role::Model,
         Role::Policy | Role::Testkit | Role::Adapter => matches!(dep, Role::Model | Role::Leaf),
         Role::Controller => matches!(dep, Role::Model | Role::Leaf | Role::Policy),
+        Role::Config => matches!(dep, Role::Model | Role::Leaf | Role::Adapter),
         Role::Binary => dep != Role::Testkit,
     }
 }
@@ -229,9 +234,9 @@ fn every_example_is_loaded_by_a_test() {
         .flat_map(|c| rust_files(&c.unwrap().path().join("tests")))
         .map(|p| read(&p))
         .collect();
-    // config_examples.rs loads every YAML file under examples/, at any depth.
-    let walker = read(&root().join("crates/flotilla/tests/config_examples.rs")).contains("fn every_example_is_valid")
-        && read(&root().join("crates/flotilla/tests/config_examples.rs")).contains("at any depth");
+    // crates/config/tests/examples.rs loads every YAML file under examples/, at any depth.
+    let walker = read(&root().join("crates/config/tests/examples.rs")).contains("fn every_example_is_valid")
+        && read(&root().join("crates/config/tests/examples.rs")).contains("at any depth");
     let left = unloaded_examples(&examples, &tests, walker);
     assert!(left.is_empty(), "examples no test loads: {left:?}");
 }

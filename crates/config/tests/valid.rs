@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla::config::{
-    load, parse, Config, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig, StoreConfig,
-};
+use flotilla_config::{load, parse, Config, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig, StoreConfig};
 use flotilla_model::{
     Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
     TargetMetric, TargetSpec, ThresholdSpec, Victim,
@@ -13,9 +11,9 @@ use flotilla_model::{
 
 /// The template version a default template with `vcpus` gets.
 fn version(vcpus: u32) -> String {
-    flotilla::config::validate::template_version(&flotilla::config::raw::RawTemplate {
+    flotilla_config::validate::template_version(&flotilla_config::raw::RawTemplate {
         vcpus,
-        ..flotilla::config::raw::RawTemplate::default()
+        ..flotilla_config::raw::RawTemplate::default()
     })
 }
 
@@ -302,7 +300,7 @@ fn an_explicit_threshold_kind_is_the_default() {
 
 #[test]
 fn balancer_section_round_trips_with_defaults() {
-    use flotilla::config::BalancerSettings;
+    use flotilla_config::BalancerSettings;
     use flotilla_lb::{Mode, Selection};
     let yaml = "
 groups:

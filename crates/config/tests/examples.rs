@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flotilla::config::{load, Config};
+use flotilla_config::{load, Config};
 use flotilla_model::{GroupSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, TargetMetric, TargetSpec, Victim};
 
 fn examples_dir() -> PathBuf {
@@ -113,7 +113,7 @@ fn the_seed_002_example_is_the_request_trigger() {
 
 #[test]
 fn the_openstack_examples_load_as_openstack_groups() {
-    use flotilla::config::{ProviderConfig, ProviderTemplate};
+    use flotilla_config::{ProviderConfig, ProviderTemplate};
     for (name, image) in
         [("openstack/seed-000-nova.yaml", "cirros"), ("openstack/seed-002-golden.yaml", "service-golden")]
     {

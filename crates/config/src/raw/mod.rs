@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod balancer;
+mod policy;
+
+pub use balancer::*;
+pub use policy::*;
+
 /// The whole file. `parse` deserializes it section by section (see [`RawSections`]) so that one
 /// bad section does not hide the problems in the others; this type is the schema they add up to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -278,98 +284,6 @@ pub fn default_max_unavailable() -> u32 {
     1
 }
 
-/// A group's `balancer`: one listener, health checks, draining, retries, a wait queue.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a balancer mapping (`listen`, `mode`, `selection`, `health`, ...)")]
-pub struct RawBalancer {
-    /// Where the group's traffic arrives, e.g. `127.0.0.1:8000`.
-    pub listen: String,
-    /// `http` (reverse proxy, the default) or `tcp` (L4: bytes are forwarded as they are).
-    #[serde(default)]
-    pub mode: flotilla_lb::Mode,
-    /// `least-outstanding` (default), `round-robin` or `weighted`.
-    #[serde(default)]
-    pub selection: flotilla_lb::Selection,
-    /// Active health checks; a member gets traffic only after passing them.
-    #[serde(default)]
-    pub health: RawHealth,
-    /// How long a request may wait for a healthy member before it gets 503.
-    #[serde(default = "default_queue_timeout", with = "flotilla_duration")]
-    pub queue_timeout: Duration,
-    /// How many requests may wait at once; more get 503 at once.
-    #[serde(default = "default_queue_limit")]
-    pub queue_limit: usize,
-    /// Extra attempts on other members for a request that could not be sent (or an idempotent one
-    /// whose member failed before answering), 0 to 10.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-}
-
-/// A balancer's `health`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a health mapping (`path`, `interval`, `timeout`, `rise`, `fall`)")]
-pub struct RawHealth {
-    /// HTTP path that must answer 2xx (http mode); tcp mode checks that a connection opens.
-    #[serde(default = "default_health_path")]
-    pub path: String,
-    /// Time between checks.
-    #[serde(default = "default_health_interval", with = "flotilla_duration")]
-    pub interval: Duration,
-    /// How long one check may take.
-    #[serde(default = "default_health_timeout", with = "flotilla_duration")]
-    pub timeout: Duration,
-    /// Consecutive passes before a member gets traffic.
-    #[serde(default = "default_rise")]
-    pub rise: u32,
-    /// Consecutive failures before it stops getting traffic.
-    #[serde(default = "default_fall")]
-    pub fall: u32,
-}
-
-impl Default for RawHealth {
-    fn default() -> Self {
-        RawHealth {
-            path: default_health_path(),
-            interval: default_health_interval(),
-            timeout: default_health_timeout(),
-            rise: default_rise(),
-            fall: default_fall(),
-        }
-    }
-}
-
-pub fn default_queue_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-pub fn default_queue_limit() -> usize {
-    1024
-}
-
-pub fn default_retries() -> u32 {
-    3
-}
-
-pub fn default_health_path() -> String {
-    "/healthz".to_string()
-}
-
-pub fn default_health_interval() -> Duration {
-    Duration::from_secs(1)
-}
-
-pub fn default_health_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-
-pub fn default_rise() -> u32 {
-    1
-}
-
-pub fn default_fall() -> u32 {
-    2
-}
-
 /// A group's `mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -378,30 +292,6 @@ pub enum RawMode {
     Scale,
     /// High load adds a clone; low load retires the primary and the clone takes over.
     Handover,
-}
-
-/// A policy's `metric`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RawMetric {
-    /// CPU percent.
-    Cpu,
-    /// Memory percent.
-    Mem,
-    /// The larger of CPU and memory, per member (threshold only).
-    Max,
-    /// Requests per second, per member (from the balancer).
-    Rps,
-}
-
-/// A threshold policy's `aggregation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RawAggregation {
-    /// The mean over members.
-    Mean,
-    /// The busiest member.
-    Max,
 }
 
 /// A group's `victim`.
@@ -414,111 +304,6 @@ pub enum RawVictim {
     Newest,
     /// The member with the lowest current value of the policy's metric.
     LeastBusy,
-}
-
-/// A policy's `kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RawPolicyKind {
-    /// High/low thresholds held for a number of samples (the seed's rule).
-    Threshold,
-    /// Keep the per-member value of a metric near a target.
-    Target,
-    /// Scale out once the members served a number of requests within a window.
-    Requests,
-}
-
-impl RawPolicyKind {
-    pub const ALL: [RawPolicyKind; 3] = [RawPolicyKind::Threshold, RawPolicyKind::Target, RawPolicyKind::Requests];
-
-    /// As written in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RawPolicyKind::Threshold => "threshold",
-            RawPolicyKind::Target => "target",
-            RawPolicyKind::Requests => "requests",
-        }
-    }
-
-    /// The fields a policy of this kind takes, `kind` included, in schema order.
-    pub fn fields(self) -> &'static [&'static str] {
-        match self {
-            RawPolicyKind::Threshold => &["kind", "metric", "aggregation", "high", "low", "min_up", "min_down"],
-            RawPolicyKind::Target => &["kind", "metric", "target", "scale_in_samples"],
-            RawPolicyKind::Requests => &["kind", "requests", "window"],
-        }
-    }
-}
-
-/// A group's `policy`: `kind` (default `threshold`) and that kind's fields. A field of another
-/// kind is an error, as an unknown field is.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RawPolicy {
-    /// `kind: threshold`.
-    Threshold(RawThresholdPolicy),
-    /// `kind: target`.
-    Target(RawTargetPolicy),
-    /// `kind: requests`.
-    Requests(RawRequestsPolicy),
-}
-
-impl Default for RawPolicy {
-    fn default() -> Self {
-        RawPolicy::Threshold(RawThresholdPolicy::default())
-    }
-}
-
-/// `kind: threshold`: scale out after `min_up` consecutive samples at or above `high`, scale in
-/// after `min_down` consecutive samples at or below `low`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawThresholdPolicy {
-    /// What is measured: `cpu`, `mem`, `max` (the larger of the two) or `rps`.
-    pub metric: RawMetric,
-    /// How member values combine: `mean` or `max`.
-    pub aggregation: RawAggregation,
-    /// The high-water mark: percent, `0 <= low < high <= 100`; for `rps` requests per second,
-    /// `0 <= low < high`.
-    pub high: f64,
-    /// The low-water mark.
-    pub low: f64,
-    /// Consecutive samples above `high` before a scale-out (at least 1).
-    pub min_up: u32,
-    /// Consecutive samples below `low` before a scale-in (at least 1).
-    pub min_down: u32,
-}
-
-impl Default for RawThresholdPolicy {
-    fn default() -> Self {
-        RawThresholdPolicy {
-            metric: default_metric(),
-            aggregation: default_aggregation(),
-            high: default_high(),
-            low: default_low(),
-            min_up: default_min_up(),
-            min_down: default_min_down(),
-        }
-    }
-}
-
-/// `kind: target`: keep the mean per-member value of `metric` near `target`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawTargetPolicy {
-    /// What is measured: `cpu`, `mem` or `rps` (required).
-    pub metric: RawMetric,
-    /// The per-member value to keep: percent for cpu/mem (0 < target <= 100), requests per second
-    /// for rps (> 0). Required.
-    pub target: f64,
-    /// Consecutive samples wanting fewer members before a scale-in (at least 1).
-    pub scale_in_samples: u32,
-}
-
-/// `kind: requests`: scale out once the members served `requests` requests within `window`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawRequestsPolicy {
-    /// The trigger: at least 1 (required).
-    pub requests: u64,
-    /// Over how long requests are counted: 1s to 5m.
-    pub window: Duration,
 }
 
 /// A group's `template`.
@@ -624,173 +409,9 @@ pub fn default_victim() -> RawVictim {
     RawVictim::Oldest
 }
 
-/// `policy.metric` of a threshold: max (the seed's conservative choice).
-pub fn default_metric() -> RawMetric {
-    RawMetric::Max
-}
-
-/// `policy.aggregation`: mean.
-pub fn default_aggregation() -> RawAggregation {
-    RawAggregation::Mean
-}
-
-/// `policy.high`: 80 (the seed's).
-pub fn default_high() -> f64 {
-    80.0
-}
-
-/// `policy.low`: 20 (the seed's).
-pub fn default_low() -> f64 {
-    20.0
-}
-
-/// `policy.min_up`: 4 samples (the seed's).
-pub fn default_min_up() -> u32 {
-    4
-}
-
-/// `policy.min_down`: 4 samples (the seed's).
-pub fn default_min_down() -> u32 {
-    4
-}
-
-/// `policy.scale_in_samples` of a target: 3.
-pub fn default_scale_in_samples() -> u32 {
-    3
-}
-
-/// `policy.window` of a request count: 60s.
-pub fn default_window() -> Duration {
-    Duration::from_secs(60)
-}
-
 /// `template.vcpus`: 1.
 pub fn default_vcpus() -> u32 {
     1
-}
-
-/// `policy` is read field by field, each with its type, so a bad value is reported at its own path.
-/// Which fields belong is only known once `kind` is (it may come last, or not at all), so a field
-/// of another kind, or of none, is reported after the whole mapping was read, as an unknown field.
-mod policy {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-
-    use super::*;
-
-    impl<'de> Deserialize<'de> for RawPolicy {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(PolicyVisitor)
-        }
-    }
-
-    /// A duration field.
-    struct Dur(Duration);
-
-    impl<'de> Deserialize<'de> for Dur {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            flotilla_duration::deserialize(d).map(Dur)
-        }
-    }
-
-    /// Every field any kind takes, as written.
-    #[derive(Default)]
-    struct Fields {
-        kind: Option<RawPolicyKind>,
-        metric: Option<RawMetric>,
-        aggregation: Option<RawAggregation>,
-        high: Option<f64>,
-        low: Option<f64>,
-        min_up: Option<u32>,
-        min_down: Option<u32>,
-        target: Option<f64>,
-        scale_in_samples: Option<u32>,
-        requests: Option<u64>,
-        window: Option<Duration>,
-    }
-
-    struct PolicyVisitor;
-
-    impl<'de> Visitor<'de> for PolicyVisitor {
-        type Value = RawPolicy;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a mapping of policy settings (`kind`, then that kind's fields)")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPolicy, A::Error> {
-            let mut f = Fields::default();
-            let mut keys: Vec<String> = Vec::new();
-            while let Some(key) = map.next_key::<String>()? {
-                if keys.contains(&key) {
-                    return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
-                }
-                match key.as_str() {
-                    "kind" => f.kind = Some(map.next_value()?),
-                    "metric" => f.metric = Some(map.next_value()?),
-                    "aggregation" => f.aggregation = Some(map.next_value()?),
-                    "high" => f.high = Some(map.next_value()?),
-                    "low" => f.low = Some(map.next_value()?),
-                    "min_up" => f.min_up = Some(map.next_value()?),
-                    "min_down" => f.min_down = Some(map.next_value()?),
-                    "target" => f.target = Some(map.next_value()?),
-                    "scale_in_samples" => f.scale_in_samples = Some(map.next_value()?),
-                    "requests" => f.requests = Some(map.next_value()?),
-                    "window" => f.window = Some(map.next_value::<Dur>()?.0),
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                keys.push(key);
-            }
-            let kind = f.kind.unwrap_or(RawPolicyKind::Threshold);
-            if let Some(key) = keys.iter().find(|k| !kind.fields().contains(&k.as_str())) {
-                return Err(not_a_field(key, kind, f.kind.is_none()));
-            }
-            let missing = |field: &'static str| de::Error::missing_field(field);
-            Ok(match kind {
-                RawPolicyKind::Threshold => RawPolicy::Threshold(RawThresholdPolicy {
-                    metric: f.metric.unwrap_or_else(default_metric),
-                    aggregation: f.aggregation.unwrap_or_else(default_aggregation),
-                    high: f.high.unwrap_or_else(default_high),
-                    low: f.low.unwrap_or_else(default_low),
-                    min_up: f.min_up.unwrap_or_else(default_min_up),
-                    min_down: f.min_down.unwrap_or_else(default_min_down),
-                }),
-                RawPolicyKind::Target => RawPolicy::Target(RawTargetPolicy {
-                    metric: f.metric.ok_or_else(|| missing("metric"))?,
-                    target: f.target.ok_or_else(|| missing("target"))?,
-                    scale_in_samples: f.scale_in_samples.unwrap_or_else(default_scale_in_samples),
-                }),
-                RawPolicyKind::Requests => RawPolicy::Requests(RawRequestsPolicy {
-                    requests: f.requests.ok_or_else(|| missing("requests"))?,
-                    window: f.window.unwrap_or_else(default_window),
-                }),
-            })
-        }
-    }
-
-    /// serde's unknown-field message, naming the kind when the field belongs to another one.
-    fn not_a_field<E: de::Error>(key: &str, kind: RawPolicyKind, defaulted: bool) -> E {
-        let owners: Vec<String> = RawPolicyKind::ALL
-            .into_iter()
-            .filter(|k| k.fields().contains(&key))
-            .map(|k| format!("`{}`", k.as_str()))
-            .collect();
-        if owners.is_empty() {
-            return E::unknown_field(key, kind.fields());
-        }
-        let expected: Vec<String> = kind.fields().iter().map(|f| format!("`{f}`")).collect();
-        E::custom(format_args!(
-            "unknown field `{key}` for kind `{}`{}, expected one of {} (`{key}` belongs to kind {})",
-            kind.as_str(),
-            if defaulted { " (the default)" } else { "" },
-            expected.join(", "),
-            owners.join(" or "),
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use flotilla::config::{parse, ProviderConfig, ProviderTemplate};
+use flotilla_config::{parse, ProviderConfig, ProviderTemplate};
 use flotilla_model::{MetricChoice, PolicySpec};
 
 /// A directory with a (tiny, but real-headed) qcow2 image, kernel and initrd, and a user-data file.

@@ -767,7 +767,7 @@ mod tests {
         let tok = dir.path().join("token");
         std::fs::write(&tok, "0123456789abcdef-token\n").unwrap();
         let file = |push: &str| format!("metrics:\n  sources: [local, push]\n  push: {push}\ngroups: [{{name: a}}]\n");
-        let push = |push: &str| crate::config::parse(&file(push), "p.yaml").map(|c| c.metrics.push);
+        let push = |push: &str| crate::parse(&file(push), "p.yaml").map(|c| c.metrics.push);
         let ok = push(&format!("{{listen: 127.0.0.1:9464, token_file: {}, max_age: 1m 30s}}", tok.display()));
         let ok = ok.unwrap().unwrap();
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Bad configuration files: every problem reported at once, each with its exact field path and
 //! line:column. Data-driven: each case is a YAML text and the errors it must produce, in order.
 
-use flotilla::config::{parse, ConfigError};
+use flotilla_config::{parse, ConfigError};
 
 /// `(path, line, col, message)`; line and col are 0 when the error has no position.
 type Expected = (&'static str, usize, usize, &'static str);
@@ -618,14 +618,14 @@ fn all_errors_print_one_per_line() {
     assert!(text.lines().all(|l| l.starts_with("t.yaml:")), "{text}");
     // Usable with `?` in an anyhow context, as the CLI does.
     let err: anyhow::Error = errors.into();
-    assert!(err.downcast_ref::<flotilla::config::ConfigErrors>().is_some());
+    assert!(err.downcast_ref::<flotilla_config::ConfigErrors>().is_some());
 }
 
 #[test]
 fn an_unreadable_file_is_one_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing.yaml");
-    let errors = flotilla::config::load(&path).unwrap_err();
+    let errors = flotilla_config::load(&path).unwrap_err();
     assert_eq!(errors.0.len(), 1);
     let e = &errors.0[0];
     assert_eq!(e.file, path.display().to_string());
@@ -638,6 +638,6 @@ fn load_labels_errors_with_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "groups:\n  - name: a\n    min: 0\n").unwrap();
-    let errors = flotilla::config::load(&path).unwrap_err();
+    let errors = flotilla_config::load(&path).unwrap_err();
     assert_eq!(errors.to_string(), format!("{}:3:10: groups[0].min: must be at least 1", path.display()));
 }
