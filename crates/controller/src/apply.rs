@@ -189,7 +189,6 @@ impl Controller {
                 let backend =
                     Backend { id: inst.id.clone(), address: address.clone(), weight: crate::observe::weight_of(inst) };
                 self.balancer.add(&spec.id, backend).await?;
-                self.registered.lock().expect("registered lock").insert((spec.id.clone(), inst.id.clone()));
                 if !self.balancer.wait_healthy(&spec.id, &inst.id, self.options.healthy_timeout).await? {
                     return Err(SeamError::transient(format!("{} did not pass its health check", inst.name)));
                 }
@@ -272,7 +271,6 @@ impl Controller {
             .map_err(|e| e.context(format!("delete {id}")))?;
         self.failpoint("retire:after-delete");
         self.balancer.remove(&spec.id, id).await?;
-        self.registered.lock().expect("registered lock").remove(&(spec.id.clone(), id.clone()));
         self.store.remove_instance(&spec.id, id).await?;
         self.event(spec, self.clock.now(), EventKind::MemberGone, format!("{id} drained and deleted")).await;
         Ok(())

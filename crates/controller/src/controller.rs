@@ -90,9 +90,6 @@ pub struct Controller {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) options: Options,
     pub(crate) slots: BTreeMap<GroupId, Slot>,
-    /// Members this process has handed to the balancer. After a restart it is empty, so adopted
-    /// members are handed over again (the balancer itself starts empty too).
-    pub(crate) registered: Mutex<std::collections::BTreeSet<(GroupId, flotilla_model::InstanceId)>>,
 }
 
 impl Controller {
@@ -118,7 +115,6 @@ impl Controller {
             clock: parts.clock,
             options: parts.options,
             slots,
-            registered: Mutex::new(Default::default()),
         })
     }
 

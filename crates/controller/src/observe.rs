@@ -75,38 +75,20 @@ impl Controller {
         Ok(members)
     }
 
-    /// Hands running members the balancer does not know yet (adopted after a restart, or whose
-    /// scale-out was resumed) to it, and forgets members that are gone. New members are added by
-    /// the scale-out itself, which also waits for their health check.
+    /// Tells the balancer which members should serve: the running ones with an address. It adds
+    /// those it lacks (adopted after a restart, or whose scale-out was resumed), returns to service
+    /// one a failed retire left drained, and forgets members that are gone. New members are added
+    /// by the scale-out itself, which also waits for their health check.
     pub(crate) async fn sync_balancer(&self, spec: &GroupSpec, members: &[Instance]) -> Result<(), SeamError> {
-        let missing: Vec<&Instance> = {
-            let known = self.registered.lock().expect("registered lock");
-            members
-                .iter()
-                .filter(|m| m.is_running() && m.address.is_some())
-                .filter(|m| !known.contains(&(spec.id.clone(), m.id.clone())))
-                .collect()
-        };
-        for m in missing {
-            let backend =
-                Backend { id: m.id.clone(), address: m.address.clone().unwrap_or_default(), weight: weight_of(m) };
-            self.balancer.add(&spec.id, backend).await?;
-            tracing::info!(group = %spec.id, member = %m.name, "member handed to the balancer");
-            self.registered.lock().expect("registered lock").insert((spec.id.clone(), m.id.clone()));
-        }
-        let gone: Vec<_> = {
-            let known = self.registered.lock().expect("registered lock");
-            known
-                .iter()
-                .filter(|(g, id)| g == &spec.id && !members.iter().any(|m| &m.id == id))
-                .map(|(_, id)| id.clone())
-                .collect()
-        };
-        for id in gone {
-            self.balancer.remove(&spec.id, &id).await?;
-            self.registered.lock().expect("registered lock").remove(&(spec.id.clone(), id));
-        }
-        Ok(())
+        let wanted: Vec<Backend> = members
+            .iter()
+            .filter(|m| m.state == InstanceState::Running)
+            .filter_map(|m| {
+                let address = m.address.clone()?;
+                Some(Backend { id: m.id.clone(), address, weight: weight_of(m) })
+            })
+            .collect();
+        self.balancer.sync(&spec.id, &wanted).await
     }
 
     /// The last rollout batch towards the group's current template version failed: the rollout

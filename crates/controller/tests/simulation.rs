@@ -375,3 +375,33 @@ async fn a_failed_new_member_stops_the_rollout_and_leaves_nothing_behind() {
     }
     assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_2", "vm-test_3"]);
 }
+
+#[tokio::test]
+async fn a_failed_delete_returns_the_drained_member_to_service() {
+    // The retire drains, the provider refuses the delete: the member still exists and must serve
+    // again, or a later handover could retire the only serving member.
+    let sim = Sim::with_clone().await;
+    sim.metrics.set_all(1.0, 1.0);
+    sim.provider.fail_next("delete", ErrorKind::Transient);
+    let mut failed = false;
+    for _ in 0..6 {
+        sim.clock.advance(Duration::from_secs(5));
+        if sim.ctl.reconcile(&sim.group).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the handover's delete failed");
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_clone_1"], "nothing deleted");
+    let baseline = InstanceId::new("vm-test_1");
+    assert!(!sim.balancer.serving(&sim.group).contains(&baseline), "drained by the failed retire");
+    // The next pass sees the operation failed and the member still running: it serves again.
+    sim.metrics.set_all(50.0, 1.0);
+    sim.tick().await;
+    assert_eq!(
+        sim.balancer.serving(&sim.group),
+        vec![InstanceId::new("vm-test_1"), InstanceId::new("vm-test_clone_1")]
+    );
+    let stored = sim.store.instances(&sim.group).await.unwrap();
+    assert!(stored.iter().all(|i| i.state == InstanceState::Running), "{stored:?}");
+}

@@ -37,4 +37,7 @@ impl Balancer for BalancerRouter {
     async fn remove(&self, group: &GroupId, id: &InstanceId) -> Result<(), SeamError> {
         self.pick(group).remove(group, id).await
     }
+    async fn sync(&self, group: &GroupId, wanted: &[Backend]) -> Result<(), SeamError> {
+        self.pick(group).sync(group, wanted).await
+    }
 }

@@ -81,18 +81,33 @@ impl std::fmt::Debug for EmbeddedBalancer {
     }
 }
 
+fn address_of(group: &GroupId, backend: &Backend) -> Result<SocketAddr, SeamError> {
+    backend.address.parse().map_err(|e| {
+        SeamError::invalid(format!(
+            "backend {} of group {group}: address {:?} is not ip:port",
+            backend.id, backend.address
+        ))
+        .with_source(e)
+    })
+}
+
 #[async_trait]
 impl Balancer for EmbeddedBalancer {
     async fn add(&self, group: &GroupId, backend: Backend) -> Result<(), SeamError> {
         let g = self.registered(group)?;
-        let addr: SocketAddr = backend.address.parse().map_err(|e| {
-            SeamError::invalid(format!(
-                "backend {} of group {group}: address {:?} is not ip:port",
-                backend.id, backend.address
-            ))
-            .with_source(e)
-        })?;
+        let addr = address_of(group, &backend)?;
         g.add_backend(backend.id.0, addr, backend.weight.max(1));
+        Ok(())
+    }
+
+    async fn sync(&self, group: &GroupId, wanted: &[Backend]) -> Result<(), SeamError> {
+        let g = self.registered(group)?;
+        // Every address is checked before anything changes: a bad one changes nothing.
+        let wanted = wanted
+            .iter()
+            .map(|b| Ok((b.id.0.clone(), address_of(group, b)?, b.weight.max(1))))
+            .collect::<Result<Vec<_>, SeamError>>()?;
+        g.sync_backends(&wanted);
         Ok(())
     }
 

@@ -295,6 +295,27 @@ impl GroupBalancer {
         }
     }
 
+    /// Makes the backend set `wanted` (id, address, weight), as `Balancer::sync` describes: a
+    /// backend not wanted is forgotten; a wanted one that is draining (its retire failed) or moved
+    /// to another address starts over, serving again once its health check passes.
+    pub fn sync_backends(&self, wanted: &[(String, SocketAddr, u32)]) {
+        let (_, current) = self.shared.snapshot();
+        for b in current.iter() {
+            match wanted.iter().find(|(id, ..)| id == &b.id) {
+                None => self.remove_backend(&b.id),
+                Some((_, addr, _)) if b.is_draining() || *addr != b.addr => {
+                    tracing::info!(group = %self.shared.name, backend = %b.id, draining = b.is_draining(),
+                        known = %b.addr, %addr, "backend starts over (wanted again, or moved)");
+                    self.remove_backend(&b.id);
+                }
+                Some(_) => {}
+            }
+        }
+        for (id, addr, weight) in wanted {
+            self.add_backend(id.clone(), *addr, *weight);
+        }
+    }
+
     pub fn backends(&self) -> Vec<BackendStatus> {
         self.shared.snapshot().1.iter().map(|b| b.status()).collect()
     }

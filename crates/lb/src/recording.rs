@@ -83,6 +83,25 @@ impl Balancer for RecordingBalancer {
         self.record(BalancerCall::Remove(group.clone(), id.clone()));
         Ok(())
     }
+
+    /// The embedded balancer's semantics, through `add` and `remove` (so they are recorded):
+    /// unwanted backends go, a wanted one left draining or moved is removed and added again.
+    async fn sync(&self, group: &GroupId, wanted: &[Backend]) -> Result<(), SeamError> {
+        let current = self.backends.lock().expect("balancer lock").get(group).cloned().unwrap_or_default();
+        for (id, (address, draining)) in &current {
+            let keep = wanted.iter().find(|b| &b.id == id);
+            if keep.is_none_or(|b| *draining || &b.address != address) {
+                self.remove(group, id).await?;
+            }
+        }
+        for b in wanted {
+            let known = self.backends.lock().expect("balancer lock").get(group).is_some_and(|m| m.contains_key(&b.id));
+            if !known {
+                self.add(group, b.clone()).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,53 @@ async fn balancer_trait_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_makes_the_backend_set_what_is_wanted() {
+    let eb = EmbeddedBalancer::new();
+    let g = GroupId::new("web");
+    let addr = eb.register(g.clone(), fast_cfg()).await.unwrap();
+    let lb: &dyn Balancer = &eb;
+    let (a, b, c) = (TestBackend::start("m-a").await, TestBackend::start("m-b").await, TestBackend::start("m-c").await);
+    let (ia, ib) = (InstanceId::new("m-a"), InstanceId::new("m-b"));
+    let bodies = |n: usize| async move {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            seen.insert(get(&client(), addr, "/").await.unwrap().body);
+        }
+        seen.into_iter().collect::<Vec<_>>()
+    };
+
+    // Missing backends are added and serve once healthy.
+    lb.sync(&g, &[backend("m-a", a.addr), backend("m-b", b.addr)]).await.unwrap();
+    assert!(lb.wait_healthy(&g, &ia, Duration::from_secs(10)).await.unwrap());
+    assert!(lb.wait_healthy(&g, &ib, Duration::from_secs(10)).await.unwrap());
+    assert_eq!(bodies(8).await, ["m-a", "m-b"]);
+
+    // A retire drained m-a, then its delete failed: wanted again, it serves again.
+    lb.drain(&g, &ia, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(bodies(6).await, ["m-b"]);
+    lb.sync(&g, &[backend("m-a", a.addr), backend("m-b", b.addr)]).await.unwrap();
+    assert!(lb.wait_healthy(&g, &ia, Duration::from_secs(10)).await.unwrap(), "back in service");
+    assert_eq!(bodies(8).await, ["m-a", "m-b"]);
+
+    // m-b is no longer wanted; m-a moved to another address (c's).
+    lb.sync(&g, &[backend("m-a", c.addr)]).await.unwrap();
+    assert!(lb.wait_healthy(&g, &ia, Duration::from_secs(10)).await.unwrap());
+    assert!(!lb.wait_healthy(&g, &ib, Duration::from_millis(50)).await.unwrap(), "m-b forgotten");
+    assert_eq!(bodies(6).await, ["m-c"], "m-a is now served from its new address");
+
+    // A bad address changes nothing.
+    let bad = Backend { id: InstanceId::new("x"), address: "nowhere".into(), weight: 1 };
+    let e = lb.sync(&g, &[bad]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert_eq!(bodies(4).await, ["m-c"]);
+
+    // Nothing wanted: nothing served.
+    lb.sync(&g, &[]).await.unwrap();
+    assert!(eb.group(&g).unwrap().backends().is_empty());
+    eb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_source_reports_what_the_balancer_saw() {
     let eb = EmbeddedBalancer::new();
     let g = GroupId::new("web");

@@ -70,6 +70,13 @@ pub trait Balancer: Send + Sync {
 
     /// Forgets the backend (after it was drained and deleted).
     async fn remove(&self, group: &GroupId, id: &InstanceId) -> Result<(), SeamError>;
+
+    /// Makes the group's backends exactly `wanted`, the members that should serve: adds the
+    /// missing ones (each serves once its health check passes), updates weights and addresses,
+    /// forgets the backends not wanted, and returns to service a wanted backend left draining (a
+    /// retire whose delete failed: the member still exists), through a fresh health check. The
+    /// controller calls it on every pass, so the balancer never keeps a copy that drifted.
+    async fn sync(&self, group: &GroupId, wanted: &[Backend]) -> Result<(), SeamError>;
 }
 
 /// Durable state, in domain terms. One trait, several backends (SQLite now, PostgreSQL later).
