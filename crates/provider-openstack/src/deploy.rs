@@ -287,6 +287,15 @@ fn ssh_commands(pubkey: &Path, user: &str, ip: &str) -> Vec<String> {
     out
 }
 
+/// What [`Cloud::preflight`] found.
+struct Preflight {
+    pubkey: String,
+    /// The external network, when there is one (required for a floating IP).
+    external: Option<NeutronObject>,
+    /// A keypair of the request's name holds the same key already.
+    key_exists: bool,
+}
+
 struct Waiter<'a> {
     progress: ProgressFn<'a>,
     what: String,
@@ -312,28 +321,13 @@ impl Cloud {
     pub async fn deploy(&self, req: &DeployRequest, progress: ProgressFn<'_>) -> Result<DeployReport, SeamError> {
         let started = tokio::time::Instant::now();
         let calls0 = self.api_calls();
-        let problems = req.validate();
-        if !problems.is_empty() {
-            return Err(invalid_fields(problems, "deploy"));
-        }
-        let pubkey = read_pubkey(&req.pubkey_file).map_err(SeamError::invalid)?;
         let mut rep = DeployReport::default();
 
         // 1. Every lookup first: a missing image/flavor/network creates nothing.
         progress(&Progress::Step { what: "checks".into() });
+        let pre = self.preflight(req).await?;
         let image = self.find_image(&req.image).await?;
         let flavor = self.find_flavor(&req.flavor).await?;
-        let external = match self.external_network(req.external_network.as_deref()).await {
-            Ok(x) => Some(x),
-            Err(e) if req.floating_ip => return Err(e),
-            Err(_) => None,
-        };
-        let existing_key = self.keypair(&req.keypair).await?;
-        if let Some((k, fp)) = &existing_key {
-            if key_core(k) != key_core(&pubkey) {
-                return Err(key_conflict(req, fp));
-            }
-        }
         self.check_quota(&flavor, 1).await?;
         if req.floating_ip {
             self.check_fip_quota().await?;
@@ -341,7 +335,7 @@ impl Cloud {
         progress(&Progress::Done { what: "checks".into(), outcome: "ok".into() });
 
         // 2. Network objects (idempotent).
-        let net = self.infra(req, external.as_ref(), existing_key.is_some(), &pubkey, &mut rep, progress).await?;
+        let net = self.infra(req, &pre, &mut rep, progress).await?;
 
         // 3. The next numbered server.
         let name = self.next_server_name(&req.name).await?;
@@ -382,7 +376,7 @@ impl Cloud {
         rep.fixed_ip = server.address("fixed", Some(&net.name));
 
         // 4. Floating IP (one of ours that is free, else a new one).
-        if let (true, Some(ext)) = (req.floating_ip, &external) {
+        if let (true, Some(ext)) = (req.floating_ip, &pre.external) {
             let fwhat = format!("floating IP for {name}");
             progress(&Progress::Step { what: fwhat.clone() });
             let (addr, fid, reused) = match self.floating_ip_for(&server, &ext.id, &req.name, "deploy").await {
@@ -431,6 +425,18 @@ impl Cloud {
     pub async fn ensure_infra(&self, req: &DeployRequest, progress: ProgressFn<'_>) -> Result<DeployReport, SeamError> {
         let started = tokio::time::Instant::now();
         let calls0 = self.api_calls();
+        let pre = self.preflight(req).await?;
+        let mut rep = DeployReport::default();
+        self.infra(req, &pre, &mut rep, progress).await?;
+        rep.api_calls = self.api_calls() - calls0;
+        rep.elapsed = started.elapsed();
+        Ok(rep)
+    }
+
+    /// What a deploy and `ensure_infra` check before they create anything: the request's fields,
+    /// the public key, the external network (needed only for a floating IP) and a keypair of the
+    /// same name holding another key.
+    async fn preflight(&self, req: &DeployRequest) -> Result<Preflight, SeamError> {
         let problems = req.validate();
         if !problems.is_empty() {
             return Err(invalid_fields(problems, "deploy"));
@@ -447,35 +453,56 @@ impl Cloud {
                 return Err(key_conflict(req, fp));
             }
         }
-        let mut rep = DeployReport::default();
-        self.infra(req, external.as_ref(), existing_key.is_some(), &pubkey, &mut rep, progress).await?;
-        rep.api_calls = self.api_calls() - calls0;
-        rep.elapsed = started.elapsed();
-        Ok(rep)
+        Ok(Preflight { pubkey, external, key_exists: existing_key.is_some() })
     }
 
     async fn infra(
         &self,
         req: &DeployRequest,
-        external: Option<&NeutronObject>,
-        key_exists: bool,
-        pubkey: &str,
+        pre: &Preflight,
         rep: &mut DeployReport,
         progress: ProgressFn<'_>,
     ) -> Result<NeutronObject, SeamError> {
         let net = self.ensure_network(req, rep, progress).await?;
         let subnet = self.ensure_subnet(req, &net, rep, progress).await?;
-        if let Some(ext) = external {
+        if let Some(ext) = &pre.external {
             self.ensure_router(req, ext, &subnet, rep, progress).await?;
         }
         self.ensure_security_group(req, rep, progress).await?;
-        if key_exists {
+        if pre.key_exists {
             rep.reused.push(format!("keypair {}", req.keypair));
         } else {
-            self.import_keypair(&req.keypair, pubkey).await?;
+            self.import_keypair(&req.keypair, &pre.pubkey).await?;
             rep.created.push(format!("keypair {}", req.keypair));
         }
         Ok(net)
+    }
+
+    /// The shape of every named infra object: one found is reused, none is created (marked as
+    /// ours), several are an error naming the ambiguity. Returns the object and whether it is new.
+    async fn find_or_create(
+        &self,
+        what: &str,
+        mut found: Vec<NeutronObject>,
+        resource: &str,
+        body: serde_json::Value,
+        rep: &mut DeployReport,
+    ) -> Result<(NeutronObject, bool), SeamError> {
+        match found.len() {
+            0 => {
+                let o = self
+                    .neutron_create(resource, body, &[marks::TAG.to_string()])
+                    .await
+                    .map_err(|e| e.context(format!("create {what}")))?;
+                Ok((o, true))
+            }
+            1 => {
+                let o = found.remove(0);
+                rep.reused.push(ours_note(what, &o));
+                Ok((o, false))
+            }
+            n => Err(SeamError::invalid(format!("{what}: the name is ambiguous ({n} of them); name another"))),
+        }
     }
 
     /// A Quota error if the project has no floating IP left to allocate and none of ours is free
@@ -540,21 +567,13 @@ impl Cloud {
     ) -> Result<NeutronObject, SeamError> {
         let what = format!("network {}", req.network);
         progress(&Progress::Step { what: what.clone() });
-        if let Some(n) = self.find_network(&req.network).await? {
-            rep.reused.push(ours_note(&what, &n));
-            progress(&Progress::Done { what, outcome: "reused".into() });
-            return Ok(n);
+        let found = self.find_network(&req.network).await?.into_iter().collect();
+        let body = json!({ "name": req.network, "description": marks::description("infra", &req.name, None) });
+        let (n, created) = self.find_or_create(&what, found, "network", body, rep).await?;
+        if created {
+            rep.created.push(what.clone());
         }
-        let n = self
-            .neutron_create(
-                "network",
-                json!({ "name": req.network, "description": marks::description("infra", &req.name, None) }),
-                &[marks::TAG.to_string()],
-            )
-            .await
-            .map_err(|e| e.context(format!("create {what}")))?;
-        rep.created.push(what.clone());
-        progress(&Progress::Done { what, outcome: "created".into() });
+        progress(&Progress::Done { what, outcome: if created { "created" } else { "reused" }.into() });
         Ok(n)
     }
 
@@ -613,43 +632,23 @@ impl Cloud {
         let name = req.router_name();
         let what = format!("router {name}");
         progress(&Progress::Step { what: what.clone() });
-        let mut routers = self.neutron_list("routers", &[("name", &name)]).await?;
-        let router = match routers.len() {
-            0 => {
-                let r = self
-                    .neutron_create(
-                        "router",
-                        json!({ "name": name, "external_gateway_info": { "network_id": ext.id },
-                                "description": marks::description("infra", &req.name, None) }),
-                        &[marks::TAG.to_string()],
-                    )
-                    .await
-                    .map_err(|e| e.context(format!("create {what}")))?;
-                rep.created.push(format!("{what} (gateway {})", ext.name));
-                r
-            }
-            1 => {
-                let r = routers.remove(0);
-                if r.field("external_gateway_info").is_null() {
-                    self.put(
-                        Service::Network,
-                        &format!("/routers/{}", r.id),
-                        Some(&json!({ "router": { "external_gateway_info": { "network_id": ext.id } } })),
-                    )
-                    .await
-                    .map_err(|e| e.context(format!("set the gateway of {what}")))?;
-                    rep.created.push(format!("gateway of {what} ({})", ext.name));
-                } else {
-                    rep.reused.push(ours_note(&what, &r));
-                }
-                r
-            }
-            n => {
-                return Err(SeamError::invalid(format!(
-                    "router name {name:?} is ambiguous ({n} routers): pass --router"
-                )))
-            }
-        };
+        let routers = self.neutron_list("routers", &[("name", &name)]).await?;
+        let body = json!({ "name": name, "external_gateway_info": { "network_id": ext.id },
+                           "description": marks::description("infra", &req.name, None) });
+        let (router, created) = self.find_or_create(&what, routers, "router", body, rep).await?;
+        if created {
+            rep.created.push(format!("{what} (gateway {})", ext.name));
+        } else if router.field("external_gateway_info").is_null() {
+            self.put(
+                Service::Network,
+                &format!("/routers/{}", router.id),
+                Some(&json!({ "router": { "external_gateway_info": { "network_id": ext.id } } })),
+            )
+            .await
+            .map_err(|e| e.context(format!("set the gateway of {what}")))?;
+            rep.reused.pop(); // changed, not used as it was
+            rep.created.push(format!("gateway of {what} ({})", ext.name));
+        }
         let ports = self
             .neutron_list(
                 "ports",
@@ -688,33 +687,13 @@ impl Cloud {
         progress(&Progress::Step { what: what.clone() });
         let from = canonical_cidr(&req.ssh_from).map_err(SeamError::invalid)?;
         let project = self.project_id().await?;
-        let mut sgs =
+        let sgs =
             self.neutron_list("security-groups", &[("name", &req.security_group), ("project_id", &project)]).await?;
-        let sg = match sgs.len() {
-            0 => {
-                let sg = self
-                    .neutron_create(
-                        "security_group",
-                        json!({ "name": req.security_group, "description": marks::description("infra", &req.name, None) }),
-                        &[marks::TAG.to_string()],
-                    )
-                    .await
-                    .map_err(|e| e.context(format!("create {what}")))?;
-                rep.created.push(what.clone());
-                sg
-            }
-            1 => {
-                let sg = sgs.remove(0);
-                rep.reused.push(ours_note(&what, &sg));
-                sg
-            }
-            n => {
-                return Err(SeamError::invalid(format!(
-                    "security group name {:?} is ambiguous ({n} groups)",
-                    req.security_group
-                )))
-            }
-        };
+        let body = json!({ "name": req.security_group, "description": marks::description("infra", &req.name, None) });
+        let (sg, created) = self.find_or_create(&what, sgs, "security_group", body, rep).await?;
+        if created {
+            rep.created.push(what.clone());
+        }
         // Desired ingress: ICMP and TCP 22, both from `from` only.
         let rules = sg.field("security_group_rules").as_array().cloned().unwrap_or_default();
         let is_rule = |r: &serde_json::Value, proto: &str| {
