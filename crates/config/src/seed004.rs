@@ -84,6 +84,38 @@ impl Tx {
         }
     }
 
+    /// `m.key` as a mapping with its path, its keys checked against `known`; None when absent or
+    /// not a mapping (reported).
+    fn section(&mut self, m: &Mapping, at: &[Seg], key: &str, known: &[&str]) -> Option<(Mapping, Vec<Seg>)> {
+        let sat = path(at, &[key]);
+        let sec = self.mapping(m.get(key)?, &sat)?.clone();
+        if !known.is_empty() {
+            self.keys(&sec, &sat, known);
+        }
+        Some((sec, sat))
+    }
+
+    /// The renames of one section: each `(theirs, ours)` present in `src` is copied to `dst` and
+    /// remembered as coming from its place, so a problem with it is reported there.
+    fn copy(&mut self, src: &Mapping, at: &[Seg], renames: &[(&str, &str)], dst: &mut Mapping, ours: &str) {
+        for (theirs, mine) in renames {
+            if let Some(v) = src.get(*theirs) {
+                dst.insert((*mine).into(), v.clone());
+                self.origin(format!("{ours}{mine}"), path(at, &[theirs]));
+            }
+        }
+    }
+
+    /// A `flotilla:` mapping under `m`, merged into `out` as it is.
+    fn merge_flotilla(&mut self, m: &Mapping, at: &[Seg], out: &mut Mapping, ours: &str) {
+        let Some((extra, eat)) = self.section(m, at, "flotilla", &[]) else { return };
+        for (key, v) in extra {
+            let name = key.as_str().unwrap_or("").to_string();
+            self.origin(format!("{ours}{name}"), path(&eat, &[&name]));
+            merge_into(out, key, v);
+        }
+    }
+
     /// Checks `m`'s keys against `known`; reports the others.
     fn keys(&mut self, m: &Mapping, at: &[Seg], known: &[&str]) {
         for key in m.keys() {
@@ -137,27 +169,20 @@ pub(crate) fn translate(doc: &Value) -> Result<Translated, Vec<Problem>> {
                     );
                 }
             }
-            if let Some(m) = get(&dbs, "metrics") {
-                let mat = path(&at, &["metrics"]);
-                if let Some(m) = tx.mapping(m, &mat).cloned() {
-                    tx.keys(&m, &mat, &["store", "interval", "evaluate", "trailing"]);
-                    let kind = m.get("store").map(|s| s["type"].as_str().unwrap_or("").to_string()).unwrap_or_default();
-                    if !kind.is_empty() && kind != "local" {
-                        tx.warn(
-                            path(&mat, &["store", "type"]),
-                            format!("a {kind} metrics store does not apply: samples are kept in Flotilla's store"),
-                        );
-                    }
-                    read_timing(&mut tx, &m, &mat, &mut interval, &mut trailing);
+            if let Some((m, mat)) = tx.section(&dbs, &at, "metrics", &["store", "interval", "evaluate", "trailing"]) {
+                let kind = m.get("store").map(|s| s["type"].as_str().unwrap_or("").to_string()).unwrap_or_default();
+                if !kind.is_empty() && kind != "local" {
+                    tx.warn(
+                        path(&mat, &["store", "type"]),
+                        format!("a {kind} metrics store does not apply: samples are kept in Flotilla's store"),
+                    );
                 }
+                read_timing(&mut tx, &m, &mat, &mut interval, &mut trailing);
             }
         }
     }
-    if let Some(m) = get(&root, "metrics") {
-        if let Some(m) = tx.mapping(m, &[k("metrics")]).cloned() {
-            tx.keys(&m, &[k("metrics")], &["interval", "evaluate", "trailing"]);
-            read_timing(&mut tx, &m, &[k("metrics")], &mut interval, &mut trailing);
-        }
+    if let Some((m, mat)) = tx.section(&root, &[], "metrics", &["interval", "evaluate", "trailing"]) {
+        read_timing(&mut tx, &m, &mat, &mut interval, &mut trailing);
     }
 
     // Host groups → the libvirt provider's hosts.
@@ -256,15 +281,7 @@ pub(crate) fn translate(doc: &Value) -> Result<Translated, Vec<Problem>> {
     out.insert("groups".into(), Value::Sequence(groups));
 
     // Flotilla-only settings, merged as they are.
-    if let Some(extra) = get(&root, "flotilla") {
-        if let Some(extra) = tx.mapping(extra, &[k("flotilla")]).cloned() {
-            for (key, v) in extra {
-                let name = key.as_str().unwrap_or("").to_string();
-                tx.origin(name.clone(), vec![k("flotilla"), k(&name)]);
-                merge_into(&mut out, key, v);
-            }
-        }
-    }
+    tx.merge_flotilla(&root, &[], &mut out, "");
 
     if tx.problems.is_empty() {
         Ok(Translated { value: Value::Mapping(out), warnings: tx.warnings, origins: tx.origins })
@@ -343,48 +360,37 @@ fn translate_group(
     // Scaling.
     let mut policy = Mapping::new();
     policy.insert("kind".into(), "threshold".into());
-    if let Some(s) = get(g, "scaling") {
-        let sat = path(at, &["scaling"]);
-        if let Some(s) = tx.mapping(s, &sat).cloned() {
-            tx.keys(&s, &sat, &["minNodes", "maxNodes", "increment", "cooldown", "metrics"]);
-            for (theirs, mine) in [("minNodes", "min"), ("maxNodes", "max"), ("increment", "increment")] {
-                if let Some(v) = s.get(theirs) {
-                    out.insert(mine.into(), v.clone());
-                    tx.origin(format!("{ours}.{mine}"), path(&sat, &[theirs]));
-                }
+    let scaling_keys = ["minNodes", "maxNodes", "increment", "cooldown", "metrics"];
+    if let Some((s, sat)) = tx.section(g, at, "scaling", &scaling_keys) {
+        const RENAMES: [(&str, &str); 5] = [
+            ("minNodes", "min"),
+            ("maxNodes", "max"),
+            ("increment", "increment"),
+            ("cooldown", "cooldown_up"),
+            ("cooldown", "cooldown_down"),
+        ];
+        tx.copy(&s, &sat, &RENAMES, &mut out, &format!("{ours}."));
+        if let Some((m, mat)) = tx.section(&s, &sat, "metrics", &["cpu", "memory", "io"]) {
+            if m.contains_key("io") {
+                tx.warn(path(&mat, &["io"]), "an io threshold is not evaluated: cpu and memory are");
             }
-            if let Some(c) = s.get("cooldown") {
-                for mine in ["cooldown_up", "cooldown_down"] {
-                    out.insert(mine.into(), c.clone());
-                    tx.origin(format!("{ours}.{mine}"), path(&sat, &["cooldown"]));
+            let (cpu, mem) = (m.get("cpu").cloned(), m.get("memory").cloned());
+            let (metric, high, from) = match (&cpu, &mem) {
+                (Some(c), Some(me)) if c == me => ("max", c.clone(), "cpu"),
+                (Some(_), Some(_)) => {
+                    tx.error(
+                        path(&mat, &["memory"]),
+                        "cpu and memory thresholds must be equal (Flotilla scales on the larger of the two)",
+                    );
+                    ("max", Value::Null, "cpu")
                 }
-            }
-            if let Some(m) = s.get("metrics") {
-                let mat = path(&sat, &["metrics"]);
-                if let Some(m) = tx.mapping(m, &mat).cloned() {
-                    tx.keys(&m, &mat, &["cpu", "memory", "io"]);
-                    if m.contains_key("io") {
-                        tx.warn(path(&mat, &["io"]), "an io threshold is not evaluated: cpu and memory are");
-                    }
-                    let (cpu, mem) = (m.get("cpu").cloned(), m.get("memory").cloned());
-                    let (metric, high, from) = match (&cpu, &mem) {
-                        (Some(c), Some(me)) if c == me => ("max", c.clone(), "cpu"),
-                        (Some(_), Some(_)) => {
-                            tx.error(
-                                path(&mat, &["memory"]),
-                                "cpu and memory thresholds must be equal (Flotilla scales on the larger of the two)",
-                            );
-                            ("max", Value::Null, "cpu")
-                        }
-                        (Some(c), None) => ("cpu", c.clone(), "cpu"),
-                        (None, Some(me)) => ("mem", me.clone(), "memory"),
-                        (None, None) => ("max", 80.into(), "cpu"),
-                    };
-                    policy.insert("metric".into(), metric.into());
-                    policy.insert("high".into(), high);
-                    tx.origin(format!("{ours}.policy.high"), path(&mat, &[from]));
-                }
-            }
+                (Some(c), None) => ("cpu", c.clone(), "cpu"),
+                (None, Some(me)) => ("mem", me.clone(), "memory"),
+                (None, None) => ("max", 80.into(), "cpu"),
+            };
+            policy.insert("metric".into(), metric.into());
+            policy.insert("high".into(), high);
+            tx.origin(format!("{ours}.policy.high"), path(&mat, &[from]));
         }
     }
     if let Some(n) = samples {
@@ -399,18 +405,13 @@ fn translate_group(
 
     // Template.
     let mut libvirt = Mapping::new();
-    if let Some(img) = get(g, "image") {
-        let iat = path(at, &["image"]);
-        if let Some(img) = tx.mapping(img, &iat).cloned() {
-            tx.keys(&img, &iat, &["name", "imageMigration", "retention", "kernel", "initrd", "domainXml"]);
-            for (theirs, mine) in
-                [("name", "image"), ("kernel", "kernel"), ("initrd", "initrd"), ("domainXml", "domain_xml")]
-            {
-                if let Some(v) = img.get(theirs) {
-                    libvirt.insert(mine.into(), v.clone());
-                    tx.origin(format!("{ours}.template.libvirt.{mine}"), path(&iat, &[theirs]));
-                }
-            }
+    let libvirt_at = format!("{ours}.template.libvirt.");
+    if g.contains_key("image") {
+        let image_keys = ["name", "imageMigration", "retention", "kernel", "initrd", "domainXml"];
+        if let Some((img, iat)) = tx.section(g, at, "image", &image_keys) {
+            const RENAMES: [(&str, &str); 4] =
+                [("name", "image"), ("kernel", "kernel"), ("initrd", "initrd"), ("domainXml", "domain_xml")];
+            tx.copy(&img, &iat, &RENAMES, &mut libvirt, &libvirt_at);
             for key in ["imageMigration", "retention"] {
                 if img.contains_key(key) {
                     tx.warn(
@@ -423,17 +424,8 @@ fn translate_group(
     } else {
         tx.error(at.to_vec(), "missing field `image`");
     }
-    if let Some(ci) = get(g, "cloud-init") {
-        let cat = path(at, &["cloud-init"]);
-        if let Some(ci) = tx.mapping(ci, &cat).cloned() {
-            tx.keys(&ci, &cat, &["inline", "file"]);
-            for (theirs, mine) in [("inline", "user_data"), ("file", "user_data_file")] {
-                if let Some(v) = ci.get(theirs) {
-                    libvirt.insert(mine.into(), v.clone());
-                    tx.origin(format!("{ours}.template.libvirt.{mine}"), path(&cat, &[theirs]));
-                }
-            }
-        }
+    if let Some((ci, cat)) = tx.section(g, at, "cloud-init", &["inline", "file"]) {
+        tx.copy(&ci, &cat, &[("inline", "user_data"), ("file", "user_data_file")], &mut libvirt, &libvirt_at);
     }
     let mut template = Mapping::new();
     template.insert("libvirt".into(), Value::Mapping(libvirt));
@@ -441,60 +433,43 @@ fn translate_group(
     tx.origin(format!("{ours}.template"), at.to_vec());
 
     // Replacement.
-    if let Some(r) = get(g, "replacement") {
-        let rat = path(at, &["replacement"]);
-        if let Some(r) = tx.mapping(r, &rat).cloned() {
-            tx.keys(&r, &rat, &["strategy", "maxUnavailable"]);
-            let mut rep = Mapping::new();
-            match r.get("strategy").and_then(Value::as_str) {
-                Some("rollingupdate") | Some("rolling") | None => {
-                    rep.insert("strategy".into(), "rolling".into());
-                }
-                Some("none") => {
-                    rep.insert("strategy".into(), "none".into());
-                }
-                Some(other) => tx.error(
-                    path(&rat, &["strategy"]),
-                    format!("unknown strategy `{other}`, expected `rollingupdate` or `none`"),
-                ),
+    if let Some((r, rat)) = tx.section(g, at, "replacement", &["strategy", "maxUnavailable"]) {
+        let mut rep = Mapping::new();
+        match r.get("strategy").and_then(Value::as_str) {
+            Some("rollingupdate") | Some("rolling") | None => {
+                rep.insert("strategy".into(), "rolling".into());
             }
-            if let Some(n) = r.get("maxUnavailable") {
-                rep.insert("max_unavailable".into(), n.clone());
-                tx.origin(format!("{ours}.replacement.max_unavailable"), path(&rat, &["maxUnavailable"]));
+            Some("none") => {
+                rep.insert("strategy".into(), "none".into());
             }
-            out.insert("replacement".into(), Value::Mapping(rep));
+            Some(other) => tx.error(
+                path(&rat, &["strategy"]),
+                format!("unknown strategy `{other}`, expected `rollingupdate` or `none`"),
+            ),
         }
+        tx.copy(&r, &rat, &[("maxUnavailable", "max_unavailable")], &mut rep, &format!("{ours}.replacement."));
+        out.insert("replacement".into(), Value::Mapping(rep));
     }
 
     // Flotilla-only group settings (e.g. `balancer`).
-    if let Some(extra) = get(g, "flotilla") {
-        let eat = path(at, &["flotilla"]);
-        if let Some(extra) = tx.mapping(extra, &eat).cloned() {
-            for (key, v) in extra {
-                let kname = key.as_str().unwrap_or("").to_string();
-                tx.origin(format!("{ours}.{kname}"), path(&eat, &[&kname]));
-                merge_into(&mut out, key, v);
-            }
-        }
-    }
+    tx.merge_flotilla(g, at, &mut out, &format!("{ours}."));
     Value::Mapping(out)
 }
 
 fn translate_networking(tx: &mut Tx, net: &Value, at: &[Seg], provider: &mut Mapping) {
     let Some(n) = tx.mapping(net, at).cloned() else { return };
     tx.keys(&n, at, &["addresses", "subnet", "gateway", "ports", "bridge", "dns"]);
-    if let Some(ports) = n.get("ports") {
-        provider.insert("ports".into(), ports.clone());
-        tx.origin("provider.libvirt.ports", path(at, &["ports"]));
-    }
+    tx.copy(&n, at, &[("ports", "ports")], provider, "provider.libvirt.");
     if n.contains_key("addresses") {
         let mut pool = Mapping::new();
-        for key in ["addresses", "subnet", "gateway", "bridge", "dns"] {
-            if let Some(v) = n.get(key) {
-                pool.insert(key.into(), v.clone());
-                tx.origin(format!("provider.libvirt.addresses.{key}"), path(at, &[key]));
-            }
-        }
+        const SAME: [(&str, &str); 5] = [
+            ("addresses", "addresses"),
+            ("subnet", "subnet"),
+            ("gateway", "gateway"),
+            ("bridge", "bridge"),
+            ("dns", "dns"),
+        ];
+        tx.copy(&n, at, &SAME, &mut pool, "provider.libvirt.addresses.");
         provider.insert("addresses".into(), Value::Mapping(pool));
         tx.origin("provider.libvirt.addresses", at.to_vec());
     }
