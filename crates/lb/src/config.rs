@@ -29,26 +29,40 @@ pub enum Selection {
     Weighted,
 }
 
+/// Reads a name as the config does (serde's variant names), so the CLI and the file accept the
+/// same words and say the same thing about a wrong one.
+fn by_name<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(s.into_deserializer()).map_err(|e: serde::de::value::Error| e.to_string())
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "http" => Ok(Mode::Http),
-            "tcp" => Ok(Mode::Tcp),
-            _ => Err(format!("unknown mode `{s}`: http or tcp")),
-        }
+        by_name(s)
     }
 }
 
 impl std::str::FromStr for Selection {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "least-outstanding" => Ok(Selection::LeastOutstanding),
-            "round-robin" => Ok(Selection::RoundRobin),
-            "weighted" => Ok(Selection::Weighted),
-            _ => Err(format!("unknown selection `{s}`: least-outstanding, round-robin or weighted")),
-        }
+        by_name(s)
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_as_in_the_config() {
+        assert_eq!("tcp".parse::<Mode>(), Ok(Mode::Tcp));
+        assert_eq!("round-robin".parse::<Selection>(), Ok(Selection::RoundRobin));
+        assert_eq!("least-outstanding".parse::<Selection>(), Ok(Selection::LeastOutstanding));
+        let e = "udp".parse::<Mode>().unwrap_err();
+        assert_eq!(e, "unknown variant `udp`, expected `http` or `tcp`");
+        let e = "fastest".parse::<Selection>().unwrap_err();
+        assert!(e.contains("`least-outstanding`, `round-robin`, `weighted`"), "{e}");
     }
 }
 
