@@ -405,3 +405,73 @@ async fn a_failed_delete_returns_the_drained_member_to_service() {
     let stored = sim.store.instances(&sim.group).await.unwrap();
     assert!(stored.iter().all(|i| i.state == InstanceState::Running), "{stored:?}");
 }
+
+/// A balancer-like source: a request rate for every member, stamped `now` on every tick.
+struct RateSource;
+
+#[async_trait::async_trait]
+impl flotilla_model::MetricSource for RateSource {
+    fn name(&self) -> &str {
+        "rate"
+    }
+    async fn sample(
+        &self,
+        _group: &GroupId,
+        members: &[flotilla_model::Instance],
+        now: Timestamp,
+    ) -> Result<Vec<flotilla_model::Sample>, SeamError> {
+        Ok(members
+            .iter()
+            .map(|m| flotilla_model::Sample::new(m.id.clone(), now).with(flotilla_model::Metric::RequestRate, 3.0))
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn a_reading_counts_once_and_a_merge_never_freshens_it() {
+    // Seen on a real run: one pushed CPU reading of 5 %, then silence; the balancer's samples,
+    // stamped on every tick, made the old reading count again and again until it scaled in.
+    let mut spec = GroupSpec::example("web");
+    spec.mode = Mode::Scale;
+    spec.max = 3;
+    let t = spec.policy.threshold_mut().unwrap();
+    t.metric = flotilla_model::MetricChoice::Cpu;
+    t.min_down = 3;
+    let pushed = Arc::new(ScriptedMetrics::new());
+    let clock = FakeClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let provider = Arc::new(FakeProvider::new(clock.clone()));
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let group = spec.id.clone();
+    let ctl = Controller::new(ControllerParts {
+        store: store.clone(),
+        provider: provider.clone(),
+        sources: vec![pushed.clone(), Arc::new(RateSource)],
+        balancer: Arc::new(RecordingBalancer::new()),
+        clock: Arc::new(clock.clone()),
+        groups: vec![spec],
+        options: Options::default(),
+    });
+    ctl.recover().await.unwrap();
+    let tick = || async {
+        clock.advance(Duration::from_secs(5));
+        ctl.reconcile(&group).await.unwrap().evaluation.unwrap()
+    };
+    tick().await; // web_1
+    pushed.set_all(95.0, 10.0);
+    for _ in 0..4 {
+        tick().await;
+    }
+    assert_eq!(provider.names(), vec!["web_1", "web_2"]);
+
+    // One low reading, then the pusher stops; its last reading is served as it was.
+    pushed.set_all(5.0, 10.0);
+    pushed.stamp(Some(clock.now()));
+    let mut downs = Vec::new();
+    for _ in 0..8 {
+        let e = tick().await;
+        downs.push(e.down_count);
+        assert!(!matches!(e.decision, Decision::ScaleIn { .. }), "scaled in on one reading: {downs:?}");
+    }
+    assert!(downs.iter().all(|&d| d <= 1), "the reading counted more than once: {downs:?}");
+    assert_eq!(provider.names(), vec!["web_1", "web_2"]);
+}

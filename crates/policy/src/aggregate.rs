@@ -46,7 +46,8 @@ pub(crate) struct Readings {
     pub running: u32,
     /// Every running member has a fresh sample carrying the policy's metric (or requests).
     pub complete: bool,
-    /// Newest `at` over the fresh samples.
+    /// When the newest value the policy reads was read: a tick whose newest is not newer than the
+    /// last one counted counts nothing, so one reading counts once however often it is served.
     pub newest: Option<Timestamp>,
 }
 
@@ -84,21 +85,58 @@ impl Acc {
     }
 }
 
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Aggregates the fresh samples of the running members.
-pub(crate) fn read(spec: &GroupSpec, running: &[Member<'_>]) -> Readings {
+/// Whether a policy's value reads `metric`.
+fn reads(policy: &PolicySpec, metric: Metric) -> bool {
+    match policy {
+        PolicySpec::Threshold(t) => match t.metric {
+            MetricChoice::Cpu => metric == Metric::Cpu,
+            MetricChoice::Mem => metric == Metric::Mem,
+            MetricChoice::Max => matches!(metric, Metric::Cpu | Metric::Mem),
+            MetricChoice::Rps => metric == Metric::RequestRate,
+        },
+        PolicySpec::TargetTracking(t) => metric == t.metric.metric(),
+        PolicySpec::RequestCount(_) => metric == Metric::Requests,
+    }
+}
+
+/// Aggregates the fresh values of the running members: a value older than `stale_after` does not
+/// count, whatever other values of the same sample were read since.
+pub(crate) fn read(spec: &GroupSpec, running: &[Member<'_>], now: Timestamp) -> Readings {
     let (mut cpu, mut mem, mut value) = (Acc::EMPTY, Acc::EMPTY, Acc::EMPTY);
     let mut sampled = 0usize;
     let mut newest: Option<Timestamp> = None;
-    for s in running.iter().filter_map(|m| m.fresh) {
+    let cutoff = Timestamp::from_millis(now.as_millis().saturating_sub(duration_ms(spec.stale_after)));
+    for sample in running.iter().filter_map(|m| m.fresh) {
+        // Borrowed unless a value is older than the sample (merged from a slower source).
+        let trimmed;
+        let s = if sample.earlier.iter().any(|&(_, t)| t < cutoff) {
+            match sample.read_since(cutoff) {
+                Some(t) => {
+                    trimmed = t;
+                    &trimmed
+                }
+                None => continue,
+            }
+        } else {
+            sample
+        };
         sampled += 1;
-        newest = newest.max(Some(s.at));
+        let v = policy_value(&spec.policy, s);
+        if v.is_some() {
+            let read_at = s.values.iter().filter(|(m, _)| reads(&spec.policy, *m)).map(|&(m, _)| s.at_of(m)).max();
+            newest = newest.max(read_at);
+        }
         cpu.add(get(s, Metric::Cpu));
         mem.add(get(s, Metric::Mem));
-        value.add(policy_value(&spec.policy, s));
+        value.add(v);
     }
     let how = spec.aggregation;
     Readings {

@@ -43,7 +43,7 @@ pub(crate) fn decide(
     now: Timestamp,
 ) -> (Evaluation, PolicyState) {
     let running = view::running_members(view, now);
-    let readings = aggregate::read(view.spec, &running);
+    let readings = aggregate::read(view.spec, &running, now);
     let t = Tick { view: *view, running: &running, r: &readings, now };
     let (decision, next) = t.run(rule, old);
     let evaluation = Evaluation {

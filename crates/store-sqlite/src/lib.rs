@@ -477,6 +477,8 @@ impl SqliteStore {
                     instance: InstanceId(instance),
                     at: ts_from_sql(ctx, &row, "at_ms", at_ms)?,
                     values: codec::decode_values(&values_json).map_err(|what| bad_row(ctx, &row, what))?,
+                    // The history keeps one time per reading; only the live tick needs each value's own.
+                    earlier: Vec::new(),
                 })
             })
             .collect()

@@ -11,6 +11,7 @@ pub struct ScriptedMetrics {
     all: Mutex<Option<(f64, f64)>>,
     per_member: Mutex<BTreeMap<String, (f64, f64)>>,
     silent: Mutex<bool>,
+    stamped: Mutex<Option<Timestamp>>,
 }
 
 impl ScriptedMetrics {
@@ -23,6 +24,10 @@ impl ScriptedMetrics {
     }
     pub fn set(&self, member: &str, cpu: f64, mem: f64) {
         self.per_member.lock().unwrap().insert(member.to_string(), (cpu, mem));
+    }
+    /// Readings carry this time instead of `now`: a pusher whose last reading keeps being served.
+    pub fn stamp(&self, at: Option<Timestamp>) {
+        *self.stamped.lock().unwrap() = at;
     }
     /// No samples at all (a source outage).
     pub fn go_silent(&self, silent: bool) {
@@ -42,11 +47,12 @@ impl MetricSource for ScriptedMetrics {
         }
         let all = *self.all.lock().unwrap();
         let per = self.per_member.lock().unwrap();
+        let at = self.stamped.lock().unwrap().unwrap_or(now);
         Ok(members
             .iter()
             .filter_map(|m| {
                 let (cpu, mem) = per.get(&m.name).copied().or(all)?;
-                Some(Sample::new(m.id.clone(), now).with(Metric::Cpu, cpu).with(Metric::Mem, mem))
+                Some(Sample::new(m.id.clone(), at).with(Metric::Cpu, cpu).with(Metric::Mem, mem))
             })
             .collect())
     }
