@@ -75,14 +75,15 @@ impl Controller {
         Ok(members)
     }
 
-    /// Tells the balancer which members should serve: the running ones with an address. It adds
+    /// Tells the balancer which members should serve: the running (and unknown) ones with an address. It adds
     /// those it lacks (adopted after a restart, or whose scale-out was resumed), returns to service
     /// one a failed retire left drained, and forgets members that are gone. New members are added
     /// by the scale-out itself, which also waits for their health check.
     pub(crate) async fn sync_balancer(&self, spec: &GroupSpec, members: &[Instance]) -> Result<(), SeamError> {
         let wanted: Vec<Backend> = members
             .iter()
-            .filter(|m| m.state == InstanceState::Running)
+            // Unknown: the provider cannot tell, the guest may well serve; its health check decides.
+            .filter(|m| matches!(m.state, InstanceState::Running | InstanceState::Unknown(_)))
             .filter_map(|m| {
                 let address = m.address.clone()?;
                 Some(Backend { id: m.id.clone(), address, weight: weight_of(m) })

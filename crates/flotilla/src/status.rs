@@ -91,9 +91,9 @@ async fn group_report(
             let last = samples.iter().find(|s| s.instance == i.id);
             MemberReport {
                 name: i.name.clone(),
-                state: match &i.state {
-                    flotilla_model::InstanceState::Failed(r) if !r.is_empty() => format!("failed ({r})"),
-                    s => s.as_str().to_string(),
+                state: match i.state.reason().filter(|r| !r.is_empty()) {
+                    Some(r) => format!("{} ({r})", i.state.as_str()),
+                    None => i.state.as_str().to_string(),
                 },
                 address: i.address.clone(),
                 created_at_ms: i.created_at.as_millis(),

@@ -32,6 +32,10 @@ pub enum InstanceState {
     Deleting,
     /// The provider reports it broken; the reason is for people.
     Failed(String),
+    /// The provider cannot tell (its host is unreachable, the cloud says UNKNOWN, the server was
+    /// stopped outside Flotilla): it may well still serve. It keeps its place against min and max,
+    /// gets traffic as long as its health check passes, and is neither deleted nor replaced.
+    Unknown(String),
 }
 
 impl InstanceState {
@@ -42,6 +46,18 @@ impl InstanceState {
             InstanceState::Draining => "draining",
             InstanceState::Deleting => "deleting",
             InstanceState::Failed(_) => "failed",
+            InstanceState::Unknown(_) => "unknown",
+        }
+    }
+    /// Counts against min and max: a member that is, or is about to be, or may still be serving.
+    pub fn is_capacity(&self) -> bool {
+        matches!(self, InstanceState::Creating | InstanceState::Running | InstanceState::Unknown(_))
+    }
+    /// The reason a failed or unknown member is in that state.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            InstanceState::Failed(r) | InstanceState::Unknown(r) => Some(r),
+            _ => None,
         }
     }
     pub fn parse(s: &str, reason: Option<&str>) -> Option<Self> {
@@ -51,6 +67,7 @@ impl InstanceState {
             "draining" => InstanceState::Draining,
             "deleting" => InstanceState::Deleting,
             "failed" => InstanceState::Failed(reason.unwrap_or("").to_string()),
+            "unknown" => InstanceState::Unknown(reason.unwrap_or("").to_string()),
             _ => return None,
         })
     }

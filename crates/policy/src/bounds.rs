@@ -18,7 +18,8 @@ pub(crate) fn in_progress(view: &GroupView<'_>) -> bool {
 /// A repair the bounds ask for, before any streak is looked at.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Repair {
-    /// Remove these failed members (oldest first). No cooldown, no stamp, no counter reset.
+    /// Remove this failed member (the oldest; one per pass, so a provider that misreports many at
+    /// once cannot empty the group). No cooldown, no stamp, no counter reset.
     Failed(Vec<InstanceId>),
     /// Add this many members to reach `min`.
     BelowMin(u32),
@@ -28,19 +29,17 @@ pub(crate) enum Repair {
 
 pub(crate) fn repair(view: &GroupView<'_>, running: &[Member<'_>]) -> Option<Repair> {
     let spec = view.spec;
-    let mut failed: Vec<&Instance> =
-        view.members.iter().filter(|m| matches!(m.state, InstanceState::Failed(_))).collect();
-    if !failed.is_empty() {
-        failed.sort_by(|a, b| Instance::by_age(a, b));
-        return Some(Repair::Failed(failed.into_iter().map(|m| m.id.clone()).collect()));
-    }
-
-    let active =
-        view.members.iter().filter(|m| matches!(m.state, InstanceState::Creating | InstanceState::Running)).count();
+    // New before old: capacity lost to failed members is replaced before they are removed, so a
+    // delete the provider cannot do now never blocks it. Unknown members keep their place.
+    let active = view.members.iter().filter(|m| m.state.is_capacity()).count();
     // A spec with min > max is invalid; never fill beyond max anyway.
     let floor = spec.min.min(spec.max) as usize;
     if active < floor {
         return Some(Repair::BelowMin(u32::try_from(floor - active).unwrap_or(u32::MAX)));
+    }
+    let failed = view.members.iter().filter(|m| matches!(m.state, InstanceState::Failed(_)));
+    if let Some(oldest) = failed.min_by(|a, b| Instance::by_age(a, b)) {
+        return Some(Repair::Failed(vec![oldest.id.clone()]));
     }
 
     let max = spec.max as usize;

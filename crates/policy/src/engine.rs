@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flotilla_model::{Decision, Evaluation, HoldReason, Instance, InstanceState, Mode, PolicyState, Timestamp};
+use flotilla_model::{Decision, Evaluation, HoldReason, Instance, Mode, PolicyState, Timestamp};
 
 use crate::aggregate::{self, Readings};
 use crate::bounds::{self, Repair};
@@ -109,12 +109,7 @@ impl Tick<'_> {
     /// has passed since the last action. At max: `AtBound`, and the up streak starts over.
     pub fn scale_out(&self, st: &mut PolicyState, want: usize, reason: impl FnOnce() -> String) -> Decision {
         let spec = self.view.spec;
-        let active = self
-            .view
-            .members
-            .iter()
-            .filter(|m| matches!(m.state, InstanceState::Creating | InstanceState::Running))
-            .count();
+        let active = self.view.members.iter().filter(|m| m.state.is_capacity()).count();
         let room = (spec.max as usize).saturating_sub(active);
         let count = match spec.mode {
             Mode::Scale => room.min(want),

@@ -259,7 +259,7 @@ impl Inner {
         for (h, r) in &seen {
             let Err(e) = r else { continue };
             down.push(e.message.clone());
-            let why = InstanceState::Failed(format!("host down: {}", e.message));
+            let why = InstanceState::Unknown(format!("host down: {}", e.message));
             for f in self.last_known(h, &records) {
                 if reported.insert(f.meta.instance.clone()) && wanted(&f.meta) {
                     out.push(self.instance(h, &f, why.clone()));
@@ -269,7 +269,7 @@ impl Inner {
         for m in records.iter().filter(|m| !self.hosts.iter().any(|h| h.name == m.host)) {
             if reported.insert(m.instance.clone()) && wanted(m) {
                 let f = Found { meta: m.clone(), uuid: String::new(), state: DomState::Stopped(String::new()) };
-                let state = InstanceState::Failed(format!(
+                let state = InstanceState::Unknown(format!(
                     "its host `{}` is no longer configured; add it back, or remove the domain by hand and then {}",
                     m.host,
                     self.member_dir(&m.instance).display()

@@ -337,6 +337,9 @@ pub struct OpenStackProvider {
     /// Serialises the check-then-create step, so two creates of one name in this process cannot
     /// both create it.
     creating: tokio::sync::Mutex<()>,
+    /// Our servers as last listed whole, by id: a server of a cell Nova cannot reach comes back as
+    /// its id and UNKNOWN only (microversion 2.69), and is recognised here.
+    last_seen: std::sync::Mutex<HashMap<String, Server>>,
 }
 
 impl OpenStackProvider {
@@ -349,6 +352,7 @@ impl OpenStackProvider {
             cloud,
             resolved: tokio::sync::Mutex::new(HashMap::new()),
             external_net: tokio::sync::OnceCell::new(),
+            last_seen: std::sync::Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
         }
     }
@@ -396,10 +400,8 @@ impl OpenStackProvider {
         } else {
             cloud.list_servers(&[]).await?
         };
-        Ok(all
-            .into_iter()
-            .filter(|s| s.group() == Some(group) && s.meta(marks::META_INSTANCE).is_some() && !s.is_gone())
-            .collect())
+        let mut seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(ours(complete(all, &mut seen)?).filter(|s| s.group() == Some(group)).collect())
     }
 
     async fn all_servers(&self, cloud: &Cloud) -> Result<Vec<Server>, SeamError> {
@@ -408,10 +410,8 @@ impl OpenStackProvider {
         } else {
             cloud.list_servers(&[]).await?
         };
-        Ok(all
-            .into_iter()
-            .filter(|s| s.group().is_some() && s.meta(marks::META_INSTANCE).is_some() && !s.is_gone())
-            .collect())
+        let mut seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(ours(complete(all, &mut seen)?).filter(|s| s.group().is_some()).collect())
     }
 
     async fn resolve(&self, cloud: &Cloud, group: &GroupId, t: &OpenStackTemplate) -> Result<Resolved, SeamError> {
@@ -548,8 +548,44 @@ impl OpenStackProvider {
     }
 }
 
-/// Server status → member state. Transitional states of a living server count as running; a
-/// stopped, paused, shelved, ... server is Failed (the group replaces it).
+/// Flotilla's members among listed servers (marked with a group and an instance name, not gone).
+fn ours(all: Vec<Server>) -> impl Iterator<Item = Server> {
+    all.into_iter().filter(|s| s.meta(marks::META_INSTANCE).is_some() && !s.is_gone())
+}
+
+/// Fills in the servers of a cell Nova cannot reach, which it lists as an id and `UNKNOWN` only:
+/// one we listed whole before keeps its last record, with status UNKNOWN (so the member is
+/// Unknown, not gone and recreated). One we never saw makes the listing an error: it may be one of
+/// ours, and a member that looks gone would be created again.
+fn complete(all: Vec<Server>, seen: &mut HashMap<String, Server>) -> Result<Vec<Server>, SeamError> {
+    let mut out = Vec::with_capacity(all.len());
+    for s in all {
+        let partial = s.name.is_empty() && s.status == "UNKNOWN";
+        if !partial {
+            if s.meta(marks::META_INSTANCE).is_some() {
+                seen.insert(s.id.clone(), s.clone());
+            }
+            out.push(s);
+            continue;
+        }
+        match seen.get(&s.id) {
+            Some(known) => out.push(Server { status: "UNKNOWN".into(), ..known.clone() }),
+            None => {
+                return Err(SeamError::transient(format!(
+                    "server {} is in a cell Nova cannot reach (listed as UNKNOWN, without its name): \
+                     the listing is incomplete, so nothing is created or deleted until the cell is back",
+                    s.id
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Server status → member state. Transitional states of a living server count as running; ERROR
+/// is Failed (the group replaces it). Nova's UNKNOWN (a cell it cannot reach), a status this code
+/// does not know, and a server stopped, paused, shelved or rescued outside Flotilla are Unknown:
+/// Flotilla cannot tell whether it serves, so it neither counts it lost nor deletes it.
 fn member_state(s: &Server, has_address: bool) -> InstanceState {
     if matches!(s.task_state.as_deref(), Some("deleting")) || matches!(s.status.as_str(), "DELETED" | "SOFT_DELETED") {
         return InstanceState::Deleting;
@@ -571,7 +607,8 @@ fn member_state(s: &Server, has_address: bool) -> InstanceState {
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| "server is in ERROR".into()),
         ),
-        other => InstanceState::Failed(format!("server is {other}")),
+        "UNKNOWN" => InstanceState::Unknown("Nova cannot reach the server's cell (status UNKNOWN)".into()),
+        other => InstanceState::Unknown(format!("server is {other}, changed outside Flotilla")),
     }
 }
 
@@ -825,6 +862,29 @@ mod tests {
     }
 
     #[test]
+    fn a_server_of_a_down_cell_is_unknown_never_gone() {
+        let whole = |id: &str, name: &str| {
+            let mut s = Server { id: id.into(), name: name.into(), status: "ACTIVE".into(), ..Default::default() };
+            s.metadata.insert(marks::META_INSTANCE.into(), name.into());
+            s.metadata.insert(marks::META_GROUP.into(), "web".into());
+            s
+        };
+        let partial = |id: &str| Server { id: id.into(), status: "UNKNOWN".into(), ..Default::default() };
+        let mut seen = HashMap::new();
+        complete(vec![whole("1", "web_1"), whole("2", "web_2")], &mut seen).unwrap();
+        // Cell of server 2 goes down: it keeps its name and group, and reads as Unknown.
+        let listed = complete(vec![whole("1", "web_1"), partial("2")], &mut seen).unwrap();
+        let two: Vec<Server> = ours(listed).filter(|s| s.id == "2").collect();
+        assert_eq!(two.len(), 1);
+        assert_eq!(two[0].name, "web_2");
+        assert!(matches!(member_state(&two[0], true), InstanceState::Unknown(_)));
+        // A partial server never seen (a restart during the outage): the listing is an error.
+        let e = complete(vec![whole("1", "web_1"), partial("3")], &mut seen).unwrap_err();
+        assert_eq!(e.kind(), flotilla_model::ErrorKind::Transient);
+        assert!(e.message.contains("server 3 is in a cell Nova cannot reach"), "{e}");
+    }
+
+    #[test]
     fn states() {
         let mut s = Server { status: "ACTIVE".into(), ..Default::default() };
         assert_eq!(member_state(&s, true), InstanceState::Running);
@@ -832,8 +892,13 @@ mod tests {
         s.status = "ERROR".into();
         s.fault = Some(crate::resources::Fault { message: "No valid host was found.".into(), code: 500 });
         assert_eq!(member_state(&s, true), InstanceState::Failed("No valid host was found.".into()));
-        s.status = "SHUTOFF".into();
-        assert_eq!(member_state(&s, true), InstanceState::Failed("server is SHUTOFF".into()));
+        // Cannot tell (a down cell, a status this code does not know) or stopped outside Flotilla:
+        // Unknown, which nothing repairs by deletion.
+        for status in ["UNKNOWN", "SHUTOFF", "PAUSED", "SUSPENDED", "SHELVED", "SHELVED_OFFLOADED", "RESCUE", "NEW_ONE"]
+        {
+            s.status = status.into();
+            assert!(matches!(member_state(&s, true), InstanceState::Unknown(w) if w.contains(status)), "{status}");
+        }
         s.task_state = Some("deleting".into());
         assert_eq!(member_state(&s, true), InstanceState::Deleting);
     }

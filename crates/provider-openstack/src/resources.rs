@@ -283,14 +283,28 @@ pub fn looks_like_id(s: &str) -> bool {
     s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && s.matches('-').count() == 4
 }
 
+/// Pages of a server listing followed at most (Nova's default page is 1,000 servers).
+pub const MAX_SERVER_PAGES: usize = 50;
+
 impl Cloud {
     // ---------------------------------------------------------------- Nova
 
-    /// `GET /servers/detail` with filters (server-side), following pagination.
+    /// `GET /servers/detail` with filters (server-side), following pagination (at most
+    /// [`MAX_SERVER_PAGES`] pages).
     pub async fn list_servers(&self, filters: &[(&str, &str)]) -> Result<Vec<Server>, SeamError> {
+        self.list_servers_within(filters, MAX_SERVER_PAGES).await
+    }
+
+    /// [`Cloud::list_servers`] with a page cap: a listing longer than `max_pages` is an error, never
+    /// a silent prefix (members past the cut would look gone and be created again).
+    pub async fn list_servers_within(
+        &self,
+        filters: &[(&str, &str)],
+        max_pages: usize,
+    ) -> Result<Vec<Server>, SeamError> {
         let mut out = Vec::new();
         let mut path = format!("/servers/detail{}", query(filters));
-        for _ in 0..50 {
+        for _ in 0..max_pages {
             let v = self.get(Service::Compute, &path).await?;
             out.extend(parse_list::<Server>(&v, "servers", "server list")?);
             let next = v["servers_links"]
@@ -300,10 +314,13 @@ impl Cloud {
                 .and_then(|h| h.split_once("/servers/detail").map(|(_, q)| format!("/servers/detail{q}")));
             match next {
                 Some(p) => path = p,
-                None => break,
+                None => return Ok(out),
             }
         }
-        Ok(out)
+        Err(SeamError::transient(format!(
+            "the server list has more than {max_pages} pages ({} servers so far): refusing a partial list",
+            out.len()
+        )))
     }
 
     /// Servers whose name is exactly `name` (Nova's name filter is a regex).

@@ -110,6 +110,12 @@ async fn provider_create_is_idempotent_adopts_and_releases_fips_as_member_user()
     assert!(listed.iter().all(|i| i.state == InstanceState::Running && i.address.is_some()));
     let everyone = d.list(None).await.unwrap();
     assert!(everyone.iter().filter(|i| i.group == group).count() == 2);
+    // A listing longer than its page cap is an error, never the first pages alone.
+    let mine = format!("^{p}_");
+    let paged = [("name", mine.as_str()), ("limit", "1")];
+    let e = fresh.list_servers_within(&paged, 1).await.unwrap_err();
+    assert!(e.message.contains("more than 1 pages (1 servers so far): refusing a partial list"), "{e}");
+    assert_eq!(fresh.list_servers_within(&paged, 5).await.unwrap().len(), 2);
     let calls0 = fresh.api_calls();
     for _ in 0..5 {
         d.list(Some(&group)).await.unwrap();

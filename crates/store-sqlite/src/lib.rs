@@ -342,10 +342,7 @@ impl SqliteStore {
 
     fn upsert_instance_sync(&self, i: &Instance) -> Result<()> {
         let ctx = "upsert_instance";
-        let failure_reason = match &i.state {
-            InstanceState::Failed(reason) => Some(reason.as_str()),
-            _ => None,
-        };
+        let failure_reason = i.state.reason();
         self.conn()
             .execute(
                 "INSERT INTO instances (group_name, id, name, state, failure_reason, address, created_at_ms, tags_json)

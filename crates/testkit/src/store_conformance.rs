@@ -185,6 +185,7 @@ pub async fn check_instance_states(store: &dyn Store) {
         InstanceState::Deleting,
         InstanceState::Failed("out of memory: killed".to_string()),
         InstanceState::Failed(String::new()),
+        InstanceState::Unknown("host down: connection refused".to_string()),
     ];
     let mut written = Vec::new();
     for (n, state) in states.iter().enumerate() {

@@ -27,7 +27,7 @@ pub(crate) fn t(secs: u64) -> Timestamp {
 }
 
 /// Members: `id:S:created[:version]` tokens, S = R(unning) C(reating) D(raining) X (deleting)
-/// F(ailed); a version becomes the member's template tag.
+/// F(ailed) U(nknown); a version becomes the member's template tag.
 pub(crate) fn members(spec: &GroupSpec, dsl: &str) -> Vec<Instance> {
     dsl.split_whitespace()
         .map(|tok| {
@@ -40,6 +40,7 @@ pub(crate) fn members(spec: &GroupSpec, dsl: &str) -> Vec<Instance> {
                 "D" => InstanceState::Draining,
                 "X" => InstanceState::Deleting,
                 "F" => InstanceState::Failed("boom".into()),
+                "U" => InstanceState::Unknown("host down".into()),
                 _ => panic!("bad state in {tok}"),
             };
             if let Some(v) = it.next() {
@@ -257,7 +258,7 @@ pub(crate) fn run(
 pub(crate) fn assert_safe(spec: &GroupSpec, members: &[Instance], d: &Decision, ctx: &str) {
     let state_of = |id: &InstanceId| members.iter().find(|m| &m.id == id).map(|m| &m.state);
     let running = members.iter().filter(|m| m.is_running()).count();
-    let active = members.iter().filter(|m| matches!(m.state, InstanceState::Creating | InstanceState::Running)).count();
+    let active = members.iter().filter(|m| m.state.is_capacity()).count();
     match d {
         Decision::Hold(_) => {}
         Decision::ScaleOut { count, .. } => {

@@ -323,25 +323,36 @@ fn in_progress_and_failed_members() {
             .spec(|s| s.min = 2).members("a:C:0").hold(InProgress),
         case("InProgress comes before failed cleanup")
             .members("a:R:0 f:F:5").pending().hold(InProgress),
-        case("failed members are removed, oldest first, without stamp or reset")
+        case("failed members are removed one at a time, oldest first, without stamp or reset")
             .members("a:R:0 f:F:5 g:F:3").samples("a@100:c90").prior(1, 0, 95).last_out(50)
-            .want(In(&["g", "f"])).reason("replace failed members")
+            .want(In(&["g"])).reason("replace failed members")
             .counters(2, 0).stamped_out(Some(50)).stamped_in(None).last_sample(100),
         case("failed cleanup is allowed in cooldown")
             .spec(|s| s.cooldown_down = Duration::from_secs(600))
             .members("a:R:0 f:F:5").last_in(99)
             .want(In(&["f"])).stamped_in(Some(99)),
-        case("failed cleanup with no running member left")
-            .members("f:F:5").want(In(&["f"])),
-        case("failed cleanup comes before below-min")
+        case("with no running member left, a replacement comes first")
+            .members("f:F:5").want(Out(1)),
+        case("below-min comes before failed cleanup: new before old")
             .spec(|s| { scale(s); s.min = 3; })
-            .members("a:R:0 f:F:5").want(In(&["f"])),
+            .members("a:R:0 f:F:5").want(Out(2)),
         case("failed cleanup comes before a complete streak")
             .members("a:R:0 f:F:5").samples("a@100:c90").prior(3, 0, 95)
             .want(In(&["f"])).counters(4, 0),
         case("failed cleanup with no data resets the down streak (no data)")
             .members("a:R:0 f:F:5").prior(1, 3, 95)
             .want(In(&["f"])).counters(1, 0),
+        case("an unknown member is neither repaired nor replaced")
+            .members("a:R:0 u:U:5").samples("a@100:c50").hold(Steady),
+        case("unknown members count against max")
+            .spec(scale).members("a:R:0 u:U:1 v:U:2 w:U:3 x:U:4").samples("a@100:c95").prior(3, 0, 95)
+            .hold(AtBound),
+        case("unknown members keep the group at min: nothing is created for them")
+            .spec(|s| { scale(s); s.min = 3; })
+            .members("a:R:0 u:U:1 v:U:2").samples("a@100:c50").hold(Steady),
+        case("an unknown member is never a scale-in victim")
+            .spec(scale).members("u:U:0 a:R:1 b:R:2").samples("a@100:c5 b@100:c5").prior(0, 3, 95)
+            .want(In(&["a"])),
     ]);
 }
 
