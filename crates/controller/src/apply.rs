@@ -198,8 +198,9 @@ impl Controller {
     }
 
     /// One rollout batch: the new members serve before any old one drains, so the group never has
-    /// fewer serving members than before. A new member that fails is removed again (nothing is
-    /// orphaned) and the operation fails, which stops the rollout for this template version.
+    /// fewer serving members than before. A new member this attempt created that fails is removed
+    /// again (nothing is orphaned) and the operation fails, which stops the rollout for this
+    /// template version.
     async fn replace(
         &self,
         spec: &GroupSpec,
@@ -207,10 +208,13 @@ impl Controller {
         names: &[String],
         version: &str,
     ) -> Result<(), SeamError> {
+        // What exists already was made by an earlier attempt (resumed after a crash) and may be all
+        // that serves now: an undo removes only what this attempt created.
+        let listed = self.provider.list(Some(&spec.id)).await.map_err(|e| e.context("provider list"))?;
         let created = match self.create_serving(spec, names, version, "replace:after-create").await {
             Ok(created) => created,
             Err(e) => {
-                for name in names {
+                for name in names.iter().filter(|n| !listed.iter().any(|m| &m.name == *n)) {
                     let id = InstanceId::new(name.clone());
                     if let Err(undo) = self.retire(spec, &id).await {
                         tracing::warn!(group = %spec.id, member = %id, error = %undo, "could not remove a failed new member");

@@ -475,3 +475,31 @@ async fn a_reading_counts_once_and_a_merge_never_freshens_it() {
     assert!(downs.iter().all(|&d| d <= 1), "the reading counted more than once: {downs:?}");
     assert_eq!(provider.names(), vec!["web_1", "web_2"]);
 }
+
+#[tokio::test]
+async fn a_resumed_rollout_that_fails_never_removes_the_members_that_serve() {
+    // A previous run created the new member, retired the old one, and died before finishing. On
+    // resume the (idempotent) create fails: the undo must not remove the member that now serves.
+    let sim = rolled_group(1).await;
+    let kind = OpKind::Replace {
+        old: vec![InstanceId::new("vm-test_1")],
+        names: vec!["vm-test_4".into()],
+        version: "v2".into(),
+    };
+    use flotilla_model::Provider;
+    let spec = flotilla_model::InstanceSpec { base_name: "vm-test".into(), clone_base: "vm-test_clone".into(), vcpus: 1 };
+    sim.provider.create(&sim.group, &spec, &["vm-test_4".into()]).await.unwrap();
+    sim.provider.delete(&sim.group, &[InstanceId::new("vm-test_1")]).await.unwrap();
+    sim.store.begin_operation(&sim.group, &kind, sim.clock.now()).await.unwrap();
+    sim.provider.fail_next("create", ErrorKind::Transient);
+    let ctl = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, {
+        let mut s = seed_spec();
+        s.mode = Mode::Scale;
+        s.min = 3;
+        s.max = 4;
+        s.template_version = "v2".into();
+        s
+    });
+    let _ = ctl.recover().await;
+    assert_eq!(sim.names(), vec!["vm-test_2", "vm-test_3", "vm-test_4"], "the serving new member stays");
+}
