@@ -127,14 +127,34 @@ impl Controller {
     }
 
     async fn scale_in(&self, spec: &GroupSpec, victims: &[InstanceId]) -> Result<(), SeamError> {
+        // Re-checked against the group as it is now (a resumed scale-in may find the survivors
+        // gone): a running victim is retired only while a member outside the victims runs.
+        let listed = self.provider.list(Some(&spec.id)).await.map_err(|e| e.context("provider list"))?;
+        let survivors = listed.iter().any(|m| m.is_running() && !victims.contains(&m.id));
+        let mut removed = Vec::with_capacity(victims.len());
         for id in victims {
+            let running = listed.iter().any(|m| &m.id == id && m.is_running());
+            if running && !survivors {
+                self.event(
+                    spec,
+                    self.clock.now(),
+                    EventKind::Info,
+                    format!("kept {id}: no other member is running, so removing it would stop the group serving"),
+                )
+                .await;
+                continue;
+            }
             self.retire(spec, id).await?;
+            removed.push(id.as_str());
         }
         // A primary that is gone names nobody; the next observation derives one again.
-        if self.store.primary(&spec.id).await?.is_some_and(|p| victims.contains(&p)) {
+        if self.store.primary(&spec.id).await?.is_some_and(|p| removed.contains(&p.as_str())) {
             self.store.set_primary(&spec.id, None).await?;
         }
-        let names: Vec<&str> = victims.iter().map(InstanceId::as_str).collect();
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let names = removed;
         self.event(spec, self.clock.now(), EventKind::ScaleIn, format!("removed {}", names.join(", "))).await;
         Ok(())
     }

@@ -161,8 +161,18 @@ impl Controller {
                 continue;
             };
             tracing::info!(group = %op.group, op = %op.id, kind = op.kind.as_str(), "resuming unfinished operation");
-            self.execute(&slot.spec, &op).await?;
-            resumed += 1;
+            // A step that fails now marks that operation Failed (and says why); the group's loop
+            // decides again from what exists. Only the store failing stops the start.
+            match self.execute(&slot.spec, &op).await {
+                Ok(()) => resumed += 1,
+                Err(e) => {
+                    tracing::warn!(group = %op.group, op = %op.id, error = %e, "could not resume; marked failed");
+                    let still_pending = self.store.unfinished_operations().await?.iter().any(|p| p.id == op.id);
+                    if still_pending {
+                        return Err(e);
+                    }
+                }
+            }
         }
         Ok(resumed)
     }

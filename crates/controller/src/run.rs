@@ -52,18 +52,24 @@ pub async fn run(ctl: Arc<Controller>, shutdown: Shutdown, grace: Duration) -> R
         tasks.push(tokio::spawn(async move {
             loop {
                 let delay = {
-                    let pass = ctl.reconcile(&id);
-                    tokio::pin!(pass);
-                    let result = tokio::select! {
+                    // Its own task, so a panic (a bug) fails this pass of this group only, and is
+                    // reported like any other error instead of ending the group's loop silently.
+                    let mut pass = tokio::spawn({
+                        let (ctl, id) = (ctl.clone(), id.clone());
+                        async move { ctl.reconcile(&id).await }
+                    });
+                    let joined = tokio::select! {
                         r = &mut pass => r,
                         _ = shutdown.wait() => match tokio::time::timeout(grace, &mut pass).await {
                             Ok(r) => r,
                             Err(_) => {
+                                pass.abort();
                                 tracing::warn!(group = %id, "shutdown: abandoning an in-flight reconcile; it resumes on restart");
                                 break;
                             }
                         },
                     };
+                    let result = joined.unwrap_or_else(|e| Err(panicked(e)));
                     ctl.after_reconcile(&id, result).await
                 };
                 if shutdown.is_triggered() {
@@ -80,6 +86,20 @@ pub async fn run(ctl: Arc<Controller>, shutdown: Shutdown, grace: Duration) -> R
         let _ = t.await;
     }
     Ok(())
+}
+
+/// A pass that panicked, as the error the loop's policy understands.
+fn panicked(e: tokio::task::JoinError) -> flotilla_model::SeamError {
+    let what = match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into()),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(panic = %what, "a reconcile pass panicked");
+    flotilla_model::SeamError::bug(format!("reconcile panicked: {what}"))
 }
 
 impl Controller {

@@ -487,7 +487,8 @@ async fn a_resumed_rollout_that_fails_never_removes_the_members_that_serve() {
         version: "v2".into(),
     };
     use flotilla_model::Provider;
-    let spec = flotilla_model::InstanceSpec { base_name: "vm-test".into(), clone_base: "vm-test_clone".into(), vcpus: 1 };
+    let spec =
+        flotilla_model::InstanceSpec { base_name: "vm-test".into(), clone_base: "vm-test_clone".into(), vcpus: 1 };
     sim.provider.create(&sim.group, &spec, &["vm-test_4".into()]).await.unwrap();
     sim.provider.delete(&sim.group, &[InstanceId::new("vm-test_1")]).await.unwrap();
     sim.store.begin_operation(&sim.group, &kind, sim.clock.now()).await.unwrap();
@@ -502,4 +503,61 @@ async fn a_resumed_rollout_that_fails_never_removes_the_members_that_serve() {
     });
     let _ = ctl.recover().await;
     assert_eq!(sim.names(), vec!["vm-test_2", "vm-test_3", "vm-test_4"], "the serving new member stays");
+}
+
+#[tokio::test]
+async fn a_failed_resume_at_start_fails_that_operation_not_the_daemon() {
+    let sim = Sim::new(seed_spec());
+    sim.ctl.recover().await.unwrap();
+    sim.tick().await; // baseline
+    let kind = OpKind::ScaleOut { names: vec!["vm-test_clone_1".into()], clone: true };
+    sim.store.begin_operation(&sim.group, &kind, sim.clock.now()).await.unwrap();
+    sim.provider.fail_next("create", ErrorKind::Transient);
+    let ctl = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, seed_spec());
+    assert_eq!(ctl.recover().await.unwrap(), 0, "nothing resumed, and no error");
+    let ops = sim.store.operations(&sim.group, 1).await.unwrap();
+    assert!(matches!(&ops[0].state, OpState::Failed(r) if r.contains("injected create failure")), "{ops:?}");
+}
+
+#[tokio::test]
+async fn a_resumed_scale_in_keeps_the_last_serving_member() {
+    // The intent was to remove vm-test_1 while vm-test_2 served; by the restart vm-test_2 is gone.
+    let mut spec = seed_spec();
+    spec.mode = Mode::Scale;
+    spec.max = 3;
+    let sim = Sim::new(spec.clone());
+    sim.ctl.recover().await.unwrap();
+    sim.tick().await;
+    use flotilla_model::Provider;
+    let ispec = spec.instance.clone();
+    sim.provider.create(&sim.group, &ispec, &["vm-test_2".into()]).await.unwrap();
+    sim.tick().await;
+    let kind = OpKind::ScaleIn { victims: vec![InstanceId::new("vm-test_1")] };
+    sim.store.begin_operation(&sim.group, &kind, sim.clock.now()).await.unwrap();
+    sim.provider.delete(&sim.group, &[InstanceId::new("vm-test_2")]).await.unwrap();
+    let ctl = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, spec);
+    let _ = ctl.recover().await;
+    assert_eq!(sim.names(), vec!["vm-test_1"], "the only serving member stays");
+}
+
+#[tokio::test]
+async fn a_panicking_pass_pauses_its_group_and_says_so() {
+    let sim = Sim::new(seed_spec());
+    sim.ctl.recover().await.unwrap();
+    sim.provider.panic_next("list");
+    let shutdown = flotilla_controller::Shutdown::default();
+    let run = tokio::spawn(flotilla_controller::run(sim.ctl.clone(), shutdown.clone(), Duration::from_secs(1)));
+    let mut seen = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let events = sim.store.events(Some(&sim.group), 20).await.unwrap();
+        if events.iter().any(|e| e.message.contains("bug") && e.message.contains("injected list panic")) {
+            seen = true;
+            break;
+        }
+    }
+    shutdown.trigger();
+    run.await.unwrap().unwrap();
+    assert!(seen, "the panic is reported as an event of its group");
+    assert!(sim.ctl.status(&sim.group).unwrap().last_error.unwrap().contains("injected list panic"));
 }

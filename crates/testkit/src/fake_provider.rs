@@ -13,7 +13,7 @@ struct Inner {
     members: BTreeMap<InstanceId, Instance>,
     creates: u32,
     deletes: u32,
-    fail_next: VecDeque<(&'static str, ErrorKind)>,
+    fail_next: VecDeque<(&'static str, Option<ErrorKind>)>,
 }
 
 /// A provider that keeps members in memory. `create` is idempotent by name, like the real ones.
@@ -29,7 +29,12 @@ impl FakeProvider {
 
     /// Makes the next call of `op` ("create", "delete", "list") fail with `kind`.
     pub fn fail_next(&self, op: &'static str, kind: ErrorKind) {
-        self.inner.lock().unwrap().fail_next.push_back((op, kind));
+        self.inner.lock().unwrap().fail_next.push_back((op, Some(kind)));
+    }
+
+    /// Makes the next call of `op` panic (a bug in a provider).
+    pub fn panic_next(&self, op: &'static str) {
+        self.inner.lock().unwrap().fail_next.push_back((op, None));
     }
 
     /// Sets a member's state as the cloud would report it (e.g. Failed).
@@ -54,6 +59,8 @@ impl FakeProvider {
         let mut i = self.inner.lock().unwrap();
         if i.fail_next.front().is_some_and(|(o, _)| *o == op) {
             let (_, kind) = i.fail_next.pop_front().unwrap();
+            drop(i);
+            let Some(kind) = kind else { panic!("injected {op} panic") };
             return Err(SeamError::new(kind, format!("injected {op} failure")));
         }
         Ok(())
