@@ -73,6 +73,7 @@ impl Controller {
         self.failpoint(match kind {
             OpKind::ScaleOut { .. } => "scale-out:after-begin",
             OpKind::ScaleIn { .. } => "scale-in:after-begin",
+            OpKind::Stop { .. } => "stop:after-begin",
             OpKind::Handover { .. } => "handover:after-begin",
             OpKind::Replace { .. } => "replace:after-begin",
         });
@@ -85,6 +86,7 @@ impl Controller {
         let result = match &op.kind {
             OpKind::ScaleOut { names, clone } => self.scale_out(spec, names, *clone).await,
             OpKind::ScaleIn { victims } => self.scale_in(spec, victims).await,
+            OpKind::Stop { victims } => self.stop(spec, victims).await,
             OpKind::Handover { retire, successor } => self.handover(spec, retire, successor).await,
             OpKind::Replace { old, names, version } => self.replace(spec, old, names, version).await,
         };
@@ -156,6 +158,19 @@ impl Controller {
         }
         let names = removed;
         self.event(spec, self.clock.now(), EventKind::ScaleIn, format!("removed {}", names.join(", "))).await;
+        Ok(())
+    }
+
+    /// Removes every victim, the last serving member included: the operator asked for it.
+    async fn stop(&self, spec: &GroupSpec, victims: &[InstanceId]) -> Result<(), SeamError> {
+        for id in victims {
+            self.retire(spec, id).await?;
+        }
+        if self.store.primary(&spec.id).await?.is_some_and(|p| victims.contains(&p)) {
+            self.store.set_primary(&spec.id, None).await?;
+        }
+        let names: Vec<&str> = victims.iter().map(InstanceId::as_str).collect();
+        self.event(spec, self.clock.now(), EventKind::ScaleIn, format!("stopped {}", names.join(", "))).await;
         Ok(())
     }
 

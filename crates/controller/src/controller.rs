@@ -19,6 +19,7 @@ pub const FAILPOINTS: &[&str] = &[
     "scale-out:after-begin",
     "scale-out:after-create",
     "scale-in:after-begin",
+    "stop:after-begin",
     "handover:after-begin",
     "handover:after-primary",
     "replace:after-begin",
@@ -160,21 +161,36 @@ impl Controller {
                 self.store.finish_operation(op.id, &state, self.clock.now()).await?;
                 continue;
             };
-            tracing::info!(group = %op.group, op = %op.id, kind = op.kind.as_str(), "resuming unfinished operation");
-            // A step that fails now marks that operation Failed (and says why); the group's loop
-            // decides again from what exists. Only the store failing stops the start.
-            match self.execute(&slot.spec, &op).await {
-                Ok(()) => resumed += 1,
-                Err(e) => {
-                    tracing::warn!(group = %op.group, op = %op.id, error = %e, "could not resume; marked failed");
-                    let still_pending = self.store.unfinished_operations().await?.iter().any(|p| p.id == op.id);
-                    if still_pending {
-                        return Err(e);
-                    }
-                }
+            if self.resume(&slot.spec, &op).await? {
+                resumed += 1;
             }
         }
         Ok(resumed)
+    }
+
+    /// Finishes one operation a previous run (or pass) left pending; true if it completed. A step
+    /// that fails marks it Failed (and says why) and the group's loop decides again from what
+    /// exists; only the store failing is an error here. A stop is never resumed: the next run
+    /// keeps the members that are left.
+    async fn resume(&self, spec: &GroupSpec, op: &flotilla_model::Operation) -> Result<bool, SeamError> {
+        if let flotilla_model::OpKind::Stop { .. } = op.kind {
+            tracing::warn!(group = %op.group, op = %op.id, "an interrupted stop is not resumed; the members left keep running");
+            let state = OpState::Failed("interrupted; a stop is not resumed (stop again to remove the rest)".into());
+            self.store.finish_operation(op.id, &state, self.clock.now()).await?;
+            return Ok(false);
+        }
+        tracing::info!(group = %op.group, op = %op.id, kind = op.kind.as_str(), "resuming unfinished operation");
+        match self.execute(spec, op).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::warn!(group = %op.group, op = %op.id, error = %e, "could not resume; marked failed");
+                let still_pending = self.store.unfinished_operations().await?.iter().any(|p| p.id == op.id);
+                if still_pending {
+                    return Err(e);
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// One observe → decide → apply pass over one group.
@@ -186,9 +202,7 @@ impl Controller {
         let mut resumed = false;
         for op in self.store.unfinished_operations().await? {
             if &op.group == group {
-                tracing::info!(group = %group, op = %op.id, kind = op.kind.as_str(), "resuming unfinished operation");
-                self.execute(spec, &op).await?;
-                resumed = true;
+                resumed |= self.resume(spec, &op).await?;
             }
         }
 

@@ -561,3 +561,19 @@ async fn a_panicking_pass_pauses_its_group_and_says_so() {
     assert!(seen, "the panic is reported as an event of its group");
     assert!(sim.ctl.status(&sim.group).unwrap().last_error.unwrap().contains("injected list panic"));
 }
+
+#[tokio::test]
+async fn a_stop_removes_every_member_and_an_interrupted_one_is_not_resumed() {
+    let sim = Sim::with_clone().await;
+    // `run --stop-members` died mid-way: the next plain run must not finish the stop.
+    let everyone = vec![InstanceId::new("vm-test_1"), InstanceId::new("vm-test_clone_1")];
+    sim.store.begin_operation(&sim.group, &OpKind::Stop { victims: everyone.clone() }, sim.clock.now()).await.unwrap();
+    let ctl = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, seed_spec());
+    assert_eq!(ctl.recover().await.unwrap(), 0);
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_clone_1"], "members kept");
+    let ops = sim.store.operations(&sim.group, 1).await.unwrap();
+    assert!(matches!(&ops[0].state, OpState::Failed(r) if r.contains("not resumed")), "{ops:?}");
+    // A stop asked for now removes them all, the last one included.
+    ctl.perform(&sim.group, OpKind::Stop { victims: everyone }).await.unwrap();
+    assert!(sim.names().is_empty());
+}

@@ -26,6 +26,11 @@ pub enum OpKind {
         retire: InstanceId,
         successor: InstanceId,
     },
+    /// Removes these members on purpose (`run --stop-members`, `cleanup`, the demo's end), the
+    /// last one included. Never resumed after a crash: the next run keeps what is left.
+    Stop {
+        victims: Vec<InstanceId>,
+    },
     /// A rollout batch: create `names` from template `version`, then retire `old`.
     Replace {
         old: Vec<InstanceId>,
@@ -40,6 +45,7 @@ impl OpKind {
             OpKind::ScaleOut { .. } => "scale-out",
             OpKind::ScaleIn { .. } => "scale-in",
             OpKind::Handover { .. } => "handover",
+            OpKind::Stop { .. } => "stop",
             OpKind::Replace { .. } => "replace",
         }
     }

@@ -65,7 +65,7 @@ pub(crate) fn encode_op(kind: &OpKind) -> String {
             map.insert("names".into(), Value::Array(names.iter().cloned().map(Value::String).collect()));
             map.insert("clone".into(), Value::Bool(*clone));
         }
-        OpKind::ScaleIn { victims } => {
+        OpKind::ScaleIn { victims } | OpKind::Stop { victims } => {
             map.insert("victims".into(), ids(victims));
         }
         OpKind::Handover { retire, successor } => {
@@ -83,7 +83,7 @@ pub(crate) fn encode_op(kind: &OpKind) -> String {
 
 pub(crate) fn decode_op(kind: &str, payload: &str) -> Result<OpKind, String> {
     // Check the kind first: an unknown kind is the more useful message.
-    if !matches!(kind, "scale-out" | "scale-in" | "handover" | "replace") {
+    if !matches!(kind, "scale-out" | "scale-in" | "stop" | "handover" | "replace") {
         return Err(format!("unknown operation kind {kind:?}"));
     }
     let map = parse_object(payload, "operation payload")?;
@@ -96,6 +96,7 @@ pub(crate) fn decode_op(kind: &str, payload: &str) -> Result<OpKind, String> {
             },
         },
         "scale-in" => OpKind::ScaleIn { victims: strings(&map, "victims")?.into_iter().map(InstanceId).collect() },
+        "stop" => OpKind::Stop { victims: strings(&map, "victims")?.into_iter().map(InstanceId).collect() },
         "replace" => OpKind::Replace {
             old: strings(&map, "old")?.into_iter().map(InstanceId).collect(),
             names: strings(&map, "names")?,

@@ -493,6 +493,7 @@ pub async fn check_operation_payloads(store: &dyn Store) {
         OpKind::ScaleOut { names: Vec::new(), clone: false },
         OpKind::ScaleIn { victims: vec![InstanceId::new("web_1"), InstanceId::new("web_2")] },
         OpKind::ScaleIn { victims: Vec::new() },
+        OpKind::Stop { victims: vec![InstanceId::new("web_1")] },
         OpKind::Handover { retire: InstanceId::new("web_1"), successor: InstanceId::new("web_clone_1") },
     ];
     for (n, kind) in kinds.iter().enumerate() {

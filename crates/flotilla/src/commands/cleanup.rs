@@ -52,7 +52,7 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
     built.controller.recover().await?;
     for (group, members) in by_group {
         let victims: Vec<_> = members.iter().map(|m| m.id.clone()).collect();
-        built.controller.perform(&group, OpKind::ScaleIn { victims }).await?;
+        built.controller.perform(&group, OpKind::Stop { victims }).await?;
         let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
         println!("deleted {}", names.join(", "));
     }

@@ -52,7 +52,7 @@ pub(crate) async fn stop_all(built: &wiring::Built) -> anyhow::Result<()> {
             continue;
         }
         let victims: Vec<_> = members.iter().map(|m| m.id.clone()).collect();
-        built.controller.perform(&spec.id, flotilla_model::OpKind::ScaleIn { victims: victims.clone() }).await?;
+        built.controller.perform(&spec.id, flotilla_model::OpKind::Stop { victims: victims.clone() }).await?;
         tracing::info!(group = %spec.id, stopped = victims.len(), "members stopped");
     }
     Ok(())
