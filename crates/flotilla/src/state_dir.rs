@@ -1,7 +1,14 @@
 //! Where state lives: `--state-dir`, else `FLOTILLA_STATE_DIR`, else the config's `state_dir`, else
-//! `$XDG_STATE_HOME/flotilla`, else `~/.local/state/flotilla`.
+//! `$XDG_STATE_HOME/flotilla`, else `~/.local/state/flotilla`. One controller runs per directory:
+//! it holds an OS lock on `flotilla.lock` there ([`claim`]), released when the process ends, even by
+//! kill -9.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 pub fn resolve(flag: Option<&Path>, from_config: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
@@ -18,4 +25,91 @@ pub fn resolve(flag: Option<&Path>, from_config: Option<&Path>) -> PathBuf {
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/state/flotilla")
+}
+
+/// Creates the state directory if it is missing, readable by its owner only (it holds member
+/// records and the store).
+pub fn create(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create state dir {}", dir.display()))
+}
+
+/// This process's hold on a state directory, for as long as it lives.
+#[derive(Debug)]
+pub struct Claim {
+    _file: File,
+}
+
+/// Who has the directory.
+#[derive(Debug)]
+pub enum Claimed {
+    /// This process: it may resume and run operations.
+    Ours(Claim),
+    /// Another flotilla (its pid, when it wrote one).
+    Held(Option<u32>),
+}
+
+/// Takes the directory's lock if it is free.
+pub fn claim(dir: &Path) -> anyhow::Result<Claimed> {
+    create(dir)?;
+    let path = dir.join("flotilla.lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{}", std::process::id())?;
+            Ok(Claimed::Ours(Claim { _file: file }))
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Ok(Claimed::Held(pid.trim().parse().ok()))
+        }
+        Err(TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// The directory for a controller that runs a loop (`run`, `watch`, `demo`): refused while another
+/// one has it, since two would resume and run the same operations.
+pub fn claim_for_controller(dir: &Path) -> anyhow::Result<Claim> {
+    match claim(dir)? {
+        Claimed::Ours(c) => Ok(c),
+        Claimed::Held(pid) => {
+            let who = pid.map_or_else(|| "another flotilla".to_string(), |p| format!("another flotilla (pid {p})"));
+            anyhow::bail!(
+                "{who} is running with the state directory {}: stop it first, or give this one its own --state-dir",
+                dir.display()
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_directory_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b");
+        let first = claim_for_controller(&state).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+        let e = claim_for_controller(&state).unwrap_err().to_string();
+        assert!(e.contains(&format!("another flotilla (pid {}) is running", std::process::id())), "{e}");
+        assert!(matches!(claim(&state).unwrap(), Claimed::Held(Some(_))));
+        drop(first);
+        assert!(matches!(claim(&state).unwrap(), Claimed::Ours(_)));
+    }
 }

@@ -50,6 +50,9 @@ pub struct Built {
     /// Where each such group's traffic arrives.
     pub listeners: BTreeMap<GroupId, SocketAddr>,
     pub state_dir: PathBuf,
+    /// The state directory's lock, when this process holds it (a verb beside a running daemon
+    /// does not, and leaves the daemon's pending operations to it).
+    pub claim: Option<crate::state_dir::Claim>,
 }
 
 /// The program local members run: this binary (or `FLOTILLA_EXE`, for tests that drive the library).
@@ -87,7 +90,7 @@ pub fn store_and_provider(
         Some(ProviderConfig::Local { start_timeout }) => *start_timeout,
         _ => Duration::from_secs(20),
     };
-    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+    crate::state_dir::create(state_dir)?;
     Ok((open_store(state_dir, store_cfg)?, local_provider(state_dir, start_timeout)?))
 }
 
@@ -110,10 +113,22 @@ pub async fn runner(
     provider: Arc<dyn Provider>,
     groups: Vec<GroupSpec>,
 ) -> anyhow::Result<Built> {
+    let claim = match crate::state_dir::claim(state_dir)? {
+        crate::state_dir::Claimed::Ours(c) => Some(c),
+        crate::state_dir::Claimed::Held(pid) => {
+            tracing::info!(
+                pid,
+                "a flotilla daemon runs with this state directory; its pending operations are left to it"
+            );
+            None
+        }
+    };
     let (store, _) = store_and_provider(state_dir, config)?;
     let parts = ProviderParts { provider, sources: Vec::new() };
     let groups = groups.into_iter().map(|spec| GroupConfig { spec, balancer: None, template: None }).collect();
-    assemble(store, parts, groups, 600, state_dir).await
+    let mut built = assemble(store, parts, groups, 600, state_dir).await?;
+    built.claim = claim;
+    Ok(built)
 }
 
 /// The provider `config` names and its metric sources (`metrics.sources`). An OpenStack provider
@@ -194,11 +209,13 @@ pub async fn push_source(settings: flotilla_metrics_push::PushSettings) -> anyho
 
 /// Everything `config` names, for its groups.
 pub async fn build(config: &Config, state_dir: &Path) -> anyhow::Result<Built> {
-    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+    let claim = crate::state_dir::claim_for_controller(state_dir)?;
     let store = open_store(state_dir, &config.store)?;
     let parts = provider_parts(config, state_dir).await?;
     let StoreConfig::Sqlite { sample_window, .. } = &config.store;
-    assemble(store, parts, config.groups.clone(), *sample_window, state_dir).await
+    let mut built = assemble(store, parts, config.groups.clone(), *sample_window, state_dir).await?;
+    built.claim = Some(claim);
+    Ok(built)
 }
 
 /// The engine's config for a group's `balancer:` section. The request-count window follows the
@@ -256,5 +273,5 @@ pub async fn assemble(
         groups: groups.into_iter().map(|g| g.spec).collect(),
         options: Options { sample_window, failpoint: crate::failpoint::from_env()?, ..Options::default() },
     });
-    Ok(Built { controller, store, provider, lb, listeners, state_dir: state_dir.to_path_buf() })
+    Ok(Built { controller, store, provider, lb, listeners, state_dir: state_dir.to_path_buf(), claim: None })
 }

@@ -49,7 +49,9 @@ pub async fn cleanup(state_flag: Option<&Path>, args: CleanupArgs) -> anyhow::Re
     let configured = |g: &GroupId| config.as_ref().and_then(|c| c.group(g)).map(|c| c.spec.clone());
     let specs = by_group.keys().map(|g| configured(g).unwrap_or_else(|| GroupSpec::example(g.as_str()))).collect();
     let built = wiring::runner(&state_dir, config.as_ref(), provider, specs).await?;
-    built.controller.recover().await?;
+    if built.claim.is_some() {
+        built.controller.recover().await?;
+    }
     for (group, members) in by_group {
         let victims: Vec<_> = members.iter().map(|m| m.id.clone()).collect();
         built.controller.perform(&group, OpKind::Stop { victims }).await?;

@@ -107,6 +107,12 @@ async fn fresh_state(dir: &PathBuf, config: &crate::config::Config) -> anyhow::R
     if dir.exists() {
         let provider = wiring::verb_provider(dir, Some(config)).await?;
         let built = wiring::runner(dir, Some(config), provider, config.specs()).await?;
+        if built.claim.is_none() {
+            // Another demo runs there: its members are not ours to remove.
+            drop(built);
+            crate::state_dir::claim_for_controller(dir)?;
+            anyhow::bail!("{} was in use by another flotilla a moment ago; try again", dir.display());
+        }
         if let Err(e) = built.controller.recover().await {
             tracing::warn!(error = %e, "an operation of the previous demo could not be finished");
         }
@@ -114,8 +120,7 @@ async fn fresh_state(dir: &PathBuf, config: &crate::config::Config) -> anyhow::R
         drop(built);
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot reset {}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir)?;
-    Ok(())
+    crate::state_dir::create(dir)
 }
 
 /// The libvirt lab: runs its idempotent `up.sh` when its files are missing and the script is at

@@ -47,8 +47,11 @@ pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Resu
     let base = spec.instance.base_name.clone();
     let provider = wiring::verb_provider(&state_dir, config.as_ref()).await?;
     let built = wiring::runner(&state_dir, config.as_ref(), provider, vec![spec]).await?;
-    // A deploy that crashed half-way is finished first (its name was already chosen).
-    built.controller.recover().await?;
+    // A deploy that crashed half-way is finished first (its name was already chosen), unless a
+    // daemon holds the state directory: its pending operations are its own.
+    if built.claim.is_some() {
+        built.controller.recover().await?;
+    }
     let everyone = built.provider.list(None).await?;
     let names = next_names(&base, everyone.iter().map(|i| i.name.as_str()), 1);
     built.controller.perform(&group, OpKind::ScaleOut { names: names.clone(), clone: false }).await?;

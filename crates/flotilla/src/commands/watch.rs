@@ -17,6 +17,7 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
 
     let config = args.target.load_config()?;
     let state_dir = crate::state_dir::resolve(state_flag, config.as_ref().and_then(|c| c.state_dir.as_deref()));
+    let claim = crate::state_dir::claim_for_controller(&state_dir)?;
     let (store, local) = wiring::store_and_provider(&state_dir, config.as_ref())?;
     let parts = if let Some(c) = &config {
         if !args.sources.is_empty() {
@@ -64,7 +65,8 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
     // A configured group keeps its balancer: clients use one address through the handover.
     let balancer = config.as_ref().and_then(|c| c.group(&group)).and_then(|g| g.balancer.clone());
     let group = crate::config::GroupConfig { spec, balancer, template: None };
-    let built = wiring::assemble(store, parts, vec![group], 600, &state_dir).await?;
+    let mut built = wiring::assemble(store, parts, vec![group], 600, &state_dir).await?;
+    built.claim = Some(claim);
     super::run::serve(built, false).await
 }
 
