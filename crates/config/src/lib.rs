@@ -11,7 +11,7 @@
 //! store:                      # optional
 //!   kind: sqlite              # only `sqlite` for now
 //!   path: flotilla.db         # relative to state_dir
-//!   sample_window: 600        # samples kept per group, >= 10
+//!   sample_window: 600        # samples kept per group, 10..=1000000
 //! provider:                   # optional
 //!   kind: local               # local | libvirt | openstack
 //!   start_timeout: 20s        # local only
@@ -21,7 +21,7 @@
 //!   - name: vm-test           # required; [A-Za-z0-9._-]{1,63}, unique
 //!     mode: handover          # scale | handover (default scale)
 //!     min: 1                  # >= 1 (default 1)
-//!     max: 2                  # >= min; default 2 for handover (which needs >= 2), 4 for scale
+//!     max: 2                  # min..=1000; default 2 for handover (which needs >= 2), 4 for scale
 //!     increment: 1            # 1..=max
 //!     interval: 5s            # >= 100ms
 //!     stale_after: 15s        # >= interval (default 3 x interval)
@@ -35,11 +35,11 @@
 //!       aggregation: mean     # mean | max
 //!       high: 80              # 0 <= low < high <= 100 (rps: requests/s, 0 <= low < high)
 //!       low: 20
-//!       min_up: 4             # consecutive samples, >= 1
+//!       min_up: 4             # consecutive samples, 1..=10000
 //!       min_down: 4
 //!     # policy: {kind: target, metric: rps, target: 50, scale_in_samples: 3}
 //!     #   metric: cpu | mem | rps (required); target > 0 (cpu/mem: <= 100), required;
-//!     #   scale_in_samples >= 1 (default 3)
+//!     #   scale_in_samples 1..=10000 (default 3)
 //!     # policy: {kind: requests, requests: 10, window: 60s}
 //!     #   requests >= 1 (required); window 1s..=5m (default 60s)
 //!     template:
@@ -48,7 +48,9 @@
 //!       vcpus: 1              # 1..=64
 //! ```
 //!
-//! Unknown fields are errors. Durations are humantime strings (`5s`, `250ms`, `1m`, `1h 30m`).
+//! Unknown fields are errors. Durations are humantime strings (`5s`, `250ms`, `1m`, `1h 30m`), at
+//! most 30 days. A balancer's `queue_limit` is 1..=1000000, its health `rise`/`fall` 1..=100,
+//! `retries` 0..=10, `queue_timeout` at most 10m.
 //! YAML merge keys (`<<: *defaults`) are applied, so groups can share settings through an anchor.
 //!
 //! # How every problem is found at once

@@ -32,6 +32,30 @@ pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 pub const MAX_WINDOW: Duration = Duration::from_secs(300);
 /// The most vCPUs a template may ask for.
 pub const MAX_VCPUS: u32 = 64;
+/// The most samples kept per group.
+pub const MAX_SAMPLE_WINDOW: usize = 1_000_000;
+/// The most members a group may have.
+pub const MAX_MEMBERS: u32 = 1000;
+/// The longest streak a policy may ask for (`min_up`, `min_down`, `scale_in_samples`).
+pub const MAX_STREAK: u32 = 10_000;
+/// The most requests a balancer lets wait at once.
+pub const MAX_QUEUE: usize = 1_000_000;
+/// The most consecutive health checks `rise` and `fall` may ask for.
+pub const MAX_CHECKS: u32 = 100;
+
+/// A value above its bound: `must be at most MAX (got V)`.
+fn at_most<T: PartialOrd + std::fmt::Display>(errors: &mut Vec<ConfigError>, path: String, v: T, max: T) {
+    if v > max {
+        err(errors, path, format!("must be at most {max} (got {v})"));
+    }
+}
+
+/// A value outside `min..=max`.
+fn between<T: PartialOrd + std::fmt::Display>(errors: &mut Vec<ConfigError>, path: String, v: T, min: T, max: T) {
+    if v < min || v > max {
+        err(errors, path, format!("must be between {min} and {max} (got {v})"));
+    }
+}
 
 /// Checks a whole deserialized file and builds the [`Config`], or returns every problem found.
 pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
@@ -308,6 +332,7 @@ fn check_store(raw: RawStore, errors: &mut Vec<ConfigError>) -> StoreConfig {
     if raw.sample_window < MIN_SAMPLE_WINDOW {
         err(errors, "store.sample_window", format!("must be at least {MIN_SAMPLE_WINDOW} (got {})", raw.sample_window));
     }
+    at_most(errors, "store.sample_window".into(), raw.sample_window, MAX_SAMPLE_WINDOW);
     StoreConfig::Sqlite { path: raw.path, sample_window: raw.sample_window }
 }
 
@@ -419,6 +444,8 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
     }
     if max < 1 {
         err(errors, p("max"), "must be at least 1");
+    } else if max > MAX_MEMBERS {
+        at_most(errors, p("max"), max, MAX_MEMBERS);
     } else if g.min > max {
         let default_note = match (g.max, g.mode) {
             (Some(_), _) => String::new(),
@@ -538,6 +565,8 @@ fn check_policy(i: usize, raw: &RawPolicy, errors: &mut Vec<ConfigError>) -> (Po
             if t.min_down < 1 {
                 err(errors, p("min_down"), "must be at least 1 sample");
             }
+            at_most(errors, p("min_up"), t.min_up, MAX_STREAK);
+            at_most(errors, p("min_down"), t.min_down, MAX_STREAK);
             let spec = ThresholdSpec { metric, high: t.high, low: t.low, min_up: t.min_up, min_down: t.min_down };
             let aggregation = match t.aggregation {
                 RawAggregation::Mean => Aggregation::Mean,
@@ -569,6 +598,7 @@ fn check_policy(i: usize, raw: &RawPolicy, errors: &mut Vec<ConfigError>) -> (Po
             if t.scale_in_samples < 1 {
                 err(errors, p("scale_in_samples"), "must be at least 1 sample");
             }
+            at_most(errors, p("scale_in_samples"), t.scale_in_samples, MAX_STREAK);
             let spec = TargetSpec {
                 metric: metric.unwrap_or(TargetMetric::Cpu),
                 target,
@@ -694,12 +724,9 @@ fn check_balancers(
         if h.timeout.is_zero() {
             err(errors, p("balancer.health.timeout"), "must be greater than 0s");
         }
-        if h.rise < 1 {
-            err(errors, p("balancer.health.rise"), "must be at least 1");
-        }
-        if h.fall < 1 {
-            err(errors, p("balancer.health.fall"), "must be at least 1");
-        }
+        between(errors, p("balancer.health.rise"), h.rise, 1, MAX_CHECKS);
+        between(errors, p("balancer.health.fall"), h.fall, 1, MAX_CHECKS);
+        between(errors, p("balancer.queue_limit"), b.queue_limit, 1, MAX_QUEUE);
         if b.retries > 10 {
             err(errors, p("balancer.retries"), format!("must be at most 10, got {}", b.retries));
         }

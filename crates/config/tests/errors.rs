@@ -140,6 +140,17 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "absurd sizes name their bound",
+        yaml: "store: {sample_window: 99999999}\ngroups:\n  - name: a\n    max: 5000\n    policy: {min_up: 100000}\n    balancer: {listen: \"127.0.0.1:0\", queue_limit: 0, health: {rise: 1000}}\n",
+        errors: &[
+            ("store.sample_window", 1, 24, "must be at most 1000000 (got 99999999)"),
+            ("groups[0].max", 4, 10, "must be at most 1000 (got 5000)"),
+            ("groups[0].policy.min_up", 5, 22, "must be at most 10000 (got 100000)"),
+            ("groups[0].balancer.queue_limit", 6, 52, "must be between 1 and 1000000 (got 0)"),
+            ("groups[0].balancer.health.rise", 6, 70, "must be between 1 and 100 (got 1000)"),
+        ],
+    },
+    Case {
         name: "unknown mode",
         yaml: "groups:\n  - name: a\n    mode: elastic\n",
         errors: &[("groups[0].mode", 3, 11, "unknown variant `elastic`, expected `scale` or `handover`")],
@@ -512,7 +523,7 @@ groups:
             ("groups[2].balancer.retries", 13, 16, "must be at most 10, got 11"),
             ("groups[2].balancer.health.path", 14, 22, "`healthz` must start with `/`"),
             ("groups[2].balancer.health.interval", 14, 41, "must be at least 50ms, got 10ms"),
-            ("groups[2].balancer.health.rise", 14, 53, "must be at least 1"),
+            ("groups[2].balancer.health.rise", 14, 53, "must be between 1 and 100 (got 0)"),
         ],
     },
     Case {
