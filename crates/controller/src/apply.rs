@@ -6,7 +6,7 @@ use flotilla_model::{
     Operation, SeamError, TEMPLATE_TAG,
 };
 
-use crate::naming::next_names;
+use crate::naming::fresh_names;
 use crate::Controller;
 
 /// A member of the clone family (`<clone_base>_N`).
@@ -30,7 +30,9 @@ impl Controller {
                 let base = if clone { &spec.instance.clone_base } else { &spec.instance.base_name };
                 // Names are global across groups, so number against every member we own.
                 let everyone = self.provider.list(None).await.map_err(|e| e.context("provider list"))?;
-                let names = next_names(base, everyone.iter().map(|i| i.name.as_str()), *count as usize);
+                let names =
+                    fresh_names(self.store.as_ref(), base, everyone.iter().map(|i| i.name.as_str()), *count as usize)
+                        .await?;
                 tracing::info!(group = %spec.id, "SCALE UP: {reason}; creating {}", names.join(", "));
                 OpKind::ScaleOut { names, clone }
             }
@@ -49,7 +51,8 @@ impl Controller {
                 let clone = old.iter().all(|id| members.iter().any(|m| &m.id == id && is_clone(spec, m)));
                 let base = if clone { &spec.instance.clone_base } else { &spec.instance.base_name };
                 let everyone = self.provider.list(None).await.map_err(|e| e.context("provider list"))?;
-                let names = next_names(base, everyone.iter().map(|i| i.name.as_str()), old.len());
+                let names =
+                    fresh_names(self.store.as_ref(), base, everyone.iter().map(|i| i.name.as_str()), old.len()).await?;
                 let list: Vec<&str> = old.iter().map(InstanceId::as_str).collect();
                 tracing::info!(group = %spec.id, "ROLLOUT: {reason}; {} -> {}", list.join(", "), names.join(", "));
                 OpKind::Replace { old: old.clone(), names, version: spec.template_version.clone() }
@@ -291,8 +294,8 @@ impl Controller {
 
     /// Drain → delete → forget, each step safe to repeat.
     async fn retire(&self, spec: &GroupSpec, id: &InstanceId) -> Result<(), SeamError> {
-        let stored = self.store.instances(&spec.id).await?;
-        if let Some(mut inst) = stored.into_iter().find(|i| &i.id == id) {
+        let stored = self.store.instances(&spec.id).await?.into_iter().find(|i| &i.id == id);
+        if let Some(mut inst) = stored.clone() {
             inst.state = InstanceState::Draining;
             self.store.upsert_instance(&inst).await?;
             let report = self.balancer.drain(&spec.id, id, spec.drain_timeout).await?;
@@ -311,6 +314,8 @@ impl Controller {
         self.failpoint("retire:after-delete");
         self.balancer.remove(&spec.id, id).await?;
         self.store.remove_instance(&spec.id, id).await?;
+        let gone = stored.unwrap_or_else(|| Instance::new(id.as_str(), &spec.id, self.clock.now()));
+        self.forget(spec, &gone).await;
         self.event(spec, self.clock.now(), EventKind::MemberGone, format!("{id} drained and deleted")).await;
         Ok(())
     }

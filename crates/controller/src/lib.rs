@@ -18,5 +18,5 @@ mod run;
 
 pub use backoff::Backoff;
 pub use controller::{Controller, ControllerParts, Failpoint, GroupStatus, Options, ReconcileOutcome, FAILPOINTS};
-pub use naming::next_names;
+pub use naming::{fresh_names, highest};
 pub use run::{run, Shutdown};

@@ -62,6 +62,7 @@ impl Controller {
         for (id, old) in &stored {
             if !members.iter().any(|m| &m.id == id) {
                 self.store.remove_instance(group, id).await?;
+                self.forget(spec, old).await;
                 self.event(
                     spec,
                     now,
@@ -142,6 +143,13 @@ impl Controller {
             tracing::warn!(group = %spec.id, error = %e, "could not store samples");
         }
         samples
+    }
+
+    /// Tells every metric source a member is gone (its pinned key and pushed values go with it).
+    pub(crate) async fn forget(&self, spec: &GroupSpec, member: &Instance) {
+        for source in &self.sources {
+            source.forget(&spec.id, member).await;
+        }
     }
 
     /// Records a history event; a store failure here is logged, never fatal to the loop.

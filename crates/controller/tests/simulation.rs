@@ -285,9 +285,10 @@ async fn provider_errors_fail_the_operation_and_back_off_by_kind() {
         .filter(|e| e.message.starts_with("group paused for 300s: quota: "))
         .collect();
     assert_eq!(paused.len(), 1, "{paused:?}");
-    // The next pass (after the error policy's pause) succeeds.
+    // The next pass (after the error policy's pause) succeeds, under a new number: the failed
+    // attempt's name is never handed out again.
     assert!(matches!(sim.tick().await, Decision::ScaleOut { count: 1, .. }));
-    assert_eq!(sim.names(), vec!["vm-test_1"]);
+    assert_eq!(sim.names(), vec!["vm-test_2"]);
 }
 
 #[tokio::test]
@@ -576,4 +577,47 @@ async fn a_stop_removes_every_member_and_an_interrupted_one_is_not_resumed() {
     // A stop asked for now removes them all, the last one included.
     ctl.perform(&sim.group, OpKind::Stop { victims: everyone }).await.unwrap();
     assert!(sim.names().is_empty());
+}
+
+#[tokio::test]
+async fn a_name_is_never_reused() {
+    let mut spec = seed_spec();
+    spec.mode = Mode::Scale;
+    spec.max = 3;
+    let sim = Sim::new(spec);
+    sim.ctl.recover().await.unwrap();
+    sim.tick().await;
+    sim.metrics.set_all(95.0, 10.0);
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_2"]);
+    sim.metrics.set_all(5.0, 10.0);
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.names().len(), 1, "scaled in");
+    sim.metrics.set_all(95.0, 10.0);
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    let names = sim.names();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"vm-test_3".to_string()), "a new member gets a new number: {names:?}");
+}
+
+#[tokio::test]
+async fn sources_forget_a_member_that_is_gone() {
+    let sim = Sim::with_clone().await;
+    sim.metrics.set_all(1.0, 1.0);
+    for _ in 0..5 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.names(), vec!["vm-test_clone_1"], "handed over");
+    assert_eq!(sim.metrics.forgotten(), vec!["vm-test_1"], "retired: forgotten once");
+    // A member that disappears on its own is forgotten too.
+    use flotilla_model::Provider;
+    sim.provider.delete(&sim.group, &[InstanceId::new("vm-test_clone_1")]).await.unwrap();
+    sim.tick().await;
+    assert_eq!(sim.metrics.forgotten(), vec!["vm-test_1", "vm-test_clone_1"]);
 }

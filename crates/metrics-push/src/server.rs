@@ -166,6 +166,11 @@ impl MetricSource for PushSource {
     async fn sample(&self, group: &GroupId, members: &[Instance], now: Timestamp) -> Result<Vec<Sample>, SeamError> {
         Ok(self.shared.table().sample(group.as_str(), members, now))
     }
+
+    /// A deleted member's pushed values go, under its name and its id.
+    async fn forget(&self, group: &GroupId, member: &Instance) {
+        self.shared.table().forget(group.as_str(), &[member.name.as_str(), member.id.as_str()]);
+    }
 }
 
 fn bind_error(addr: SocketAddr, e: std::io::Error) -> SeamError {

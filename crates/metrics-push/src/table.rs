@@ -153,9 +153,19 @@ impl Table {
         self.groups.get(group).map(|g| g.alarms.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// Drops a member's values under any of `keys` (its name and id).
+    pub(crate) fn forget(&mut self, group: &str, keys: &[&str]) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        for k in keys {
+            if g.members.remove(*k).is_some() {
+                self.entries -= 1;
+            }
+        }
+    }
+
     /// One sample per listed member that has live values under its name or its id. A metric pushed
-    /// under both keys counts with its newer reading; the sample's time is the oldest of the
-    /// readings it carries (so a staleness check sees the weakest part).
+    /// under both keys counts with its newer reading; each value keeps its own time (the sample's
+    /// `at` is the newest, older ones are in `earlier`), so one reading counts once.
     pub(crate) fn sample(&mut self, group: &str, members: &[Instance], now: Timestamp) -> Vec<Sample> {
         self.purge_group(group, now);
         let Some(g) = self.groups.get(group) else { return Vec::new() };
@@ -171,11 +181,14 @@ impl Table {
                     None => merged.push(*r),
                 }
             }
-            let Some(at) = merged.iter().map(|r| r.at).min() else { continue };
+            let Some(at) = merged.iter().map(|r| r.at).max() else { continue };
             let mut sample = Sample::new(inst.id.clone(), at);
             for metric in Metric::ALL {
                 if let Some(r) = merged.iter().find(|r| r.metric == metric) {
                     sample.set(metric, r.value);
+                    if r.at < at {
+                        sample.earlier.push((metric, r.at));
+                    }
                 }
             }
             out.push(sample);
@@ -294,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn newer_readings_win_per_metric_and_the_sample_time_is_the_oldest() {
+    fn newer_readings_win_per_metric_and_each_keeps_its_time() {
         let mut t = Table::new(Duration::from_secs(60));
         t.push("g", vec![push("a", Some(T0.0), &[(Metric::Cpu, 50.0), (Metric::Mem, 40.0)])], T0).unwrap();
         let t1 = T0.plus(Duration::from_secs(10));
@@ -307,7 +320,21 @@ mod tests {
         let s = t.sample("g", &[inst("i-a", "a")], t1);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].values, vec![(Metric::Cpu, 70.0), (Metric::Mem, 45.0), (Metric::RequestRate, 3.0)]);
-        assert_eq!(s[0].at, T0.plus(Duration::from_secs(5)));
+        assert_eq!(s[0].at, t1, "the newest reading");
+        assert_eq!(s[0].at_of(Metric::Mem), T0.plus(Duration::from_secs(5)), "an older one keeps its time");
+        assert_eq!(s[0].at_of(Metric::Cpu), t1);
+    }
+
+    #[test]
+    fn a_forgotten_member_has_no_values() {
+        let mut t = Table::new(Duration::from_secs(60));
+        t.push("g", vec![push("a", None, &[(Metric::Cpu, 50.0)]), push("i-a", None, &[(Metric::Mem, 5.0)])], T0)
+            .unwrap();
+        assert_eq!(t.member_keys(), 2);
+        t.forget("g", &["a", "i-a"]);
+        assert_eq!(t.member_keys(), 0);
+        assert!(t.sample("g", &[inst("i-a", "a")], T0).is_empty());
+        t.forget("nope", &["a"]);
     }
 
     #[test]

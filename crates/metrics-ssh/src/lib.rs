@@ -524,4 +524,11 @@ impl MetricSource for SshSampler {
     async fn sample(&self, group: &GroupId, members: &[Instance], now: Timestamp) -> Result<Vec<Sample>, SeamError> {
         Ok(self.sample_report(group, members, now).await.samples)
     }
+
+    /// A deleted member's pin goes: a new member is never refused for a key it never had.
+    async fn forget(&self, group: &GroupId, member: &Instance) {
+        if let Err(e) = SshSampler::forget(self, &member.id) {
+            tracing::warn!(group = %group, member = %member.name, error = %e, "could not remove the member's host key pin");
+        }
+    }
 }

@@ -35,6 +35,10 @@ pub trait MetricSource: Send + Sync {
     /// One sample per member it could read; a member it could not read is simply absent (missing
     /// data never scales in).
     async fn sample(&self, group: &GroupId, members: &[Instance], now: Timestamp) -> Result<Vec<Sample>, SeamError>;
+
+    /// The member is gone: drop what is kept about it (a pinned host key, pushed values), so
+    /// nothing of it is ever read as another member's. Nothing to drop by default.
+    async fn forget(&self, _group: &GroupId, _member: &Instance) {}
 }
 
 /// A member as the balancer sees it.
@@ -89,6 +93,12 @@ pub trait Store: Send + Sync {
     /// The handover-mode primary (the baseline): `None` until set.
     async fn primary(&self, group: &GroupId) -> Result<Option<InstanceId>, SeamError>;
     async fn set_primary(&self, group: &GroupId, id: Option<&InstanceId>) -> Result<(), SeamError>;
+
+    /// Reserves `count` member numbers under `base` (`<base>_N`): the first one past both every
+    /// number reserved before and `in_use` (the highest that exists now). A number is never handed
+    /// out twice, even after its member is gone, so a new member never inherits an old one's
+    /// pinned host key or pushed values.
+    async fn reserve_numbers(&self, base: &str, in_use: u64, count: u32) -> Result<u64, SeamError>;
 
     async fn upsert_instance(&self, instance: &Instance) -> Result<(), SeamError>;
     async fn remove_instance(&self, group: &GroupId, id: &InstanceId) -> Result<(), SeamError>;

@@ -28,7 +28,8 @@ use flotilla_model::{
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 /// Schema migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_name_numbers.sql")];
 
 /// The schema version this build writes (`PRAGMA user_version` after [`SqliteStore::open`]).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -338,6 +339,30 @@ impl SqliteStore {
             return Err(SeamError::not_found(format!("store: set_primary: no group {group} (ensure_group first)")));
         }
         Ok(())
+    }
+
+    fn reserve_numbers_sync(&self, base: &str, in_use: u64, count: u32) -> Result<u64> {
+        let ctx = "reserve_numbers";
+        let in_use =
+            i64::try_from(in_use).map_err(|_| SeamError::invalid(format!("store: {ctx}: {in_use} is too large")))?;
+        let mut conn = self.conn();
+        // Immediate: a verb and the daemon may reserve at the same moment.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(ctx, e))?;
+        let high: i64 = tx
+            .query_row("SELECT high FROM name_numbers WHERE base = ?1", params![base], |r| r.get(0))
+            .optional()
+            .map_err(|e| db_err(ctx, e))?
+            .unwrap_or(0);
+        let first = high.max(in_use) + 1;
+        let last = first + i64::from(count.max(1)) - 1;
+        tx.execute(
+            "INSERT INTO name_numbers (base, high) VALUES (?1, ?2)
+             ON CONFLICT (base) DO UPDATE SET high = excluded.high",
+            params![base, last],
+        )
+        .map_err(|e| db_err(ctx, e))?;
+        tx.commit().map_err(|e| db_err(ctx, e))?;
+        Ok(first as u64)
     }
 
     fn upsert_instance_sync(&self, i: &Instance) -> Result<()> {
@@ -681,6 +706,9 @@ impl Store for SqliteStore {
     }
     async fn set_primary(&self, group: &GroupId, id: Option<&InstanceId>) -> Result<()> {
         self.set_primary_sync(group, id)
+    }
+    async fn reserve_numbers(&self, base: &str, in_use: u64, count: u32) -> Result<u64> {
+        self.reserve_numbers_sync(base, in_use, count)
     }
     async fn upsert_instance(&self, instance: &Instance) -> Result<()> {
         self.upsert_instance_sync(instance)

@@ -195,7 +195,7 @@ async fn migrations_are_idempotent_and_tracked() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(tables, 6);
+    assert_eq!(tables, 7);
 }
 
 #[tokio::test]

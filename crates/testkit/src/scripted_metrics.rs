@@ -12,6 +12,7 @@ pub struct ScriptedMetrics {
     per_member: Mutex<BTreeMap<String, (f64, f64)>>,
     silent: Mutex<bool>,
     stamped: Mutex<Option<Timestamp>>,
+    forgotten: Mutex<Vec<String>>,
 }
 
 impl ScriptedMetrics {
@@ -28,6 +29,10 @@ impl ScriptedMetrics {
     /// Readings carry this time instead of `now`: a pusher whose last reading keeps being served.
     pub fn stamp(&self, at: Option<Timestamp>) {
         *self.stamped.lock().unwrap() = at;
+    }
+    /// Members the controller told this source to forget, in order.
+    pub fn forgotten(&self) -> Vec<String> {
+        self.forgotten.lock().unwrap().clone()
     }
     /// No samples at all (a source outage).
     pub fn go_silent(&self, silent: bool) {
@@ -55,5 +60,9 @@ impl MetricSource for ScriptedMetrics {
                 Some(Sample::new(m.id.clone(), at).with(Metric::Cpu, cpu).with(Metric::Mem, mem))
             })
             .collect())
+    }
+
+    async fn forget(&self, _group: &GroupId, member: &Instance) {
+        self.forgotten.lock().unwrap().push(member.name.clone());
     }
 }

@@ -50,6 +50,21 @@ pub async fn run_all(store: &dyn Store) {
     check_one_pending_operation_per_group(store).await;
     check_operation_payloads(store).await;
     check_finish_unknown_operation(store).await;
+    check_name_numbers(store).await;
+}
+
+/// Member numbers are reserved past the highest ever used, never handed out twice.
+pub async fn check_name_numbers(store: &dyn Store) {
+    let base = unique_group("names").0;
+    let ctx = "check_name_numbers";
+    assert_eq!(store.reserve_numbers(&base, 0, 1).await.expect(ctx), 1, "{ctx}: first number");
+    assert_eq!(store.reserve_numbers(&base, 0, 2).await.expect(ctx), 2, "{ctx}: next two start at 2");
+    // Members numbered higher exist (made by an older version, or by hand): past them.
+    assert_eq!(store.reserve_numbers(&base, 10, 1).await.expect(ctx), 11, "{ctx}: past the highest in use");
+    // The members are gone: their numbers are still not handed out.
+    assert_eq!(store.reserve_numbers(&base, 0, 1).await.expect(ctx), 12, "{ctx}: never reused");
+    let other = format!("{base}_clone");
+    assert_eq!(store.reserve_numbers(&other, 0, 1).await.expect(ctx), 1, "{ctx}: one count per base");
 }
 
 fn normalized(mut samples: Vec<Sample>) -> Vec<Sample> {

@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use flotilla_controller::next_names;
+use flotilla_controller::fresh_names;
 use flotilla_model::{GroupId, GroupSpec, Instance, OpKind};
 
 use crate::cli::DeployArgs;
@@ -53,7 +53,7 @@ pub async fn deploy(state_flag: Option<&Path>, args: DeployArgs) -> anyhow::Resu
         built.controller.recover().await?;
     }
     let everyone = built.provider.list(None).await?;
-    let names = next_names(&base, everyone.iter().map(|i| i.name.as_str()), 1);
+    let names = fresh_names(built.store.as_ref(), &base, everyone.iter().map(|i| i.name.as_str()), 1).await?;
     built.controller.perform(&group, OpKind::ScaleOut { names: names.clone(), clone: false }).await?;
     let created: Vec<Instance> =
         built.provider.list(Some(&group)).await?.into_iter().filter(|i| names.contains(&i.name)).collect();
