@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +17,8 @@ use axum::Router;
 use flotilla_model::{Clock, GroupId, Instance, MetricSource, Sample, SeamError, SystemClock, Timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use flotilla_listener::{BodyError, Limits, Throttled};
 
 use crate::parse::{check_group, parse_alarm, parse_samples, AlarmStatus};
 use crate::settings::PushSettings;
@@ -28,12 +30,22 @@ pub const MAX_SAMPLES_BODY: usize = 1 << 20;
 pub const MAX_ALARM_BODY: usize = 64 << 10;
 /// How long [`PushSource::shutdown`] lets requests in flight finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The listener's bounds: heads within 10 s, bodies within 30 s, 256 connections at once.
+const LIMITS: Limits = Limits {
+    header_timeout: Duration::from_secs(10),
+    body_timeout: Duration::from_secs(30),
+    max_connections: 256,
+    max_connection_age: Duration::from_secs(600),
+    log_every: Duration::from_secs(10),
+};
 
 struct Shared {
     token: String,
     clock: Arc<dyn Clock>,
     table: Mutex<Table>,
     stopped: AtomicBool,
+    /// Refused pushes are logged at most once per 10 s, with a count.
+    refusals: Throttled,
 }
 
 impl Shared {
@@ -101,17 +113,11 @@ impl PushSource {
             clock,
             table: Mutex::new(Table::new(settings.max_age)),
             stopped: AtomicBool::new(false),
+            refusals: Throttled::new(LIMITS.log_every),
         });
-        let app = router(Arc::clone(&shared)).into_make_service_with_connect_info::<SocketAddr>();
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let signal = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
-                tracing::error!(%addr, error = %e, "metrics push endpoint stopped");
-            }
-        });
+        let app = router(Arc::clone(&shared));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(flotilla_listener::serve("metrics push", listener, app, LIMITS, stopped));
         tracing::info!(%addr, max_age = ?settings.max_age, "metrics push endpoint listening");
         let source = Arc::new(PushSource { shared, addr, stop, task: Mutex::new(Some(task)) });
         Ok((source, addr))
@@ -258,7 +264,9 @@ fn authorize(
         Presented::OtherScheme => "the Authorization header must be `Bearer <token>`",
         Presented::Nothing => "missing token: send `Authorization: Bearer <token>`",
     };
-    tracing::warn!(%peer, endpoint, reason = msg, "metrics push refused");
+    if let Some(held_back) = s.refusals.allow(tokio::time::Instant::now()) {
+        tracing::warn!(%peer, endpoint, reason = msg, held_back, "metrics push refused");
+    }
     Err(msg)
 }
 
@@ -268,19 +276,16 @@ fn unauthorized(msg: &str) -> Response {
     res
 }
 
-/// Reads at most `limit` bytes of body: 413 beyond that.
+/// Reads at most `limit` bytes of body within the listener's body timeout: 413 beyond the
+/// limit, 408 when it does not arrive in time.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<axum::body::Bytes, Response> {
-    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes"));
-    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if e.into_inner().is::<http_body_util::LengthLimitError>() {
-            too_large()
-        } else {
-            error(StatusCode::BAD_REQUEST, "could not read the request body")
-        }
+    flotilla_listener::read_body(body, headers, limit, LIMITS.body_timeout).await.map_err(|e| {
+        let msg = match e {
+            BodyError::TooLarge => format!("body larger than {limit} bytes"),
+            BodyError::TooSlow => format!("the body did not arrive within {:?}", LIMITS.body_timeout),
+            BodyError::Broken => "could not read the request body".to_string(),
+        };
+        error(e.status(), msg)
     })
 }
 

@@ -48,7 +48,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 enum Role {
     /// Shared types and seams: depends on no workspace crate.
     Model,
-    /// Helpers anyone may use (`procfs`, `duration`, `healthz`): `model` at most.
+    /// Helpers anyone may use (`procfs`, `duration`, `healthz`, `listener`): `model` at most.
     Leaf,
     /// The decision core: `model` only.
     Policy,
@@ -71,7 +71,7 @@ enum Role {
 fn role_of(dir: &str) -> Option<Role> {
     Some(match dir {
         "model" => Role::Model,
-        "procfs" | "duration" | "healthz" => Role::Leaf,
+        "procfs" | "duration" | "healthz" | "listener" => Role::Leaf,
         "policy" => Role::Policy,
         "controller" => Role::Controller,
         "config" => Role::Config,
