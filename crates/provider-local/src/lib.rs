@@ -105,6 +105,26 @@ impl LocalProvider {
         })
     }
 
+    /// Records a member process found without a record, then waits for it like any adopted one.
+    fn adopt_unrecorded(&self, group: &GroupId, name: &str, vcpus: u32, pid: i32, starttime: u64) -> Plan {
+        tracing::warn!(member = name, %group, pid, "found the member's process without its record (a crash between spawn and record): adopting it");
+        let rec = MemberRecord {
+            group: group.as_str().to_string(),
+            name: name.to_string(),
+            pid,
+            port: None,
+            vcpus,
+            created_at_ms: self.clock.now().as_millis(),
+            starttime,
+        };
+        match self.files.write(&rec) {
+            Ok(()) => Plan::Adopt(rec),
+            Err(e) => Plan::Failed(SeamError::transient(format!(
+                "member {name} (pid {pid}): cannot write its member file: {e}"
+            ))),
+        }
+    }
+
     /// Spawns `name` and records it at once (pid known, port not yet).
     fn spawn_member(&self, group: &GroupId, name: &str, vcpus: u32) -> Plan {
         let now = self.clock.now().as_millis();
@@ -271,7 +291,10 @@ impl Provider for LocalProvider {
                         ))),
                     }
                 }
-                None => self.spawn_member(group, name, vcpus),
+                None => match process::find_unrecorded(&self.files, name) {
+                    Some((pid, starttime)) => self.adopt_unrecorded(group, name, vcpus, pid, starttime),
+                    None => self.spawn_member(group, name, vcpus),
+                },
             };
             plans.push(plan);
         }

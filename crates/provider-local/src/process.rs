@@ -40,6 +40,27 @@ pub fn is_member_alive(pid: i32, starttime: u64, name: &str) -> bool {
     }
 }
 
+/// A running member process of `name` that has no record (its controller was killed between the
+/// spawn and the record): the process whose command line names this state directory's ready file
+/// for `name`, which no other member can have. Returns its pid and starttime.
+pub fn find_unrecorded(files: &crate::record::MemberFiles, name: &str) -> Option<(i32, u64)> {
+    let ready = files.port(name);
+    let ready = ready.as_os_str().as_encoded_bytes();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let mut args = cmdline.split(|&b| b == 0);
+        let names_it = args.any(|a| a == b"--ready-file") && args.next() == Some(ready);
+        if names_it && cmdline_names(&cmdline, name) {
+            match stat(pid) {
+                Some(s) if !s.has_exited() => return Some((pid, s.starttime)),
+                _ => continue,
+            }
+        }
+    }
+    None
+}
+
 /// The process `pid` with `starttime` is no longer running (gone, a zombie, or a new process).
 pub fn has_exited(pid: i32, starttime: u64) -> bool {
     match stat(pid) {

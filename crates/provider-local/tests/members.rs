@@ -218,6 +218,40 @@ async fn a_half_started_member_is_adopted_not_duplicated() {
     assert!(status.success(), "SIGTERM is a graceful stop: {status:?}");
 }
 
+/// A controller killed between spawning a member and writing its record left a process nobody
+/// knows of. `create` of that name finds it by its ready-file path and adopts it: one process, not
+/// two.
+#[tokio::test]
+async fn an_unrecorded_member_process_is_found_and_adopted() {
+    let m = Members::new();
+    let files = m.files();
+    std::fs::create_dir_all(files.dir()).unwrap();
+    let mut child = tokio::process::Command::new(workload_exe())
+        .args(["workload", "--name", "web_8", "--vcpus", "1", "--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(files.port("web_8"))
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    m.track(pid);
+    assert!(files.read("web_8").unwrap().is_none(), "no record: the kill came before it");
+
+    let p = m.provider();
+    let g = GroupId::new("web");
+    let made = p.create(&g, &spec(1), &names(&["web_8"])).await.unwrap();
+    assert_eq!(pid_of(&made[0]), pid, "adopted, not a second process");
+    assert_eq!(made[0].state, InstanceState::Running);
+    assert_eq!(files.read("web_8").unwrap().unwrap().pid, pid, "recorded now");
+    // A process of the same name in another state directory is not ours.
+    let other = Members::new();
+    assert!(flotilla_provider_local::process::find_unrecorded(&other.files(), "web_8").is_none());
+
+    p.delete(&g, &ids(&["web_8"])).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "SIGTERM is a graceful stop: {status:?}");
+}
+
 /// No processes: records of dead pids, junk files, bad names.
 #[tokio::test]
 async fn records_of_dead_processes_junk_files_and_bad_names() {
