@@ -172,6 +172,8 @@ pub struct BalancerSettings {
     pub queue_timeout: Duration,
     pub queue_limit: usize,
     pub retries: u32,
+    /// Keep the client's forwarding headers (a trusted proxy in front).
+    pub trust_forwarded: bool,
 }
 
 impl Config {

@@ -748,6 +748,7 @@ fn check_balancers(
                     queue_timeout: b.queue_timeout,
                     queue_limit: b.queue_limit,
                     retries: b.retries,
+                    trust_forwarded: b.trust_forwarded,
                 },
             );
         }

@@ -518,7 +518,7 @@ groups:
       health: {path: healthz, interval: 10ms, rise: 0}
 ",
         errors: &[
-            ("groups[0].balancer.selction", 5, 7, "unknown field `selction`, expected one of `listen`, `mode`, `selection`, `health`, `queue_timeout`, `queue_limit`, `retries`"),
+            ("groups[0].balancer.selction", 5, 7, "unknown field `selction`, expected one of `listen`, `mode`, `selection`, `health`, `queue_timeout`, `queue_limit`, `retries`, `trust_forwarded`"),
             ("groups[1].balancer.mode", 9, 13, "unknown variant `udp`, expected `http` or `tcp`"),
             ("groups[2].balancer.retries", 13, 16, "must be at most 10, got 11"),
             ("groups[2].balancer.health.path", 14, 22, "`healthz` must start with `/`"),

@@ -330,6 +330,7 @@ groups:
             queue_timeout: secs(30),
             queue_limit: 1024,
             retries: 3,
+            trust_forwarded: false,
         }
     );
     let db = &balancer("db");

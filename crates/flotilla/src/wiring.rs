@@ -234,6 +234,7 @@ pub fn lb_config(settings: &BalancerSettings, spec: &GroupSpec) -> LbConfig {
     cfg.queue_timeout = settings.queue_timeout;
     cfg.queue_limit = settings.queue_limit;
     cfg.retries = settings.retries;
+    cfg.trust_forwarded = settings.trust_forwarded;
     if let PolicySpec::RequestCount(rc) = &spec.policy {
         cfg.count_window = rc.window;
     }

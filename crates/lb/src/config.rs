@@ -123,6 +123,10 @@ pub struct LbConfig {
     pub rate_window: Duration,
     /// Window of `Metric::Requests` (at most 300 s).
     pub count_window: Duration,
+    /// Whether the client is a proxy whose `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are to
+    /// be believed (kept, and ours appended). Off: they are dropped and `X-Forwarded-For` is the
+    /// client's address alone, so a client cannot pose as another address to the backends.
+    pub trust_forwarded: bool,
 }
 
 impl LbConfig {
@@ -145,6 +149,7 @@ impl LbConfig {
             max_header_bytes: 16 * 1024,
             rate_window: Duration::from_secs(10),
             count_window: Duration::from_secs(60),
+            trust_forwarded: false,
         }
     }
 

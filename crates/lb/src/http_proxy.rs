@@ -31,6 +31,8 @@ const HYPER_MIN_BUF: usize = 8192;
 static X_FLOTILLA_BACKEND: HeaderName = HeaderName::from_static(flotilla_model::vocab::BACKEND_HEADER);
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const VIA_VALUE: &str = "1.1 flotilla";
@@ -126,7 +128,7 @@ async fn proxy(
             return Ok(resp);
         }
     };
-    forward_headers(&mut parts.headers, &client_ip, source.is_buffered());
+    forward_headers(&mut parts.headers, &client_ip, source.is_buffered(), cfg.trust_forwarded);
     let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let idempotent = is_idempotent(&parts.method);
 
@@ -240,8 +242,14 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn forward_headers(h: &mut HeaderMap, client_ip: &HeaderValue, buffered: bool) {
+fn forward_headers(h: &mut HeaderMap, client_ip: &HeaderValue, buffered: bool, trust: bool) {
     strip_hop_by_hop(h);
+    if !trust {
+        // why: a client's own claims about where it comes from are not evidence.
+        for n in [&X_FORWARDED_FOR, &FORWARDED, &X_REAL_IP] {
+            h.remove(n);
+        }
+    }
     if buffered {
         // why: the body is already read (hyper answered any 100-continue); the backend must not
         // wait for a continue that will never be asked for.
@@ -325,7 +333,7 @@ mod tests {
     fn forwarding_headers_append_to_what_came_in() {
         let ip = HeaderValue::from_static("127.0.0.1");
         let mut h = HeaderMap::new();
-        forward_headers(&mut h, &ip, true);
+        forward_headers(&mut h, &ip, true, true);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h[VIA], "1.1 flotilla");
@@ -336,12 +344,32 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert(VIA, HeaderValue::from_static("1.1 edge"));
         h.insert(EXPECT, HeaderValue::from_static("100-continue"));
-        forward_headers(&mut h, &ip, true);
+        forward_headers(&mut h, &ip, true, true);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http", "what the client reached us with, whatever it claims");
         assert_eq!(h[VIA], "1.1 edge, 1.1 flotilla");
         assert!(h.get(EXPECT).is_none(), "the body is already buffered");
+    }
+
+    #[test]
+    fn a_clients_forwarding_claims_are_dropped_unless_trusted() {
+        let ip = HeaderValue::from_static("127.0.0.1");
+        let claims = || {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+            h.insert("forwarded", HeaderValue::from_static("for=10.9.9.9"));
+            h.insert("x-real-ip", HeaderValue::from_static("10.9.9.9"));
+            h
+        };
+        let mut h = claims();
+        forward_headers(&mut h, &ip, true, false);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "the client's address alone");
+        assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+        let mut h = claims();
+        forward_headers(&mut h, &ip, true, true);
+        assert_eq!(h["x-forwarded-for"], "10.9.9.9, 127.0.0.1");
+        assert_eq!(h["forwarded"], "for=10.9.9.9");
     }
 
     #[test]

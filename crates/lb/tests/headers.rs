@@ -24,7 +24,7 @@ async fn forwarding_headers_reach_the_backend_and_hop_by_hop_ones_do_not() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let (head, dump) = resp.split_once("\r\n\r\n").unwrap();
     assert!(head.to_ascii_lowercase().contains("x-flotilla-backend: b1"), "{head}");
-    assert_eq!(header(dump, "x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
+    assert_eq!(header(dump, "x-forwarded-for"), ["127.0.0.1"], "a client's claim is not believed by default");
     assert_eq!(header(dump, "x-forwarded-proto"), ["http"]);
     assert_eq!(header(dump, "via"), ["1.1 flotilla"]);
     assert_eq!(header(dump, "host"), ["app.example"], "Host passes through");
@@ -34,6 +34,15 @@ async fn forwarding_headers_reach_the_backend_and_hop_by_hop_ones_do_not() {
     }
     // The only `connection` header the backend may see is the one hyper's client adds itself.
     assert!(header(dump, "connection").iter().all(|v| !v.to_ascii_lowercase().contains("x-hop")), "{dump}");
+    lb.shutdown().await;
+
+    // Behind a trusted proxy: its list is kept and ours appended.
+    let mut cfg = fast_cfg();
+    cfg.trust_forwarded = true;
+    let lb = balancer_with(cfg, &[&b]).await;
+    let resp = raw(lb.local_addr(), req.as_bytes(), T).await;
+    let (_, dump) = resp.split_once("\r\n\r\n").unwrap();
+    assert_eq!(header(dump, "x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
     lb.shutdown().await;
 }
 

@@ -29,6 +29,11 @@ pub struct RawBalancer {
     /// whose member failed before answering), 0 to 10.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Believe the client's `X-Forwarded-For`, `Forwarded` and `X-Real-IP` (set it when a proxy
+    /// you run is the only client). Default false: they are dropped and replaced by the address
+    /// the connection came from.
+    #[serde(default)]
+    pub trust_forwarded: bool,
 }
 
 /// A balancer's `health`.
