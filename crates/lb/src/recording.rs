@@ -18,6 +18,9 @@ pub enum BalancerCall {
     Remove(GroupId, InstanceId),
 }
 
+/// Calls remembered (the newest; older ones are dropped in halves).
+pub const MAX_CALLS: usize = 10_000;
+
 /// backend id -> (address, draining)
 type GroupBackends = BTreeMap<InstanceId, (String, bool)>;
 
@@ -32,6 +35,7 @@ impl RecordingBalancer {
     pub fn new() -> Self {
         Self::default()
     }
+    /// The newest calls, at most [`MAX_CALLS`].
     pub fn calls(&self) -> Vec<BalancerCall> {
         self.calls.lock().expect("balancer lock").clone()
     }
@@ -43,7 +47,12 @@ impl RecordingBalancer {
             .unwrap_or_default()
     }
     fn record(&self, call: BalancerCall) {
-        self.calls.lock().expect("balancer lock").push(call);
+        let mut calls = self.calls.lock().expect("balancer lock");
+        // It also stands in for groups without a balancer in a long-running daemon: keep the tail.
+        if calls.len() >= MAX_CALLS {
+            calls.drain(..MAX_CALLS / 2);
+        }
+        calls.push(call);
     }
 }
 
@@ -121,5 +130,16 @@ mod tests {
         lb.remove(&g, &a).await.unwrap();
         assert!(!lb.wait_healthy(&g, &a, Duration::from_secs(1)).await.unwrap());
         assert_eq!(lb.calls().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_call_log_is_bounded() {
+        let lb = RecordingBalancer::new();
+        let g = GroupId::new("g");
+        for _ in 0..(MAX_CALLS + 10) {
+            lb.remove(&g, &InstanceId::new("x")).await.unwrap();
+        }
+        assert!(lb.calls().len() <= MAX_CALLS);
+        assert!(lb.calls().len() > MAX_CALLS / 2);
     }
 }

@@ -102,13 +102,21 @@ pub fn mac_for(name: &str) -> String {
     format!("52:54:00:{:02x}:{:02x}:{:02x}", (v >> 16) as u8, (v >> 8) as u8, v as u8)
 }
 
-/// Writes `files` into `work` and packs them into `out` (volume label `cidata`).
+/// Writes `files` into `work` (owner-only: user-data may hold secrets expanded from `${ENV}`),
+/// packs them into `out` (volume label `cidata`, owner-only too), then removes `work`.
 pub async fn build_iso(work: &Path, files: &[(&str, String)], out: &Path) -> Result<(), String> {
+    let built = pack(work, files, out).await;
+    let _ = tokio::fs::remove_dir_all(work).await;
+    built?;
+    crate::private::restrict(out).map_err(|e| format!("cannot restrict {}: {e}", out.display()))
+}
+
+async fn pack(work: &Path, files: &[(&str, String)], out: &Path) -> Result<(), String> {
     tokio::fs::create_dir_all(work).await.map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let mut paths = Vec::new();
     for (name, text) in files {
         let p = work.join(name);
-        tokio::fs::write(&p, text).await.map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        crate::private::write(&p, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
         paths.push(p);
     }
     let mut last = String::new();

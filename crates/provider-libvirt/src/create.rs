@@ -375,7 +375,7 @@ impl Inner {
             net: net.clone(),
         };
         let text = xml::render(&template, &input).map_err(|m| SeamError::invalid(format!("{field}: {m}")))?;
-        let _ = tokio::fs::write(dir.join("domain.xml"), &text).await;
+        let _ = crate::private::write(&dir.join("domain.xml"), text.as_bytes());
         Ok(text)
     }
 

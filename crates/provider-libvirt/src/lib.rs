@@ -33,6 +33,7 @@
 pub mod cloudinit;
 pub mod placement;
 pub mod ports;
+mod private;
 mod settings;
 pub mod xml;
 

@@ -180,7 +180,7 @@ impl Inner {
         let p = self.record_path(&meta.instance);
         let tmp = p.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(meta).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text)?;
+        crate::private::write(&tmp, text.as_bytes())?;
         std::fs::rename(&tmp, &p)
     }
 

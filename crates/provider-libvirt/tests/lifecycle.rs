@@ -48,6 +48,14 @@ async fn create_list_readopt_delete_and_foreign_domains_are_untouched() {
     let overlay = m.tag("overlay").unwrap().to_string();
     let seed = m.tag("seed").unwrap().to_string();
     assert!(Path::new(&overlay).exists() && Path::new(&seed).exists());
+    // What may hold secrets is owner-only, and the seed's loose files are gone once packed.
+    let dir = Path::new(&seed).parent().unwrap();
+    for f in [Path::new(&seed).to_path_buf(), dir.join("domain.xml"), dir.join("member.json")] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    assert!(!dir.join("seed").exists(), "user-data is not left beside the ISO");
     assert!(healthz(&addr).await.contains("200"), "the member serves");
     let (ok, hostname) = ssh(m.tag("ssh_address").unwrap(), "hostname");
     assert!(ok && hostname.trim() == name, "ssh login with the template's key, hostname from meta-data: {hostname}");

@@ -106,6 +106,20 @@ impl std::fmt::Debug for Cloud {
 }
 
 static INSECURE_WARNED: AtomicBool = AtomicBool::new(false);
+static PLAIN_HTTP_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Same scheme, host and port: where a request may be redirected with its token.
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// A plain-HTTP Keystone that is not on this host: passwords and tokens cross the network in clear.
+fn plain_http_beyond_loopback(auth_url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(auth_url) else { return false };
+    let host = u.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    u.scheme() == "http" && !loopback
+}
 
 impl Cloud {
     /// Authenticates (so bad credentials fail here, with a clear message) and negotiates the
@@ -335,8 +349,24 @@ impl Cloud {
 }
 
 fn build_http(config: &CloudConfig) -> Result<reqwest::Client, SeamError> {
+    if plain_http_beyond_loopback(&config.identity_v3()) && !PLAIN_HTTP_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            cloud = %config.name, auth_url = %config.identity_v3(),
+            "Keystone is reached over plain http: the password and every token cross the network unencrypted"
+        );
+    }
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
+        // A redirect keeps the X-Auth-Token header, so it is followed only within the same origin;
+        // one to another host comes back as it is.
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let same = attempt.previous().last().is_some_and(|prev| same_origin(prev, attempt.url()));
+            if same && attempt.previous().len() <= 5 {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        }))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60))
         .pool_idle_timeout(Duration::from_secs(30))
@@ -701,6 +731,74 @@ mod tests {
         std::fs::write(&f, "not a certificate").unwrap();
         c.cacert = Some(f);
         assert!(build_http(&c).is_err());
+    }
+
+    #[test]
+    fn plain_http_is_flagged_beyond_loopback_only() {
+        assert!(plain_http_beyond_loopback("http://keystone.example:5000/v3"));
+        assert!(plain_http_beyond_loopback("http://10.0.0.5/identity/v3"));
+        assert!(!plain_http_beyond_loopback("http://127.0.0.1:5000/v3"));
+        assert!(!plain_http_beyond_loopback("http://localhost:5000/v3"));
+        assert!(!plain_http_beyond_loopback("https://keystone.example:5000/v3"));
+    }
+
+    /// A token-bearing request redirected to another origin is not followed: the other host never
+    /// sees the token. Within one origin redirects are followed.
+    #[tokio::test]
+    async fn a_token_never_follows_a_redirect_to_another_host() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn server(reply: String) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase());
+                    let _ = s.write_all(reply.replace("{port}", &port.to_string()).as_bytes()).await;
+                }
+            });
+            (port, rx)
+        }
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_string();
+        let (other, mut other_seen) = server(ok.clone()).await;
+        // `localhost` is another origin than `127.0.0.1`, though the same machine.
+        let away = format!("HTTP/1.1 302 Found\r\nlocation: http://localhost:{other}/stolen\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let (first, _) = server(away).await;
+        let c = CloudConfig {
+            name: "x".into(),
+            source: "test".into(),
+            auth_url: "http://127.0.0.1:1/v3".into(),
+            auth: AuthMethod::ApplicationCredential {
+                id: Some("a".into()),
+                name: None,
+                user: NamedRef::default(),
+                secret: "s".into(),
+            },
+            region: None,
+            interface: "public".into(),
+            verify: true,
+            cacert: None,
+        };
+        let http = build_http(&c).unwrap();
+        let r = http
+            .get(format!("http://127.0.0.1:{first}/servers"))
+            .header("X-Auth-Token", "secret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "handed back, not followed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(other_seen.try_recv().is_err(), "the other host saw no request at all");
+
+        let here =
+            "HTTP/1.1 302 Found\r\nlocation: /moved\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n".to_string();
+        let (same, mut seen) = server(here).await;
+        let _ = http.get(format!("http://127.0.0.1:{same}/servers")).header("X-Auth-Token", "t").send().await.unwrap();
+        let _first = seen.recv().await.unwrap();
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+        assert!(second.starts_with("get /moved") && second.contains("x-auth-token: t"), "{second}");
     }
 
     #[test]

@@ -345,12 +345,28 @@ fn from_files(path: &Path, secure: Option<&Path>, name: &str) -> Result<CloudCon
             other => other.get("name").and_then(Value::as_str).map(str::to_string),
         })
     });
+    // As openstacksdk (and requests) read it: a boolean, or the path of a CA bundle to verify
+    // against. Anything else is an error, never a silent "off".
+    let mut cacert = s(c, "cacert").map(PathBuf::from);
     let verify = match c.get("verify") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
-        Some(Value::String(v)) => truthy(v),
+        Some(Value::String(v)) => match boolean(v) {
+            Some(b) => b,
+            None if v.contains('/') => {
+                cacert.get_or_insert_with(|| PathBuf::from(v));
+                true
+            }
+            None => {
+                return Err(SeamError::invalid(format!(
+                    "{src}: verify must be true, false or the path of a CA bundle, not {v:?}"
+                )))
+            }
+        },
         Some(other) => {
-            return Err(SeamError::invalid(format!("{src}: verify must be true or false, not {other:?}")));
+            return Err(SeamError::invalid(format!(
+                "{src}: verify must be true, false or the path of a CA bundle, not {other:?}"
+            )));
         }
     };
     if let Some(v) = s(c, "identity_api_version") {
@@ -368,7 +384,7 @@ fn from_files(path: &Path, secure: Option<&Path>, name: &str) -> Result<CloudCon
         region,
         interface: normalize_interface(&s(c, "interface").or_else(|| s(c, "endpoint_type")).unwrap_or_default()),
         verify,
-        cacert: s(c, "cacert").map(PathBuf::from),
+        cacert,
     })
 }
 
@@ -413,7 +429,16 @@ fn auth_method(
 }
 
 fn truthy(v: &str) -> bool {
-    matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    boolean(v) == Some(true)
+}
+
+/// A boolean as YAML files and environment variables write it; None for anything else.
+fn boolean(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 /// `publicURL` → `public`; empty → `public`.
@@ -456,6 +481,30 @@ clouds:
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k: &str| m.get(k).cloned()
+    }
+
+    #[test]
+    fn verify_is_a_boolean_or_a_ca_path_and_nothing_else_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = |verify: &str| {
+            let p = dir.path().join("clouds.yaml");
+            std::fs::write(
+                &p,
+                format!("clouds:\n  c:\n    auth: {{auth_url: https://k.example/v3, username: u, password: p, project_name: p}}\n    verify: {verify}\n"),
+            )
+            .unwrap();
+            CloudConfig::load_from(&p, "c")
+        };
+        assert!(!cloud("false").unwrap().verify);
+        assert!(!cloud("\"no\"").unwrap().verify);
+        assert!(cloud("\"True\"").unwrap().verify);
+        let ca = cloud("/etc/ssl/my-ca.pem").unwrap();
+        assert!(ca.verify, "a CA path verifies");
+        assert_eq!(ca.cacert.as_deref(), Some(Path::new("/etc/ssl/my-ca.pem")));
+        for bad in ["\"maybe\"", "\"insecure\"", "[1]"] {
+            let e = cloud(bad).unwrap_err();
+            assert!(e.message.contains("verify must be true, false or the path of a CA bundle"), "{bad}: {e}");
+        }
     }
 
     #[test]

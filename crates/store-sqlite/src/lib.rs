@@ -39,6 +39,8 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Events kept per group by default; older ones are trimmed on insert.
 pub const DEFAULT_EVENTS_KEPT: usize = 10_000;
+/// Finished operations kept per group (pending ones are always kept).
+pub const DEFAULT_OPERATIONS_KEPT: usize = 1_000;
 
 /// The [`Store`] on SQLite. Cheap to share behind an `Arc`; open one per process.
 ///
@@ -53,6 +55,7 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: Option<PathBuf>,
     events_kept: usize,
+    operations_kept: usize,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -72,6 +75,16 @@ impl SqliteStore {
                 SeamError::invalid(format!("{ctx}: cannot create directory {}: {e}", parent.display())).with_source(e)
             })?;
         }
+        // A new database is owner-only (SQLite gives its -wal and -shm files the same mode); an
+        // existing one keeps the mode its owner chose.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(SeamError::invalid(format!("{ctx}: cannot create the file: {e}")).with_source(e)),
+            }
+        }
         let conn = Connection::open(path).map_err(|e| open_err(&ctx, e))?;
         Self::init(conn, Some(path.to_path_buf()), &ctx)
     }
@@ -86,6 +99,13 @@ impl SqliteStore {
     /// The file behind the store; `None` for an in-memory store.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// Keeps at most `n` finished operations per group (default [`DEFAULT_OPERATIONS_KEPT`]);
+    /// applied when the next one finishes.
+    pub fn with_operations_kept(mut self, n: usize) -> Self {
+        self.operations_kept = n;
+        self
     }
 
     /// Keeps at most `n` events per group (default [`DEFAULT_EVENTS_KEPT`]); applied on the next insert.
@@ -115,7 +135,12 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| open_err(&format!("{ctx}: synchronous=FULL"), e))?;
         migrate(&mut conn).map_err(|e| e.context(ctx))?;
-        Ok(SqliteStore { conn: Mutex::new(conn), path, events_kept: DEFAULT_EVENTS_KEPT })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path,
+            events_kept: DEFAULT_EVENTS_KEPT,
+            operations_kept: DEFAULT_OPERATIONS_KEPT,
+        })
     }
 
     /// A panic while the lock was held cannot leave half-written state (an open transaction is rolled
@@ -198,12 +223,14 @@ fn open_err(ctx: &str, e: rusqlite::Error) -> SeamError {
 /// Maps a rusqlite error: busy/locked is Transient (another process holds the lock past the busy
 /// timeout), everything else is Bug (our SQL, or a damaged file).
 fn db_err(ctx: &str, e: rusqlite::Error) -> SeamError {
-    let kind = match sqlite_code(&e) {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Transient,
-        _ => ErrorKind::Bug,
-    };
     let ctx = if ctx.starts_with("store: ") { ctx.to_string() } else { format!("store: {ctx}") };
-    SeamError::new(kind, format!("{ctx}: {e}")).with_source(e)
+    let (kind, what) = match sqlite_code(&e) {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => (ErrorKind::Transient, ""),
+        // Not a bug: the operator frees space and the loop goes on.
+        Some(ErrorCode::DiskFull) => (ErrorKind::Transient, "the disk is full (free space, and Flotilla goes on): "),
+        _ => (ErrorKind::Bug, ""),
+    };
+    SeamError::new(kind, format!("{ctx}: {what}{e}")).with_source(e)
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -288,13 +315,34 @@ fn decode_operation(ctx: &str, raw: RawOperation) -> Result<Operation> {
     })
 }
 
+/// Reads operations. A row that cannot be read (written by a newer version, or damaged) is set
+/// aside: removed from the log and kept, whole, in an error event of its group, so one bad row
+/// never stops every group from resuming and deciding.
 fn query_operations(conn: &Connection, ctx: &str, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Operation>> {
-    let mut stmt = conn.prepare_cached(sql).map_err(|e| db_err(ctx, e))?;
-    let raws = stmt
-        .query_map(params, raw_operation)
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(|e| db_err(ctx, e))?;
-    raws.into_iter().map(|raw| decode_operation(ctx, raw)).collect()
+    let raws = {
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| db_err(ctx, e))?;
+        stmt.query_map(params, raw_operation)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| db_err(ctx, e))?
+    };
+    let mut out = Vec::with_capacity(raws.len());
+    for raw in raws {
+        let (id, group, at) = (raw.id, raw.group.clone(), raw.updated_at_ms);
+        let whole = format!("kind {:?}, state {:?}, payload {}", raw.kind, raw.state, raw.payload_json);
+        match decode_operation(ctx, raw) {
+            Ok(op) => out.push(op),
+            Err(e) => {
+                let message = format!("operation row {id} could not be read and was set aside: {e} ({whole})");
+                conn.execute(
+                    "INSERT INTO events (at_ms, group_name, kind, message) VALUES (?1, ?2, ?3, ?4)",
+                    params![at.max(0), group, EventKind::Error.as_str(), message],
+                )
+                .and_then(|_| conn.execute("DELETE FROM operations WHERE id = ?1", params![id]))
+                .map_err(|e| db_err(ctx, e))?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 // The synchronous bodies of the trait methods (the trait methods only delegate, so no lock guard ever
@@ -679,6 +727,17 @@ impl SqliteStore {
         if changed == 0 {
             return Err(SeamError::not_found(format!("store: {ctx}: no operation {id}")));
         }
+        // The log keeps the newest finished operations of the group; pending ones always stay.
+        self.conn()
+            .execute(
+                "DELETE FROM operations WHERE state != 'pending'
+                   AND group_name = (SELECT group_name FROM operations WHERE id = ?1)
+                   AND id <= (SELECT id FROM operations WHERE state != 'pending'
+                                AND group_name = (SELECT group_name FROM operations WHERE id = ?1)
+                              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![id.0, limit(self.operations_kept)],
+            )
+            .map_err(|e| db_err(ctx, e))?;
         Ok(())
     }
 
@@ -748,5 +807,18 @@ impl Store for SqliteStore {
     }
     async fn operations(&self, group: &GroupId, limit: usize) -> Result<Vec<Operation>> {
         self.operations_sync(group, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_says_so_and_is_transient() {
+        let e = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        let e = db_err("push_samples", e);
+        assert_eq!(e.kind(), ErrorKind::Transient);
+        assert!(e.message.starts_with("store: push_samples: the disk is full"), "{e}");
     }
 }

@@ -180,7 +180,14 @@ async fn concurrent_writers_on_two_handles() {
 async fn migrations_are_idempotent_and_tracked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested").join("dirs").join("flotilla.db");
-    let written = write_everything(&SqliteStore::open(&path).unwrap()).await;
+    let first = SqliteStore::open(&path).unwrap();
+    let written = write_everything(&first).await;
+    use std::os::unix::fs::PermissionsExt;
+    for f in [path.clone(), path.with_extension("db-wal")] {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is owner-only", f.display());
+    }
+    drop(first);
     for _ in 0..3 {
         let store = SqliteStore::open(&path).unwrap();
         assert_everything(&store, &written).await;
@@ -243,24 +250,31 @@ fn corrupt(path: &Path, sql: &str) {
 }
 
 #[tokio::test]
-async fn an_unknown_operation_kind_is_a_clear_error() {
+async fn an_unreadable_operation_is_set_aside_not_a_stop() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flotilla.db");
     let store = SqliteStore::open(&path).unwrap();
+    let (web, api) = (GroupId::new("web"), GroupId::new("api"));
+    store.ensure_group(&api).await.unwrap();
+    let good =
+        store.begin_operation(&api, &OpKind::ScaleIn { victims: vec![InstanceId::new("api_1")] }, t(1)).await.unwrap();
     corrupt(
         &path,
         "INSERT INTO operations (group_name, kind, payload_json, state, created_at_ms, updated_at_ms)
          VALUES ('web', 'teleport', '{}', 'pending', 0, 0)",
     );
     let id: i64 = raw(&path).query_row("SELECT max(id) FROM operations", [], |r| r.get(0)).unwrap();
-    for err in [
-        store.unfinished_operations().await.unwrap_err(),
-        store.operations(&GroupId::new("web"), 10).await.unwrap_err(),
-    ] {
-        assert_eq!(err.kind(), ErrorKind::Bug);
-        assert!(err.message.contains(&format!("operations row {id} (group web)")), "{err}");
-        assert!(err.message.contains("unknown operation kind \"teleport\""), "{err}");
-    }
+    // The other group's operation is still resumed; the bad row is gone from the log...
+    let pending = store.unfinished_operations().await.unwrap();
+    assert_eq!(pending.iter().map(|o| o.id).collect::<Vec<_>>(), [good.id]);
+    assert!(store.operations(&web, 10).await.unwrap().is_empty());
+    // ...and kept, whole, in an error event of its group.
+    let events = store.events(Some(&web), 10).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::Error);
+    let m = &events[0].message;
+    assert!(m.contains(&format!("operation row {id} could not be read and was set aside")), "{m}");
+    assert!(m.contains("unknown operation kind \"teleport\"") && m.contains("payload {}"), "{m}");
 }
 
 #[tokio::test]
@@ -269,17 +283,7 @@ async fn other_damaged_rows_are_clear_errors() {
     let path = dir.path().join("flotilla.db");
     let store = SqliteStore::open(&path).unwrap();
     let g = GroupId::new("web");
-    let cases: [(&str, &str); 6] = [
-        (
-            "INSERT INTO operations (group_name, kind, payload_json, state, created_at_ms, updated_at_ms)
-             VALUES ('web', 'scale-out', '{\"names\":\"oops\",\"clone\":false}', 'done', 0, 0)",
-            "field \"names\" is not an array",
-        ),
-        (
-            "INSERT INTO operations (group_name, kind, payload_json, state, created_at_ms, updated_at_ms)
-             VALUES ('web', 'scale-in', '{\"victims\":[]}', 'paused', 0, 0)",
-            "unknown operation state \"paused\"",
-        ),
+    let cases: [(&str, &str); 4] = [
         ("INSERT INTO samples (group_name, instance, at_ms, values_json) VALUES ('web', 'w', 0, '{\"gpu\":1}')", "unknown metric \"gpu\""),
         (
             "INSERT INTO instances (group_name, id, name, state, created_at_ms, tags_json) VALUES ('web', 'w', 'w', 'zombie', 0, '{}')",
@@ -294,7 +298,6 @@ async fn other_damaged_rows_are_clear_errors() {
     for (sql, expected) in cases {
         corrupt(&path, sql);
         let err = match () {
-            _ if sql.contains("INTO operations") => store.operations(&g, 10).await.unwrap_err(),
             _ if sql.contains("INTO samples") => store.samples(&g, 10).await.unwrap_err(),
             _ if sql.contains("INTO instances") => store.instances(&g).await.unwrap_err(),
             _ if sql.contains("INTO events") => store.events(Some(&g), 10).await.unwrap_err(),
@@ -304,6 +307,26 @@ async fn other_damaged_rows_are_clear_errors() {
         assert!(err.message.contains(expected), "expected {expected:?} in {err}");
         corrupt(&path, "DELETE FROM operations; DELETE FROM samples; DELETE FROM instances; DELETE FROM events; DELETE FROM policy_state;");
     }
+}
+
+#[tokio::test]
+async fn finished_operations_are_trimmed_per_group_pending_ones_never() {
+    let store = SqliteStore::open_in_memory().unwrap().with_operations_kept(3);
+    let (a, b) = (GroupId::new("a"), GroupId::new("b"));
+    for g in [&a, &b] {
+        store.ensure_group(g).await.unwrap();
+    }
+    let kind = OpKind::ScaleIn { victims: vec![InstanceId::new("x")] };
+    let first_b = store.begin_operation(&b, &kind, t(0)).await.unwrap();
+    store.finish_operation(first_b.id, &OpState::Done, t(0)).await.unwrap();
+    for n in 0..6 {
+        let op = store.begin_operation(&a, &kind, t(n)).await.unwrap();
+        store.finish_operation(op.id, &OpState::Done, t(n)).await.unwrap();
+    }
+    let pending = store.begin_operation(&a, &kind, t(9)).await.unwrap();
+    assert_eq!(store.operations(&a, 100).await.unwrap().len(), 4, "3 finished and the pending one");
+    assert_eq!(store.unfinished_operations().await.unwrap()[0].id, pending.id);
+    assert_eq!(store.operations(&b, 100).await.unwrap().len(), 1, "other groups keep theirs");
 }
 
 #[tokio::test]
