@@ -11,6 +11,7 @@ pub mod balancer_router;
 pub mod cli;
 pub mod commands;
 pub mod failpoint;
+pub mod faults;
 pub mod libvirt;
 pub mod load;
 pub mod logging;

@@ -164,7 +164,7 @@ async fn provider_alone(
             p
         }
     };
-    Ok((provider, libvirt_stats, openstack))
+    Ok((crate::faults::wrap(provider)?, libvirt_stats, openstack))
 }
 
 async fn metric_sources(
