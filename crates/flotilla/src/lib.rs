@@ -13,6 +13,7 @@ pub mod commands;
 pub mod failpoint;
 pub mod faults;
 pub mod libvirt;
+pub mod limits;
 pub mod load;
 pub mod logging;
 pub mod state_dir;

@@ -7,6 +7,7 @@ use flotilla::{config::ConfigErrors, UsageError};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     flotilla::logging::init(cli.log_format, cli.verbose);
+    flotilla::limits::raise_open_files();
     // `flotilla lb --threads N` picks its own runtime size (benchmarks compare thread counts).
     let threads = match &cli.command {
         flotilla::cli::Command::Lb(args) => args.threads.max(1),
