@@ -80,7 +80,11 @@ impl Faulty {
     }
 
     /// Runs `call` through a fault, if one is rolled.
-    async fn run<T>(&self, op: &str, call: impl std::future::Future<Output = Result<T, SeamError>>) -> Result<T, SeamError> {
+    async fn run<T>(
+        &self,
+        op: &str,
+        call: impl std::future::Future<Output = Result<T, SeamError>>,
+    ) -> Result<T, SeamError> {
         let fault = self.roll();
         if let Some(f) = fault {
             tracing::info!(op, fault = ?f, "injected provider fault");

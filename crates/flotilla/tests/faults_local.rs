@@ -17,16 +17,7 @@ fn free_port() -> SocketAddr {
 }
 
 fn running(env: &Env) -> Vec<(String, String)> {
-    let st = env.status();
-    st["groups"][0]["members"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter(|m| m["state"] == "running")
-                .map(|m| (m["name"].as_str().unwrap().to_string(), m["address"].as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+    env.running_members("web")
 }
 
 async fn duty(addr: &str, on: bool) {
@@ -97,8 +88,10 @@ groups:
     assert_eq!(report.server_errors(), 0, "{}", report.summary());
     assert!(injected >= 3, "faults were injected: {injected}\n{text}");
     // Converged: what the store knows is what runs, each name once.
-    wait_until(Duration::from_secs(60), "store and processes agree", || env.live_member_names() == env.member_names("web"))
-        .await;
+    wait_until(Duration::from_secs(60), "store and processes agree", || {
+        env.live_member_names() == env.member_names("web")
+    })
+    .await;
     let live = env.live_member_names();
     let mut dedup = live.clone();
     dedup.dedup();

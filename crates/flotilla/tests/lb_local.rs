@@ -37,17 +37,7 @@ groups:
 
 /// Addresses of the group's running members, from `flotilla status`.
 fn member_addrs(env: &Env, group: &str) -> Vec<(String, String)> {
-    let st = env.status();
-    let g = st["groups"].as_array().unwrap().iter().find(|g| g["name"] == group).cloned().unwrap_or_default();
-    g["members"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter(|m| m["state"] == "running")
-                .map(|m| (m["name"].as_str().unwrap().to_string(), m["address"].as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+    env.running_members(group)
 }
 
 /// Starts or stops the busy loop inside every running member (the seed's `yes > /dev/null`).

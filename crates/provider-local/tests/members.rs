@@ -174,22 +174,30 @@ async fn a_member_that_never_gets_ready_is_killed_with_its_group() {
     assert!(p.list(None).await.unwrap().is_empty());
 }
 
-/// A controller died between spawning a member and seeing it ready: the record has a pid but no
-/// port. `create` adopts that process instead of starting a second one.
-#[tokio::test]
-async fn a_half_started_member_is_adopted_not_duplicated() {
-    let m = Members::new();
+/// A member process started the way the provider starts one, as a controller would have just
+/// before it died; tracked by the guard.
+fn spawn_by_hand(m: &Members, name: &str) -> (tokio::process::Child, i32) {
     let files = m.files();
     std::fs::create_dir_all(files.dir()).unwrap();
-    let mut child = tokio::process::Command::new(workload_exe())
-        .args(["workload", "--name", "web_9", "--vcpus", "1", "--listen", "127.0.0.1:0", "--ready-file"])
-        .arg(files.port("web_9"))
+    let child = tokio::process::Command::new(workload_exe())
+        .args(["workload", "--name", name, "--vcpus", "1", "--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(files.port(name))
         .stderr(std::process::Stdio::null())
         .process_group(0)
         .spawn()
         .unwrap();
     let pid = child.id().unwrap() as i32;
     m.track(pid);
+    (child, pid)
+}
+
+/// A controller died between spawning a member and seeing it ready: the record has a pid but no
+/// port. `create` adopts that process instead of starting a second one.
+#[tokio::test]
+async fn a_half_started_member_is_adopted_not_duplicated() {
+    let m = Members::new();
+    let files = m.files();
+    let (mut child, pid) = spawn_by_hand(&m, "web_9");
     let starttime = process::starttime(pid).unwrap();
     let rec = MemberRecord {
         group: "web".into(),
@@ -225,16 +233,7 @@ async fn a_half_started_member_is_adopted_not_duplicated() {
 async fn an_unrecorded_member_process_is_found_and_adopted() {
     let m = Members::new();
     let files = m.files();
-    std::fs::create_dir_all(files.dir()).unwrap();
-    let mut child = tokio::process::Command::new(workload_exe())
-        .args(["workload", "--name", "web_8", "--vcpus", "1", "--listen", "127.0.0.1:0", "--ready-file"])
-        .arg(files.port("web_8"))
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap() as i32;
-    m.track(pid);
+    let (mut child, pid) = spawn_by_hand(&m, "web_8");
     assert!(files.read("web_8").unwrap().is_none(), "no record: the kill came before it");
 
     let p = m.provider();

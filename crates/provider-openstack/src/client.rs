@@ -707,21 +707,8 @@ mod tests {
 
     #[test]
     fn tls_settings_are_checked() {
-        let mut c = CloudConfig {
-            name: "x".into(),
-            source: "test".into(),
-            auth_url: "https://keystone.invalid:5000/v3".into(),
-            auth: AuthMethod::ApplicationCredential {
-                id: Some("a".into()),
-                name: None,
-                user: NamedRef::default(),
-                secret: "s".into(),
-            },
-            region: None,
-            interface: "public".into(),
-            verify: false,
-            cacert: None,
-        };
+        let mut c = test_cloud("https://keystone.invalid:5000/v3");
+        c.verify = false;
         assert!(build_http(&c).is_ok(), "verify: false builds (with a warning)");
         c.cacert = Some("/nonexistent/ca.pem".into());
         let e = build_http(&c).unwrap_err();
@@ -731,6 +718,25 @@ mod tests {
         std::fs::write(&f, "not a certificate").unwrap();
         c.cacert = Some(f);
         assert!(build_http(&c).is_err());
+    }
+
+    /// A cloud with an application credential, verifying TLS.
+    fn test_cloud(auth_url: &str) -> CloudConfig {
+        CloudConfig {
+            name: "x".into(),
+            source: "test".into(),
+            auth_url: auth_url.into(),
+            auth: AuthMethod::ApplicationCredential {
+                id: Some("a".into()),
+                name: None,
+                user: NamedRef::default(),
+                secret: "s".into(),
+            },
+            region: None,
+            interface: "public".into(),
+            verify: true,
+            cacert: None,
+        }
     }
 
     #[test]
@@ -766,21 +772,7 @@ mod tests {
         // `localhost` is another origin than `127.0.0.1`, though the same machine.
         let away = format!("HTTP/1.1 302 Found\r\nlocation: http://localhost:{other}/stolen\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         let (first, _) = server(away).await;
-        let c = CloudConfig {
-            name: "x".into(),
-            source: "test".into(),
-            auth_url: "http://127.0.0.1:1/v3".into(),
-            auth: AuthMethod::ApplicationCredential {
-                id: Some("a".into()),
-                name: None,
-                user: NamedRef::default(),
-                secret: "s".into(),
-            },
-            region: None,
-            interface: "public".into(),
-            verify: true,
-            cacert: None,
-        };
+        let c = test_cloud("http://127.0.0.1:1/v3");
         let http = build_http(&c).unwrap();
         let r = http
             .get(format!("http://127.0.0.1:{first}/servers"))

@@ -122,6 +122,20 @@ impl Env {
             .map(|m| (m["name"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string()))
             .collect()
     }
+    /// (name, address) of a group's running members, from `flotilla status`.
+    pub fn running_members(&self, group: &str) -> Vec<(String, String)> {
+        let st = self.status();
+        let g = st["groups"].as_array().unwrap().iter().find(|g| g["name"] == group).cloned().unwrap_or_default();
+        g["members"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .filter(|m| m["state"] == "running")
+                    .map(|m| (m["name"].as_str().unwrap().to_string(), m["address"].as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     pub fn member_names(&self, group: &str) -> Vec<String> {
         let mut v: Vec<String> = self.members(group).into_iter().map(|(n, _)| n).collect();
         v.sort();
