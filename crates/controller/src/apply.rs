@@ -136,7 +136,7 @@ impl Controller {
         // gone): a running victim is retired only while a member outside the victims runs.
         let listed = self.provider.list(Some(&spec.id)).await.map_err(|e| e.context("provider list"))?;
         let survivors = listed.iter().any(|m| m.is_running() && !victims.contains(&m.id));
-        let mut removed = Vec::with_capacity(victims.len());
+        let mut doomed = Vec::with_capacity(victims.len());
         for id in victims {
             let running = listed.iter().any(|m| &m.id == id && m.is_running());
             if running && !survivors {
@@ -147,33 +147,32 @@ impl Controller {
                     format!("kept {id}: no other member is running, so removing it would stop the group serving"),
                 )
                 .await;
-                continue;
+            } else {
+                doomed.push(id.clone());
             }
-            self.retire(spec, id).await?;
-            removed.push(id.as_str());
         }
-        // A primary that is gone names nobody; the next observation derives one again.
-        if self.store.primary(&spec.id).await?.is_some_and(|p| removed.contains(&p.as_str())) {
-            self.store.set_primary(&spec.id, None).await?;
-        }
-        if removed.is_empty() {
-            return Ok(());
-        }
-        let names = removed;
-        self.event(spec, self.clock.now(), EventKind::ScaleIn, format!("removed {}", names.join(", "))).await;
-        Ok(())
+        self.retire_all(spec, &doomed, "removed").await
     }
 
     /// Removes every victim, the last serving member included: the operator asked for it.
     async fn stop(&self, spec: &GroupSpec, victims: &[InstanceId]) -> Result<(), SeamError> {
-        for id in victims {
+        self.retire_all(spec, victims, "stopped").await
+    }
+
+    /// Retires `ids` one by one, then forgets a primary among them and says what was `done`.
+    async fn retire_all(&self, spec: &GroupSpec, ids: &[InstanceId], done: &str) -> Result<(), SeamError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in ids {
             self.retire(spec, id).await?;
         }
-        if self.store.primary(&spec.id).await?.is_some_and(|p| victims.contains(&p)) {
+        // A primary that is gone names nobody; the next observation derives one again.
+        if self.store.primary(&spec.id).await?.is_some_and(|p| ids.contains(&p)) {
             self.store.set_primary(&spec.id, None).await?;
         }
-        let names: Vec<&str> = victims.iter().map(InstanceId::as_str).collect();
-        self.event(spec, self.clock.now(), EventKind::ScaleIn, format!("stopped {}", names.join(", "))).await;
+        let names: Vec<&str> = ids.iter().map(InstanceId::as_str).collect();
+        self.event(spec, self.clock.now(), EventKind::ScaleIn, format!("{done} {}", names.join(", "))).await;
         Ok(())
     }
 
