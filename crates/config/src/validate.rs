@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use flotilla_model::name::{group_name_problem, member_name_problem};
 use flotilla_model::{
-    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
-    TargetMetric, TargetSpec, ThresholdSpec, Victim,
+    Aggregation, GroupId, GroupSpec, HealthReplace, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec,
+    Rollout, TargetMetric, TargetSpec, ThresholdSpec, Victim,
 };
 
 use super::raw::{
@@ -526,6 +526,11 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         instance: InstanceSpec { base_name, clone_base, vcpus: g.template.vcpus },
         template_version: template_version(&g.template),
         rollout,
+        health_replace: g
+            .balancer
+            .as_ref()
+            .filter(|b| b.health.replace)
+            .map(|b| HealthReplace { grace: b.health.grace, after: b.health.replace_after }),
     }
 }
 

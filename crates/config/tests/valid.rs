@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use flotilla_config::{load, parse, Config, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig, StoreConfig};
 use flotilla_model::{
-    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
-    TargetMetric, TargetSpec, ThresholdSpec, Victim,
+    Aggregation, GroupId, GroupSpec, HealthReplace, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec,
+    Rollout, TargetMetric, TargetSpec, ThresholdSpec, Victim,
 };
 
 /// The template version a default template with `vcpus` gets.
@@ -99,6 +99,7 @@ groups:
                 instance: InstanceSpec { base_name: "front".into(), clone_base: "front-copy".into(), vcpus: 64 },
                 template_version: version(64),
                 rollout: Some(Rollout { max_unavailable: 1 }),
+                health_replace: None,
             },
         }],
     };
@@ -137,6 +138,7 @@ fn defaults_fill_everything_but_the_name() {
         instance: InstanceSpec { base_name: "a".into(), clone_base: "a_clone".into(), vcpus: 1 },
         template_version: version(1),
         rollout: Some(Rollout { max_unavailable: 1 }),
+        health_replace: None,
     };
     assert_eq!(a, &expected_a);
 
@@ -206,6 +208,7 @@ fn defaults_with(name: &str, policy: PolicySpec) -> GroupSpec {
         instance: InstanceSpec { base_name: name.into(), clone_base: format!("{name}_clone"), vcpus: 1 },
         template_version: version(1),
         rollout: Some(Rollout { max_unavailable: 1 }),
+        health_replace: None,
     }
 }
 
@@ -251,19 +254,24 @@ groups:
     let target =
         |metric, target, scale_in_samples| PolicySpec::TargetTracking(TargetSpec { metric, target, scale_in_samples });
     let requests = |requests, window| PolicySpec::RequestCount(RequestCountSpec { requests, window });
+    // Groups with a balancer replace members failing its health check.
+    let balanced = |spec: GroupSpec| GroupSpec {
+        health_replace: Some(HealthReplace { grace: secs(300), after: secs(60) }),
+        ..spec
+    };
     let expected = vec![
         GroupSpec {
             aggregation: Aggregation::Max,
             ..defaults_with("t", threshold(MetricChoice::Mem, 70.0, 10.0, 2, 3))
         },
         // Requests per second are not percent: above 100 is fine.
-        defaults_with("rps", threshold(MetricChoice::Rps, 1500.0, 100.5, 4, 4)),
-        defaults_with("tt", target(TargetMetric::Rps, 250.5, 5)),
+        balanced(defaults_with("rps", threshold(MetricChoice::Rps, 1500.0, 100.5, 4, 4))),
+        balanced(defaults_with("tt", target(TargetMetric::Rps, 250.5, 5))),
         // scale_in_samples defaults to 3; a cpu target of exactly 100 is allowed.
         defaults_with("tcpu", target(TargetMetric::Cpu, 100.0, 3)),
-        defaults_with("r", requests(10, secs(90))),
+        balanced(defaults_with("r", requests(10, secs(90)))),
         // `kind` may come last.
-        defaults_with("rdefault", requests(1, secs(1))),
+        balanced(defaults_with("rdefault", requests(1, secs(1)))),
     ];
     assert_eq!(config.specs(), expected);
 }
@@ -337,4 +345,24 @@ groups:
     assert_eq!(db.mode, Mode::Tcp);
     assert_eq!(db.selection, Selection::LeastOutstanding);
     assert_eq!(config.groups.iter().filter(|g| g.balancer.is_some()).count(), 2);
+    // A member failing its health check is replaced by default: 5 minutes of grace, 1 of failing.
+    let health = |g: &str| config.group(&GroupId::new(g)).unwrap().spec.health_replace;
+    assert_eq!(health("web"), Some(HealthReplace { grace: secs(300), after: secs(60) }));
+}
+
+#[test]
+fn health_replacement_is_set_or_turned_off_and_needs_a_balancer() {
+    let yaml = "
+groups:
+  - name: a
+    balancer: {listen: 127.0.0.1:8000, health: {grace: 90s, replace_after: 15s}}
+  - name: b
+    balancer: {listen: 127.0.0.1:8001, health: {replace: false}}
+  - name: c
+";
+    let config = parse(yaml, "h.yaml").unwrap();
+    let health = |g: &str| config.group(&GroupId::new(g)).unwrap().spec.health_replace;
+    assert_eq!(health("a"), Some(HealthReplace { grace: secs(90), after: secs(15) }));
+    assert_eq!(health("b"), None, "turned off");
+    assert_eq!(health("c"), None, "no balancer, no health check");
 }

@@ -3,7 +3,7 @@
 
 use flotilla_model::{
     Backend, Decision, EventKind, GroupId, GroupSpec, Instance, InstanceId, InstanceState, Mode, OpKind, OpState,
-    Operation, SeamError, TEMPLATE_TAG,
+    Operation, ReplaceCause, SeamError, TEMPLATE_TAG,
 };
 
 use crate::naming::fresh_names;
@@ -46,19 +46,49 @@ impl Controller {
                 tracing::info!(group = %spec.id, "SCALE DOWN: {reason}; deleting baseline {retire} and proceeding with clone {successor}");
                 OpKind::Handover { retire: retire.clone(), successor: successor.clone() }
             }
-            Decision::Replace { old, reason } => {
-                // New members take the name family of those they replace (a clone's successor is a clone).
-                let clone = old.iter().all(|id| members.iter().any(|m| &m.id == id && is_clone(spec, m)));
-                let base = if clone { &spec.instance.clone_base } else { &spec.instance.base_name };
-                let everyone = self.provider.list(None).await.map_err(|e| e.context("provider list"))?;
-                let names =
-                    fresh_names(self.store.as_ref(), base, everyone.iter().map(|i| i.name.as_str()), old.len()).await?;
+            Decision::Replace { old, cause, reason } => {
+                let names = match self.retry_names(spec, old, *cause, members).await? {
+                    Some(names) => names,
+                    None => {
+                        // New members take the name family of those they replace (a clone's successor is a clone).
+                        let clone = old.iter().all(|id| members.iter().any(|m| &m.id == id && is_clone(spec, m)));
+                        let base = if clone { &spec.instance.clone_base } else { &spec.instance.base_name };
+                        let everyone = self.provider.list(None).await.map_err(|e| e.context("provider list"))?;
+                        let in_use = everyone.iter().map(|i| i.name.as_str());
+                        fresh_names(self.store.as_ref(), base, in_use, old.len()).await?
+                    }
+                };
                 let list: Vec<&str> = old.iter().map(InstanceId::as_str).collect();
-                tracing::info!(group = %spec.id, "ROLLOUT: {reason}; {} -> {}", list.join(", "), names.join(", "));
-                OpKind::Replace { old: old.clone(), names, version: spec.template_version.clone() }
+                let label = match cause {
+                    ReplaceCause::Outdated => "ROLLOUT",
+                    ReplaceCause::Unhealthy => "REPLACE UNHEALTHY",
+                };
+                tracing::info!(group = %spec.id, "{label}: {reason}; {} -> {}", list.join(", "), names.join(", "));
+                if *cause == ReplaceCause::Unhealthy {
+                    self.event(spec, self.clock.now(), EventKind::Info, format!("replacing: {reason}")).await;
+                }
+                OpKind::Replace { old: old.clone(), names, version: spec.template_version.clone(), cause: *cause }
             }
         };
         self.perform_for(spec, kind).await
+    }
+
+    /// A health replacement of the same members that failed after its new members were made (the
+    /// old ones could not be deleted) is retried with the same names: the create finds them, so
+    /// retrying never adds a member per attempt.
+    async fn retry_names(
+        &self,
+        spec: &GroupSpec,
+        old: &[InstanceId],
+        cause: ReplaceCause,
+        members: &[Instance],
+    ) -> Result<Option<Vec<String>>, SeamError> {
+        if cause != ReplaceCause::Unhealthy {
+            return Ok(None);
+        }
+        let Some((failed_old, names, _)) = self.failed_health_replace(spec).await? else { return Ok(None) };
+        let exist = names.iter().all(|n| members.iter().any(|m| &m.name == n));
+        Ok((failed_old == old && exist).then_some(names))
     }
 
     /// The one way members change, for the loop and for every verb (`deploy`, `cleanup`,
@@ -91,7 +121,7 @@ impl Controller {
             OpKind::ScaleIn { victims } => self.scale_in(spec, victims).await,
             OpKind::Stop { victims } => self.stop(spec, victims).await,
             OpKind::Handover { retire, successor } => self.handover(spec, retire, successor).await,
-            OpKind::Replace { old, names, version } => self.replace(spec, old, names, version).await,
+            OpKind::Replace { old, names, version, cause } => self.replace(spec, old, names, version, *cause).await,
         };
         let now = self.clock.now();
         match result {
@@ -244,6 +274,7 @@ impl Controller {
         old: &[InstanceId],
         names: &[String],
         version: &str,
+        cause: ReplaceCause,
     ) -> Result<(), SeamError> {
         // What exists already was made by an earlier attempt (resumed after a crash) and may be all
         // that serves now: an undo removes only what this attempt created.
@@ -257,7 +288,10 @@ impl Controller {
                         tracing::warn!(group = %spec.id, member = %id, error = %undo, "could not remove a failed new member");
                     }
                 }
-                return Err(e.context("rollout stopped"));
+                return Err(e.context(match cause {
+                    ReplaceCause::Outdated => "rollout stopped",
+                    ReplaceCause::Unhealthy => "health replacement waits one grace period",
+                }));
             }
         };
         for inst in &created {
@@ -281,11 +315,15 @@ impl Controller {
             self.retire(spec, id).await?;
         }
         let olds: Vec<&str> = old.iter().map(InstanceId::as_str).collect();
+        let why = match cause {
+            ReplaceCause::Outdated => format!("template {version}"),
+            ReplaceCause::Unhealthy => "failing their health check".to_string(),
+        };
         self.event(
             spec,
             self.clock.now(),
             EventKind::Info,
-            format!("replaced {} with {} (template {version})", olds.join(", "), names.join(", ")),
+            format!("replaced {} with {} ({why})", olds.join(", "), names.join(", ")),
         )
         .await;
         Ok(())

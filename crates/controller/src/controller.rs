@@ -214,6 +214,8 @@ impl Controller {
 
         let state = self.store.policy_state(group).await?;
         let rollout_blocked = self.rollout_blocked(spec).await?;
+        let unhealthy = self.unhealthy(spec, now).await;
+        let health_blocked = self.health_blocked(spec, &members, now).await?;
         let view = GroupView {
             spec,
             members: &members,
@@ -221,6 +223,8 @@ impl Controller {
             primary: primary.as_ref(),
             operation_pending: false,
             rollout_blocked,
+            unhealthy: &unhealthy,
+            health_blocked,
         };
         let (evaluation, new_state) = slot.policy.decide(&view, &state, now);
         log_evaluation(spec, &evaluation);

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use flotilla_model::{
-    Backend, Event, EventKind, GroupSpec, Instance, InstanceState, OpKind, OpState, Sample, SeamError, Timestamp,
-    CREATE_TAGS,
+    Backend, Event, EventKind, GroupSpec, Instance, InstanceId, InstanceState, OpKind, OpState, ReplaceCause, Sample,
+    SeamError, Timestamp, Unhealthy, CREATE_TAGS,
 };
 
 use crate::Controller;
@@ -104,10 +104,54 @@ impl Controller {
         Ok(recent
             .iter()
             .find_map(|op| match &op.kind {
-                OpKind::Replace { version, .. } if version == &spec.template_version => Some(&op.state),
+                OpKind::Replace { version, cause: ReplaceCause::Outdated, .. } if version == &spec.template_version => {
+                    Some(&op.state)
+                }
                 _ => None,
             })
             .is_some_and(|state| matches!(state, OpState::Failed(_))))
+    }
+
+    /// The group's newest health replacement, if it failed: `(old, names, when)`.
+    pub(crate) async fn failed_health_replace(
+        &self,
+        spec: &GroupSpec,
+    ) -> Result<Option<(Vec<InstanceId>, Vec<String>, Timestamp)>, SeamError> {
+        let recent = self.store.operations(&spec.id, 50).await?;
+        let newest =
+            recent.into_iter().find(|op| matches!(op.kind, OpKind::Replace { cause: ReplaceCause::Unhealthy, .. }));
+        Ok(newest.and_then(|op| match (op.kind, op.state) {
+            (OpKind::Replace { old, names, .. }, OpState::Failed(_)) => Some((old, names, op.updated_at)),
+            _ => None,
+        }))
+    }
+
+    /// Members failing their health check, as the balancer sees them; a balancer that cannot tell
+    /// reports none (nobody is replaced on a guess).
+    pub(crate) async fn unhealthy(&self, spec: &GroupSpec, now: Timestamp) -> Vec<Unhealthy> {
+        if spec.health_replace.is_none() {
+            return Vec::new();
+        }
+        self.balancer.unhealthy(&spec.id, now).await.unwrap_or_else(|e| {
+            tracing::warn!(group = %spec.id, error = %e, "could not read the balancer's health view");
+            Vec::new()
+        })
+    }
+
+    /// A health replacement whose new member never served (and was removed again) waits the
+    /// group's grace period before the next attempt: the cause is likely shared (the image, the
+    /// health path), and a new member each pass would only burn the cloud. One whose new member
+    /// serves but whose old one could not be deleted is retried at once, with the same names.
+    pub(crate) async fn health_blocked(
+        &self,
+        spec: &GroupSpec,
+        members: &[Instance],
+        now: Timestamp,
+    ) -> Result<bool, SeamError> {
+        let Some(policy) = spec.health_replace else { return Ok(false) };
+        let Some((_, names, at)) = self.failed_health_replace(spec).await? else { return Ok(false) };
+        let created = names.iter().all(|n| members.iter().any(|m| &m.name == n));
+        Ok(!created && now.since(at) < policy.grace)
     }
 
     pub(crate) async fn has_pending(&self, spec: &GroupSpec) -> Result<bool, SeamError> {

@@ -486,6 +486,7 @@ async fn a_resumed_rollout_that_fails_never_removes_the_members_that_serve() {
         old: vec![InstanceId::new("vm-test_1")],
         names: vec!["vm-test_4".into()],
         version: "v2".into(),
+        cause: flotilla_model::ReplaceCause::Outdated,
     };
     use flotilla_model::Provider;
     let spec =
@@ -620,4 +621,115 @@ async fn sources_forget_a_member_that_is_gone() {
     sim.provider.delete(&sim.group, &[InstanceId::new("vm-test_clone_1")]).await.unwrap();
     sim.tick().await;
     assert_eq!(sim.metrics.forgotten(), vec!["vm-test_1", "vm-test_clone_1"]);
+}
+
+/// A scale-mode group of 3 (steady load) whose members are judged by their health check: grace
+/// 60 s from creation, replaced after 20 s of failing.
+async fn health_group() -> Sim {
+    let mut spec = seed_spec();
+    spec.mode = Mode::Scale;
+    spec.min = 3;
+    spec.max = 4;
+    spec.rollout = None;
+    spec.health_replace =
+        Some(flotilla_model::HealthReplace { grace: Duration::from_secs(60), after: Duration::from_secs(20) });
+    let sim = Sim::new(spec);
+    sim.ctl.recover().await.unwrap();
+    sim.metrics.set_all(50.0, 10.0);
+    assert!(matches!(sim.tick().await, Decision::ScaleOut { count: 3, .. }));
+    sim
+}
+
+fn replaced_for_health(d: &Decision) -> Option<Vec<&str>> {
+    match d {
+        Decision::Replace { old, cause: flotilla_model::ReplaceCause::Unhealthy, .. } => {
+            Some(old.iter().map(InstanceId::as_str).collect())
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_member_failing_its_health_check_is_replaced_new_before_old_after_its_grace() {
+    let sim = health_group().await;
+    let sick = InstanceId::new("vm-test_2");
+    sim.balancer.set_failing(&sick, Some(sim.clock.now()));
+    // Made 5 s ago and failing since now: judged once 60 s old and 20 s failing, not before.
+    let mut ticks = 0;
+    let d = loop {
+        let d = sim.tick().await;
+        ticks += 1;
+        if d.is_action() || ticks > 30 {
+            break d;
+        }
+        assert_eq!(d, Decision::Hold(HoldReason::Steady));
+    };
+    assert_eq!(replaced_for_health(&d), Some(vec!["vm-test_2"]), "{d:?}");
+    assert_eq!(ticks, 12, "at 60 s of age (5 s per tick), not before");
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_3", "vm-test_4"]);
+    let calls = sim.balancer.calls();
+    let healthy =
+        calls.iter().position(|c| matches!(c, BalancerCall::WaitHealthy(_, id) if id.as_str() == "vm-test_4"));
+    let drained = calls.iter().position(|c| matches!(c, BalancerCall::Drain(_, id) if id == &sick));
+    assert!(healthy.unwrap() < drained.unwrap(), "new before old: {calls:?}");
+    let events = sim.store.events(Some(&sim.group), 10).await.unwrap();
+    let said = |needle: &str| events.iter().any(|e| e.message.contains(needle));
+    assert!(said("replacing: vm-test_2 failing its health check for 60s"), "{events:?}");
+    assert!(said("replaced vm-test_2 with vm-test_4 (failing their health check)"), "{events:?}");
+    // The new member is healthy: nothing more.
+    for _ in 0..5 {
+        assert_eq!(sim.tick().await, Decision::Hold(HoldReason::Steady));
+    }
+}
+
+#[tokio::test]
+async fn an_unhealthy_member_that_cannot_be_deleted_is_retried_without_adding_members() {
+    // The member's host does not answer (Unknown) and its delete fails: the retry finds the new
+    // member it already made, so the group never grows one member per attempt.
+    let sim = health_group().await;
+    sim.provider.set_state("vm-test_2", InstanceState::Unknown("host down".into()));
+    sim.balancer.set_failing(&InstanceId::new("vm-test_2"), Some(sim.clock.now()));
+    sim.clock.advance(Duration::from_secs(60));
+    sim.provider.fail_next("delete", ErrorKind::Transient);
+    sim.clock.advance(Duration::from_secs(5));
+    assert!(sim.ctl.reconcile(&sim.group).await.is_err(), "the delete fails");
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_2", "vm-test_3", "vm-test_4"]);
+    for _ in 0..3 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_3", "vm-test_4"], "retried with the same name");
+    let ops = sim.store.operations(&sim.group, 10).await.unwrap();
+    let names: Vec<&Vec<String>> = ops
+        .iter()
+        .filter_map(|o| match &o.kind {
+            OpKind::Replace { names, .. } => Some(names),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, [&vec!["vm-test_4".to_string()], &vec!["vm-test_4".to_string()]], "{ops:?}");
+}
+
+#[tokio::test]
+async fn a_replacement_whose_new_member_never_serves_waits_one_grace_period() {
+    let sim = health_group().await;
+    sim.balancer.set_failing(&InstanceId::new("vm-test_2"), Some(sim.clock.now()));
+    sim.clock.advance(Duration::from_secs(60));
+    sim.provider.fail_next("create", ErrorKind::Transient);
+    sim.clock.advance(Duration::from_secs(5));
+    assert!(sim.ctl.reconcile(&sim.group).await.is_err(), "the new member fails");
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_2", "vm-test_3"], "nothing left behind");
+    let ops = sim.store.operations(&sim.group, 1).await.unwrap();
+    assert!(matches!(&ops[0].state, OpState::Failed(r) if r.contains("waits one grace period")), "{ops:?}");
+    // 60 s of grace at 5 s per tick: held for 11 ticks, then tried again (with a new name).
+    let mut held = 0;
+    let d = loop {
+        let d = sim.tick().await;
+        if d.is_action() || held > 30 {
+            break d;
+        }
+        held += 1;
+    };
+    assert_eq!(held, 11);
+    assert_eq!(replaced_for_health(&d), Some(vec!["vm-test_2"]));
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_3", "vm-test_5"]);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_lb::{EmbeddedBalancer, RecordingBalancer};
-use flotilla_model::{Backend, Balancer, DrainReport, GroupId, InstanceId, SeamError};
+use flotilla_model::{Backend, Balancer, DrainReport, GroupId, InstanceId, SeamError, Timestamp, Unhealthy};
 
 pub struct BalancerRouter {
     pub embedded: Arc<EmbeddedBalancer>,
@@ -36,6 +36,9 @@ impl Balancer for BalancerRouter {
     }
     async fn remove(&self, group: &GroupId, id: &InstanceId) -> Result<(), SeamError> {
         self.pick(group).remove(group, id).await
+    }
+    async fn unhealthy(&self, group: &GroupId, now: Timestamp) -> Result<Vec<Unhealthy>, SeamError> {
+        self.pick(group).unhealthy(group, now).await
     }
     async fn sync(&self, group: &GroupId, wanted: &[Backend]) -> Result<(), SeamError> {
         self.pick(group).sync(group, wanted).await

@@ -170,6 +170,60 @@ async fn member_killed_under_load_is_retried_elsewhere_and_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_member_is_replaced_new_before_old_without_dropping_a_request() {
+    // A member that exists but does not answer (SIGSTOP: a frozen guest) is Running to its
+    // provider; only the balancer's health check can tell. Past its grace it is replaced.
+    let mut env = Env::serial();
+    let listen = free_port();
+    let yaml = format!(
+        r#"
+groups:
+  - name: web
+    mode: scale
+    min: 2
+    max: 3
+    interval: 500ms
+    stale_after: 2s
+    drain_timeout: 3s
+    policy: {{ metric: cpu, high: 90, low: 1, min_up: 5, min_down: 50 }}
+    balancer:
+      listen: {listen}
+      health: {{ path: /healthz, interval: 250ms, timeout: 500ms, rise: 1, fall: 2, grace: 2s, replace_after: 2s }}
+"#
+    );
+    let cfg = env.file("f.yaml", &yaml);
+    let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
+    wait_until(Duration::from_secs(30), "two members", || member_addrs(&env, "web").len() == 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // both past their grace, and serving
+
+    let load = Load::start(LoadSpec::open(listen, "/work?ms=2", 32, 150.0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = env.status();
+    let victim = &st["groups"][0]["members"][0];
+    let pid: u32 = victim["tags"]["pid"].as_str().unwrap().parse().unwrap();
+    let victim_name = victim["name"].as_str().unwrap().to_string();
+    support::signal(pid, nix::sys::signal::Signal::SIGSTOP);
+
+    wait_until(Duration::from_secs(40), "the hung member replaced", || {
+        let names = env.member_names("web");
+        names.len() == 2 && !names.contains(&victim_name)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = load.stop().await;
+    // The requests the member held when it froze wait until it is killed (then are retried
+    // elsewhere), tying up some of the load's workers: the rate dips, nothing fails.
+    assert_no_drop(&report, 50.0, "member hung");
+    assert!(report.by_backend.contains_key("web_3"), "the replacement serves: {}", report.summary());
+    let log = env.log("run.log");
+    assert!(log.contains(&format!("REPLACE UNHEALTHY: {victim_name} failing its health check")), "{log}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    assert!(matches!(state, None | Some('Z')), "the hung member's process is gone: {stat}");
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_request_outlives_its_members_drain() {
     let mut env = Env::serial();
     let listen = free_port();

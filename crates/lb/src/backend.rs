@@ -28,6 +28,9 @@ pub struct BackendStatus {
     pub weight: u32,
     /// Passed its active check (`rise` times) and not ejected since.
     pub healthy: bool,
+    /// Not healthy for this long: since it was added, or since the check that took it out of
+    /// rotation. `None` while healthy.
+    pub unhealthy_for: Option<Duration>,
     pub draining: bool,
     /// Requests (TCP: connections) in flight now.
     pub inflight: u32,
@@ -44,6 +47,9 @@ pub(crate) struct Backend {
     pub authority: Authority,
     weight: AtomicU32,
     healthy: AtomicBool,
+    /// When it last stopped serving (or was added); `None` while healthy. Written only when the
+    /// health state flips, never on the request path.
+    unhealthy_since: Mutex<Option<Instant>>,
     draining: AtomicBool,
     removed: AtomicBool,
     /// Bumped on every ejection, so a health check that began before it cannot re-admit.
@@ -91,6 +97,7 @@ impl Backend {
             authority,
             weight: AtomicU32::new(weight.max(1)),
             healthy: AtomicBool::new(false),
+            unhealthy_since: Mutex::new(Some(Instant::now())),
             draining: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             eject_epoch: AtomicU64::new(0),
@@ -121,6 +128,14 @@ impl Backend {
     }
     pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+    /// How long it has not been healthy; `None` while healthy.
+    pub(crate) fn unhealthy_for(&self) -> Option<Duration> {
+        if self.is_healthy() {
+            return None;
+        }
+        let since = *self.unhealthy_since.lock().unwrap_or_else(|e| e.into_inner());
+        Some(since.map_or(Duration::ZERO, |t| t.elapsed()))
     }
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
@@ -154,6 +169,7 @@ impl Backend {
     fn admit(&self) {
         if !self.healthy.swap(true, Ordering::AcqRel) {
             tracing::info!(backend = %self.id, addr = %self.addr, "backend healthy: serving");
+            *self.unhealthy_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.consecutive_5xx.store(0, Ordering::Relaxed);
             self.publish_serving();
             // why: queued requests wait for exactly this.
@@ -167,6 +183,7 @@ impl Backend {
         self.passes.store(0, Ordering::Release);
         if self.healthy.swap(false, Ordering::AcqRel) {
             tracing::warn!(backend = %self.id, addr = %self.addr, reason, "backend ejected");
+            self.unhealthy_since.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
             self.publish_serving();
         }
     }
@@ -310,6 +327,7 @@ impl Backend {
             addr: self.addr,
             weight: self.weight(),
             healthy: self.is_healthy(),
+            unhealthy_for: self.unhealthy_for(),
             draining: self.is_draining(),
             inflight: self.inflight(),
             requests_total,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flotilla_model::{
     Backend, Balancer, DrainReport, GroupId, Instance, InstanceId, MetricSource, Sample, SeamError, Timestamp,
+    Unhealthy,
 };
 
 use crate::config::LbConfig;
@@ -122,6 +123,16 @@ impl Balancer for EmbeddedBalancer {
     async fn remove(&self, group: &GroupId, id: &InstanceId) -> Result<(), SeamError> {
         self.registered(group)?.remove_backend(id.as_str());
         Ok(())
+    }
+
+    async fn unhealthy(&self, group: &GroupId, now: Timestamp) -> Result<Vec<Unhealthy>, SeamError> {
+        Ok(self
+            .registered(group)?
+            .backends()
+            .into_iter()
+            .filter(|b| !b.draining)
+            .filter_map(|b| Some(Unhealthy { since: now.minus(b.unhealthy_for?), id: InstanceId::new(b.id) }))
+            .collect())
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flotilla_model::{Backend, Balancer, DrainReport, GroupId, InstanceId, SeamError};
+use flotilla_model::{Backend, Balancer, DrainReport, GroupId, InstanceId, SeamError, Timestamp, Unhealthy};
 
 /// One call the controller made, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,8 @@ type GroupBackends = BTreeMap<InstanceId, (String, bool)>;
 pub struct RecordingBalancer {
     calls: Mutex<Vec<BalancerCall>>,
     backends: Mutex<BTreeMap<GroupId, GroupBackends>>,
+    /// Health a test set: backend id -> failing since.
+    failing: Mutex<BTreeMap<InstanceId, Timestamp>>,
 }
 
 impl RecordingBalancer {
@@ -45,6 +47,15 @@ impl RecordingBalancer {
         b.get(group)
             .map(|m| m.iter().filter(|(_, (_, draining))| !draining).map(|(id, _)| id.clone()).collect())
             .unwrap_or_default()
+    }
+    /// Makes a backend fail its health check since `since` (`None`: healthy again). Reported by
+    /// [`Balancer::unhealthy`] while the backend is registered and not draining.
+    pub fn set_failing(&self, id: &InstanceId, since: Option<Timestamp>) {
+        let mut failing = self.failing.lock().expect("balancer lock");
+        match since {
+            Some(t) => failing.insert(id.clone(), t),
+            None => failing.remove(id),
+        };
     }
     fn record(&self, call: BalancerCall) {
         let mut calls = self.calls.lock().expect("balancer lock");
@@ -91,6 +102,18 @@ impl Balancer for RecordingBalancer {
         }
         self.record(BalancerCall::Remove(group.clone(), id.clone()));
         Ok(())
+    }
+
+    async fn unhealthy(&self, group: &GroupId, _now: Timestamp) -> Result<Vec<Unhealthy>, SeamError> {
+        let backends = self.backends.lock().expect("balancer lock");
+        let failing = self.failing.lock().expect("balancer lock");
+        Ok(backends
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter(|(_, (_, draining))| !draining)
+            .filter_map(|(id, _)| Some(Unhealthy { id: id.clone(), since: *failing.get(id)? }))
+            .collect())
     }
 
     /// The embedded balancer's semantics, through `add` and `remove` (so they are recorded):

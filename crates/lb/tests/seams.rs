@@ -106,6 +106,53 @@ async fn sync_makes_the_backend_set_what_is_wanted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_names_the_backends_that_fail_their_check_and_since_when() {
+    let eb = EmbeddedBalancer::new();
+    let g = GroupId::new("web");
+    eb.register(g.clone(), fast_cfg()).await.unwrap();
+    let lb: &dyn Balancer = &eb;
+    let (a, b) = (TestBackend::start("m-a").await, TestBackend::start("m-b").await);
+    let (ia, ib) = (InstanceId::new("m-a"), InstanceId::new("m-b"));
+    let now = || Timestamp::from_millis(1_000_000);
+    let failing = || async { lb.unhealthy(&g, now()).await.unwrap() };
+
+    // Added and not yet checked: failing since it was added (a moment ago).
+    b.set_healthy(false);
+    lb.sync(&g, &[backend("m-a", a.addr), backend("m-b", b.addr)]).await.unwrap();
+    assert!(lb.wait_healthy(&g, &ia, Duration::from_secs(10)).await.unwrap());
+    let f = failing().await;
+    assert_eq!(f.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["m-b"], "{f:?}");
+    assert!(now().since(f[0].since) < Duration::from_secs(10), "{f:?}");
+
+    // A healthy backend that starts failing is reported once ejected, with time counting up.
+    b.set_healthy(true);
+    assert!(lb.wait_healthy(&g, &ib, Duration::from_secs(10)).await.unwrap());
+    assert!(failing().await.is_empty());
+    a.set_healthy(false);
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = failing().await;
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["m-a"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = failing().await;
+    assert!(later[0].since < seen[0].since, "the time failing counts up: {seen:?} then {later:?}");
+
+    // A backend being drained is on its way out: not reported; healthy again: not reported.
+    lb.drain(&g, &ia, Duration::from_secs(1)).await.unwrap();
+    assert!(failing().await.is_empty());
+    a.set_healthy(true);
+    lb.sync(&g, &[backend("m-a", a.addr), backend("m-b", b.addr)]).await.unwrap();
+    assert!(lb.wait_healthy(&g, &ia, Duration::from_secs(10)).await.unwrap());
+    assert!(failing().await.is_empty());
+    eb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_source_reports_what_the_balancer_saw() {
     let eb = EmbeddedBalancer::new();
     let g = GroupId::new("web");

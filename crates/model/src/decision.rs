@@ -1,4 +1,4 @@
-use crate::{InstanceId, Timestamp};
+use crate::{InstanceId, ReplaceCause, Timestamp};
 
 /// Why the core decided to do nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +34,11 @@ pub enum Decision {
         successor: InstanceId,
         reason: String,
     },
-    /// Replace these outdated members (made from an older template) with new ones: create, wait
-    /// healthy, then drain and delete the old.
+    /// Replace these members (made from an older template, or not serving) with new ones:
+    /// create, wait healthy, then drain and delete the old.
     Replace {
         old: Vec<InstanceId>,
+        cause: ReplaceCause,
         reason: String,
     },
 }

@@ -188,6 +188,9 @@ pub struct GroupSpec {
     pub template_version: String,
     /// How outdated members are replaced; `None`: they are left alone.
     pub rollout: Option<Rollout>,
+    /// When a member failing its balancer health check is replaced; `None`: never (no balancer,
+    /// or turned off).
+    pub health_replace: Option<HealthReplace>,
 }
 
 /// The instance tag holding the template version a member was made from.
@@ -207,6 +210,17 @@ pub struct Rollout {
     /// Members replaced per batch (the seed's `maxUnavailable`), at least 1. The batch's new members
     /// are created first, so the group briefly has up to this many members above its size.
     pub max_unavailable: u32,
+}
+
+/// Replacement of members that exist but do not serve (AWS's ELB health checks on an Auto
+/// Scaling group): a member failing its health check for `after`, once it is older than `grace`,
+/// is replaced new before old, at most the rollout's `max_unavailable` (else 1) at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthReplace {
+    /// Counted from the member's creation: a member still booting is never judged.
+    pub grace: Duration,
+    /// How long a member must fail its health check before it is replaced.
+    pub after: Duration,
 }
 
 impl GroupSpec {
@@ -235,6 +249,7 @@ impl GroupSpec {
             instance: InstanceSpec { base_name: id.to_string(), clone_base: format!("{id}_clone"), vcpus: 1 },
             template_version: String::new(),
             rollout: Some(Rollout { max_unavailable: 1 }),
+            health_replace: None,
         }
     }
 }

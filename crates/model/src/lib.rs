@@ -18,13 +18,13 @@ pub mod vocab;
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ErrorKind, SeamError};
 pub use group::{
-    Aggregation, GroupId, GroupSpec, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout,
-    TargetMetric, TargetSpec, ThresholdSpec, Victim, CREATE_TAGS, READY_TAG, TEMPLATE_TAG,
+    Aggregation, GroupId, GroupSpec, HealthReplace, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec,
+    Rollout, TargetMetric, TargetSpec, ThresholdSpec, Victim, CREATE_TAGS, READY_TAG, TEMPLATE_TAG,
 };
 pub use instance::{Instance, InstanceId, InstanceState};
-pub use operation::{Event, EventKind, OpId, OpKind, OpState, Operation};
+pub use operation::{Event, EventKind, OpId, OpKind, OpState, Operation, ReplaceCause};
 pub use sample::{Metric, Sample};
-pub use seams::{Backend, Balancer, DrainReport, MetricSource, Provider, Store};
+pub use seams::{Backend, Balancer, DrainReport, MetricSource, Provider, Store, Unhealthy};
 
 /// Decision core types live here (not in `flotilla-policy`) because the store persists them.
 mod decision;

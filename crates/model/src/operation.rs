@@ -31,12 +31,39 @@ pub enum OpKind {
     Stop {
         victims: Vec<InstanceId>,
     },
-    /// A rollout batch: create `names` from template `version`, then retire `old`.
+    /// Create `names` from template `version`, then retire `old`: a rollout batch, or members
+    /// that do not serve.
     Replace {
         old: Vec<InstanceId>,
         names: Vec<String>,
         version: String,
+        cause: ReplaceCause,
     },
+}
+
+/// Why members are replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceCause {
+    /// Made from an older template (a rollout batch).
+    Outdated,
+    /// Failing the balancer's health check past the group's grace period.
+    Unhealthy,
+}
+
+impl ReplaceCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplaceCause::Outdated => "outdated",
+            ReplaceCause::Unhealthy => "unhealthy",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "outdated" => Some(ReplaceCause::Outdated),
+            "unhealthy" => Some(ReplaceCause::Unhealthy),
+            _ => None,
+        }
+    }
 }
 
 impl OpKind {

@@ -60,6 +60,15 @@ pub struct DrainReport {
     pub waited: Duration,
 }
 
+/// A backend failing its health check, as the balancer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhealthy {
+    pub id: InstanceId,
+    /// Since when it has not served: when it was added (never healthy yet) or when it was last
+    /// taken out of rotation by a failed check.
+    pub since: Timestamp,
+}
+
 /// Routes traffic to a group's members: add after healthy, drain before delete.
 #[async_trait]
 pub trait Balancer: Send + Sync {
@@ -81,6 +90,10 @@ pub trait Balancer: Send + Sync {
     /// retire whose delete failed: the member still exists), through a fresh health check. The
     /// controller calls it on every pass, so the balancer never keeps a copy that drifted.
     async fn sync(&self, group: &GroupId, wanted: &[Backend]) -> Result<(), SeamError>;
+
+    /// The group's backends that fail their health check now (not those draining), with since
+    /// when, on the caller's clock (`now`). A balancer without health checks reports none.
+    async fn unhealthy(&self, group: &GroupId, now: Timestamp) -> Result<Vec<Unhealthy>, SeamError>;
 }
 
 /// Durable state, in domain terms. One trait, several backends (SQLite now, PostgreSQL later).

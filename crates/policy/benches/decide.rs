@@ -104,6 +104,8 @@ fn decide_all(groups: &[Group]) -> usize {
             primary: g.primary.as_ref(),
             operation_pending: false,
             rollout_blocked: false,
+            unhealthy: &[],
+            health_blocked: false,
         };
         let (eval, state) = g.policy.decide(&view, &g.state, NOW);
         actions += usize::from(eval.decision.is_action());

@@ -7,6 +7,7 @@ use flotilla_model::{Decision, Evaluation, HoldReason, Instance, Mode, PolicySta
 
 use crate::aggregate::{self, Readings};
 use crate::bounds::{self, Repair};
+use crate::health;
 use crate::rollout;
 use crate::victims;
 use crate::view::{self, GroupView, Member};
@@ -94,6 +95,14 @@ impl Tick<'_> {
             Some(value) => rule.act(self, value, &mut st),
             None => Decision::Hold(HoldReason::NoData),
         };
+        // A member that does not serve is replaced before the group shrinks or merely holds; a
+        // scale-out comes first (it adds capacity sooner). Neither stamps a cooldown nor resets a
+        // streak: the streak acts on the tick after.
+        if !matches!(decision, Decision::ScaleOut { .. }) {
+            if let Some(batch) = health::next_batch(&self.view, self.now) {
+                return (batch, st);
+            }
+        }
         if !decision.is_action() {
             // A rollout keeps the group's size and needs no metrics; it neither stamps a cooldown
             // nor resets a streak.

@@ -20,7 +20,10 @@
 //!    complete down count scales in (or hands over from the primary to a clone), subject to
 //!    bounds, cooldowns and complete data. Scale-out beats hold beats scale-in. Every action
 //!    resets both counters and stamps its time.
-//! 5. **Rollout**: on a tick that would hold, running members made from an older template version
+//! 5. **Health**: unless the rule scales out, members failing their balancer health check for the
+//!    group's `after`, once older than its `grace`, are replaced new before old (no cooldown, no
+//!    stamp; the rule's action waits a tick).
+//! 6. **Rollout**: on a tick that would hold, running members made from an older template version
 //!    are replaced, `max_unavailable` at a time, oldest first (no cooldown, no stamp).
 //!
 //! The kinds ([`flotilla_model::PolicySpec`]):
@@ -34,6 +37,7 @@
 mod aggregate;
 mod bounds;
 mod engine;
+mod health;
 mod requests;
 mod rollout;
 mod target;

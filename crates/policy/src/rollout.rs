@@ -5,7 +5,7 @@
 //! is taken as current, so upgrading Flotilla never churns a group. Scaling comes first: a rollout
 //! batch is only proposed on a tick where the policy itself holds.
 
-use flotilla_model::{Decision, Instance, InstanceId, TEMPLATE_TAG};
+use flotilla_model::{Decision, Instance, InstanceId, ReplaceCause, TEMPLATE_TAG};
 
 use crate::view::{GroupView, Member};
 
@@ -40,5 +40,5 @@ pub(crate) fn next_batch(view: &GroupView<'_>, running: &[Member<'_>]) -> Option
         running.len(),
         batch.len()
     );
-    Some(Decision::Replace { old: batch, reason })
+    Some(Decision::Replace { old: batch, cause: ReplaceCause::Outdated, reason })
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use flotilla_model::{GroupSpec, Instance, InstanceId, Sample, Timestamp};
+use flotilla_model::{GroupSpec, Instance, InstanceId, Sample, Timestamp, Unhealthy};
 
 /// One group at one tick, as the controller knows it. Borrowed, so building one costs nothing.
 #[derive(Debug, Clone, Copy)]
@@ -19,12 +19,26 @@ pub struct GroupView<'a> {
     pub operation_pending: bool,
     /// The last rollout batch towards the current template version failed: propose no more.
     pub rollout_blocked: bool,
+    /// Members the balancer sees failing their health check, and since when.
+    pub unhealthy: &'a [Unhealthy],
+    /// A health replacement failed lately (its new member did not serve either): propose none
+    /// until the group's grace period has passed.
+    pub health_blocked: bool,
 }
 
 impl<'a> GroupView<'a> {
     /// A view with no primary and no pending operation.
     pub fn new(spec: &'a GroupSpec, members: &'a [Instance], latest: &'a [Sample]) -> Self {
-        GroupView { spec, members, latest, primary: None, operation_pending: false, rollout_blocked: false }
+        GroupView {
+            spec,
+            members,
+            latest,
+            primary: None,
+            operation_pending: false,
+            rollout_blocked: false,
+            unhealthy: &[],
+            health_blocked: false,
+        }
     }
 }
 

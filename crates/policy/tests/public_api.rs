@@ -37,6 +37,8 @@ fn a_controller_loop_scales_out_then_in() {
             primary: None,
             operation_pending: false,
             rollout_blocked: false,
+            unhealthy: &[],
+            health_blocked: false,
         };
         let (eval, next) = policy.decide(&view, &state, now);
         assert_eq!(eval.at, now);

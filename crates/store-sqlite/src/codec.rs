@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_model::{InstanceId, Metric, OpKind};
+use flotilla_model::{InstanceId, Metric, OpKind, ReplaceCause};
 use serde_json::{Map, Value};
 
 pub(crate) fn encode_tags(tags: &BTreeMap<String, String>) -> String {
@@ -72,10 +72,11 @@ pub(crate) fn encode_op(kind: &OpKind) -> String {
             map.insert("retire".into(), Value::String(retire.0.clone()));
             map.insert("successor".into(), Value::String(successor.0.clone()));
         }
-        OpKind::Replace { old, names, version } => {
+        OpKind::Replace { old, names, version, cause } => {
             map.insert("old".into(), ids(old));
             map.insert("names".into(), Value::Array(names.iter().cloned().map(Value::String).collect()));
             map.insert("version".into(), Value::String(version.clone()));
+            map.insert("cause".into(), Value::String(cause.as_str().into()));
         }
     }
     Value::Object(map).to_string()
@@ -101,6 +102,14 @@ pub(crate) fn decode_op(kind: &str, payload: &str) -> Result<OpKind, String> {
             old: strings(&map, "old")?.into_iter().map(InstanceId).collect(),
             names: strings(&map, "names")?,
             version: string(&map, "version")?,
+            // Rows written before health replacement existed are rollout batches.
+            cause: match map.get("cause") {
+                None => ReplaceCause::Outdated,
+                Some(Value::String(c)) => {
+                    ReplaceCause::parse(c).ok_or_else(|| format!("field \"cause\" is not a replace cause: {c:?}"))?
+                }
+                other => return Err(format!("field \"cause\" is not a string: {}", show(other))),
+            },
         },
         _ => OpKind::Handover {
             retire: InstanceId(string(&map, "retire")?),
@@ -158,10 +167,20 @@ mod tests {
         assert_eq!(v, serde_json::json!({"retire": "p", "successor": "c"}));
         assert_eq!(decode_op("handover", &encode_op(&h)).unwrap(), h);
         assert_eq!(decode_op("scale-out", &encode_op(&out)).unwrap(), out);
-        let r = OpKind::Replace { old: vec![InstanceId::new("w_1")], names: vec!["w_3".into()], version: "v2".into() };
+        let r = OpKind::Replace {
+            old: vec![InstanceId::new("w_1")],
+            names: vec!["w_3".into()],
+            version: "v2".into(),
+            cause: ReplaceCause::Unhealthy,
+        };
         let v: Value = serde_json::from_str(&encode_op(&r)).unwrap();
-        assert_eq!(v, serde_json::json!({"old": ["w_1"], "names": ["w_3"], "version": "v2"}));
+        assert_eq!(v, serde_json::json!({"old": ["w_1"], "names": ["w_3"], "version": "v2", "cause": "unhealthy"}));
         assert_eq!(decode_op("replace", &encode_op(&r)).unwrap(), r);
+        // A row from before health replacement is a rollout batch; a cause we do not know is refused.
+        let before = decode_op("replace", r#"{"old":["w_1"],"names":["w_3"],"version":"v2"}"#).unwrap();
+        assert!(matches!(before, OpKind::Replace { cause: ReplaceCause::Outdated, .. }));
+        let odd = decode_op("replace", r#"{"old":[],"names":[],"version":"v","cause":"whim"}"#);
+        assert!(odd.unwrap_err().contains("cause"));
         assert!(decode_op("replace", "{\"old\":[],\"names\":[]}").unwrap_err().contains("version"));
     }
 

@@ -38,7 +38,10 @@ pub struct RawBalancer {
 
 /// A balancer's `health`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a health mapping (`path`, `interval`, `timeout`, `rise`, `fall`)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a health mapping (`path`, `interval`, `timeout`, `rise`, `fall`, `replace`, `grace`, `replace_after`)"
+)]
 pub struct RawHealth {
     /// HTTP path that must answer 2xx (http mode); tcp mode checks that a connection opens.
     #[serde(default = "default_health_path")]
@@ -55,6 +58,16 @@ pub struct RawHealth {
     /// Consecutive failures before it stops getting traffic.
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// Replace a member that keeps failing (default true): new before old, at most the
+    /// rollout's `max_unavailable` (else 1) at a time.
+    #[serde(default = "default_replace")]
+    pub replace: bool,
+    /// A member is never judged before it is this old (AWS's health-check grace period).
+    #[serde(default = "default_grace", with = "flotilla_duration")]
+    pub grace: Duration,
+    /// How long a member must fail its check, once past its grace, before it is replaced.
+    #[serde(default = "default_replace_after", with = "flotilla_duration")]
+    pub replace_after: Duration,
 }
 
 impl Default for RawHealth {
@@ -65,6 +78,9 @@ impl Default for RawHealth {
             timeout: default_health_timeout(),
             rise: default_rise(),
             fall: default_fall(),
+            replace: default_replace(),
+            grace: default_grace(),
+            replace_after: default_replace_after(),
         }
     }
 }
@@ -99,4 +115,16 @@ pub fn default_rise() -> u32 {
 
 pub fn default_fall() -> u32 {
     2
+}
+
+pub fn default_replace() -> bool {
+    true
+}
+
+pub fn default_grace() -> Duration {
+    Duration::from_secs(300)
+}
+
+pub fn default_replace_after() -> Duration {
+    Duration::from_secs(60)
 }

@@ -7,6 +7,7 @@ mod property;
 mod requests;
 #[rustfmt::skip]
 mod rules;
+mod health;
 mod rollout;
 #[rustfmt::skip]
 mod target;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use flotilla_model::{
     Decision, Evaluation, GroupSpec, HoldReason, Instance, InstanceId, InstanceState, Metric, Mode, PolicySpec,
-    PolicyState, RequestCountSpec, Sample, TargetMetric, TargetSpec, ThresholdSpec, Timestamp,
+    PolicyState, ReplaceCause, RequestCountSpec, Sample, TargetMetric, TargetSpec, ThresholdSpec, Timestamp,
 };
 
 use crate::GroupView;
@@ -250,7 +251,7 @@ pub(crate) fn run(
     state: &PolicyState,
     now: Timestamp,
 ) -> (Evaluation, PolicyState) {
-    let view = GroupView { spec, members, latest, primary, operation_pending: pending, rollout_blocked: false };
+    let view = GroupView { primary, operation_pending: pending, ..GroupView::new(spec, members, latest) };
     crate::decide(&view, state, now)
 }
 
@@ -290,12 +291,21 @@ pub(crate) fn assert_safe(spec: &GroupSpec, members: &[Instance], d: &Decision, 
             assert_eq!(state_of(successor), Some(&InstanceState::Running), "{ctx}: successor not running");
             assert!(running >= 2, "{ctx}: handover leaves no running member");
         }
-        Decision::Replace { old, .. } => {
+        Decision::Replace { old, cause, .. } => {
             assert!(!old.is_empty(), "{ctx}: empty replace");
-            let batch = spec.rollout.map_or(0, |r| r.max_unavailable.max(1) as usize);
+            let batch = match cause {
+                ReplaceCause::Outdated => spec.rollout.map_or(0, |r| r.max_unavailable.max(1) as usize),
+                ReplaceCause::Unhealthy => spec.rollout.map_or(1, |r| r.max_unavailable.max(1) as usize),
+            };
             assert!(old.len() <= batch, "{ctx}: replace batch above max_unavailable: {d:?}");
             for v in old {
-                assert_eq!(state_of(v), Some(&InstanceState::Running), "{ctx}: replaces {v}, not running");
+                let ok = match cause {
+                    ReplaceCause::Outdated => state_of(v) == Some(&InstanceState::Running),
+                    ReplaceCause::Unhealthy => {
+                        matches!(state_of(v), Some(InstanceState::Running | InstanceState::Unknown(_)))
+                    }
+                };
+                assert!(ok, "{ctx}: replaces {v} ({:?})", state_of(v));
             }
         }
     }

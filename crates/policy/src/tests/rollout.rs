@@ -25,6 +25,8 @@ fn decide(spec: &GroupSpec, members_dsl: &str, samples_dsl: &str, blocked: bool)
         primary: None,
         operation_pending: false,
         rollout_blocked: blocked,
+        unhealthy: &[],
+        health_blocked: false,
     };
     let (eval, _) = crate::decide(&view, &PolicyState::default(), t(100));
     assert_safe(spec, &members, &eval.decision, "rollout");
