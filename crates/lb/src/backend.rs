@@ -73,6 +73,8 @@ pub(crate) struct Backend {
     client: RwLock<Option<HttpClient>>,
     ring: Mutex<Ring>,
     epoch: Epoch,
+    /// The ring second it was added in: before it, nothing was watched.
+    added_sec: u64,
 }
 
 impl Backend {
@@ -114,6 +116,7 @@ impl Backend {
             capacity,
             client: RwLock::new(client),
             ring: Mutex::new(Ring::new()),
+            added_sec: epoch.sec(Instant::now()),
             epoch,
         })
     }
@@ -343,7 +346,11 @@ impl Backend {
         ring.count(sec, count_secs).0
     }
 
-    pub(crate) fn traffic(&self, now: Instant, rate_secs: u64, count_secs: u64) -> TrafficStats {
+    /// Its figures, with the rate window's aggregate added into `agg` (for the group's total).
+    /// The rate is over the seconds it was watched when that is less than the window: a backend
+    /// added a moment ago (a restart, a new member) serving 100 req/s reads 100, not 100 × the
+    /// fraction of the window it was there.
+    pub(crate) fn traffic(&self, now: Instant, rate_secs: u64, count_secs: u64, agg: &mut Window) -> TrafficStats {
         let mut w = Window::new();
         let in_count = self.window(now, rate_secs, count_secs, &mut w);
         let (requests_total, errors_total) = self.totals();
@@ -353,7 +360,9 @@ impl Backend {
             inflight: u64::from(self.inflight()),
             ..TrafficStats::default()
         };
-        t.fill(&w, rate_secs, in_count);
+        let watched = self.epoch.sec(now).saturating_sub(self.added_sec) + 1;
+        t.fill(&w, rate_secs.min(watched), in_count);
+        agg.add(&w);
         t
     }
 }

@@ -345,21 +345,16 @@ impl GroupBalancer {
         let mut retried = sh.retired_retries.load(Ordering::Relaxed);
         let mut backends = Vec::new();
         for b in sh.snapshot().1.iter() {
-            let mut w = Window::new();
-            let c = b.window(now, rate_secs, count_secs, &mut w);
-            let (requests_total, errors_total) = b.totals();
-            let mut t =
-                TrafficStats { requests_total, errors_total, inflight: u64::from(b.inflight()), ..Default::default() };
-            t.fill(&w, rate_secs, c);
-            total.requests_total += requests_total;
-            total.errors_total += errors_total;
+            let t = b.traffic(now, rate_secs, count_secs, &mut all);
+            total.requests_total += t.requests_total;
+            total.errors_total += t.errors_total;
             total.inflight += t.inflight;
-            in_count += c;
-            all.add(&w);
+            in_count += t.requests_in_count_window;
             retried += b.retried_total();
             backends.push(BackendStats { id: b.id.clone(), traffic: t });
         }
-        total.fill(&all, rate_secs, in_count);
+        // The group's rate, like a backend's, is over the seconds it was watched.
+        total.fill(&all, rate_secs.min(sh.epoch.sec(now) + 1), in_count);
         GroupStats {
             group: sh.name.clone(),
             total,
@@ -388,7 +383,7 @@ impl GroupBalancer {
             .iter()
             .filter_map(|m| {
                 let b = set.iter().find(|b| b.id == m.id.as_str())?;
-                let t = b.traffic(now, rate_secs, count_secs);
+                let t = b.traffic(now, rate_secs, count_secs, &mut Window::new());
                 let mut s = Sample::new(m.id.clone(), at)
                     .with(Metric::RequestRate, t.rps)
                     .with(Metric::Requests, t.requests_in_count_window as f64)

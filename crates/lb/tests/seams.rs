@@ -153,6 +153,37 @@ async fn unhealthy_names_the_backends_that_fail_their_check_and_since_when() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_that_just_started_reports_the_rate_it_saw_not_a_fraction_of_it() {
+    // After a restart (or when a member is added) the balancer has watched a member for a moment
+    // only. Its rate must be over the seconds it watched: spread over the whole 10 s window, a
+    // steady 100 req/s would read as 10, and a target policy on rps would scale a loaded group in.
+    let eb = EmbeddedBalancer::new();
+    let g = GroupId::new("web");
+    let addr = eb.register(g.clone(), fast_cfg()).await.unwrap();
+    let a = TestBackend::start("m-a").await;
+    let started = std::time::Instant::now();
+    eb.add(&g, backend("m-a", a.addr)).await.unwrap();
+    assert!(eb.wait_healthy(&g, &InstanceId::new("m-a"), Duration::from_secs(10)).await.unwrap());
+    let c = client();
+    let n = 60u32;
+    for _ in 0..n {
+        assert_eq!(get(&c, addr, "/").await.unwrap().status, 200);
+    }
+    let watched = started.elapsed();
+    assert!(watched < Duration::from_secs(8), "the setup took most of the window: {watched:?}");
+    let members = [Instance::new("m-a", &g, Timestamp::ZERO)];
+    let s = &eb.sample(&g, &members, Timestamp::from_millis(1)).await.unwrap()[0];
+    let rps = s.get(Metric::RequestRate).unwrap();
+    // Watched for at most `watched` rounded up plus the current second.
+    let floor = f64::from(n) / (watched.as_secs() + 2) as f64;
+    assert!(rps >= floor && rps <= f64::from(n), "{rps} req/s over {watched:?} of watching ({n} requests)");
+    let group = eb.group(&g).unwrap().stats();
+    assert_eq!(group.backends[0].traffic.rps, rps, "the group's figures agree");
+    assert!(group.total.rps >= floor, "the group's total too: {}", group.total.rps);
+    eb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_source_reports_what_the_balancer_saw() {
     let eb = EmbeddedBalancer::new();
     let g = GroupId::new("web");
@@ -175,7 +206,10 @@ async fn metric_source_reports_what_the_balancer_saw() {
     let s = &samples[0];
     assert_eq!((s.instance.as_str(), s.at), ("m-a", now));
     assert_eq!(s.get(Metric::Requests), Some(n as f64), "all {n} requests are in the 60 s count window");
-    assert_eq!(s.get(Metric::RequestRate), Some(n as f64 / 10.0), "requests in the 10 s rate window / 10 s");
+    // Requests in the 10 s rate window over the seconds the balancer watched (here 1 to 3).
+    let over_watched = |rps: f64, n: u64| (1..=3).any(|secs| rps == n as f64 / secs as f64);
+    let rps = s.get(Metric::RequestRate).unwrap();
+    assert!(over_watched(rps, n), "{rps} req/s for {n} requests");
     assert_eq!(s.get(Metric::Inflight), Some(0.0));
     assert_eq!(s.get(Metric::ErrorRate), Some(0.0));
     let (p50, p95, p99) =
@@ -199,7 +233,7 @@ async fn metric_source_reports_what_the_balancer_saw() {
     assert_eq!(st.total.requests_in_count_window, n + 2);
     assert_eq!(st.backends.len(), 1);
     assert_eq!(st.backends[0].traffic.requests_total, n + 2);
-    assert_eq!(st.backends[0].traffic.rps, (n + 2) as f64 / 10.0);
+    assert!(over_watched(st.backends[0].traffic.rps, n + 2), "{:?}", st.backends[0]);
     let group = eb.group(&g).unwrap();
     assert_eq!(group.requests_in("m-a", Duration::from_secs(300)), Some(n + 2));
     assert_eq!(group.requests_in("nobody", Duration::from_secs(300)), None);
