@@ -73,8 +73,8 @@ pub(crate) struct Backend {
     client: RwLock<Option<HttpClient>>,
     ring: Mutex<Ring>,
     epoch: Epoch,
-    /// The ring second it was added in: before it, nothing was watched.
-    added_sec: u64,
+    /// When it was added: before it, nothing was watched.
+    added: Instant,
 }
 
 impl Backend {
@@ -116,7 +116,7 @@ impl Backend {
             capacity,
             client: RwLock::new(client),
             ring: Mutex::new(Ring::new()),
-            added_sec: epoch.sec(Instant::now()),
+            added: Instant::now(),
             epoch,
         })
     }
@@ -360,8 +360,7 @@ impl Backend {
             inflight: u64::from(self.inflight()),
             ..TrafficStats::default()
         };
-        let watched = self.epoch.sec(now).saturating_sub(self.added_sec) + 1;
-        t.fill(&w, rate_secs.min(watched), in_count);
+        t.fill(&w, self.epoch.watched(now, rate_secs, self.added), in_count);
         agg.add(&w);
         t
     }

@@ -17,7 +17,7 @@ use crate::backend::{Attempt, Backend, BackendStatus};
 use crate::config::{LbConfig, Mode};
 use crate::queue::{Queue, QueueError};
 use crate::select::{self, Pick, Snapshot, Tried};
-use crate::stats::{BackendStats, Epoch, GroupStats, Ring, TrafficStats, Window, RING_SECS};
+use crate::stats::{BackendStats, Epoch, GroupStats, Ring, TrafficStats, Window, MIN_WATCHED, RING_SECS};
 
 /// How long `shutdown` lets open connections finish before closing them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -354,7 +354,7 @@ impl GroupBalancer {
             backends.push(BackendStats { id: b.id.clone(), traffic: t });
         }
         // The group's rate, like a backend's, is over the seconds it was watched.
-        total.fill(&all, rate_secs.min(sh.epoch.sec(now) + 1), in_count);
+        total.fill(&all, sh.epoch.watched(now, rate_secs, sh.epoch.0), in_count);
         GroupStats {
             group: sh.name.clone(),
             total,
@@ -385,10 +385,13 @@ impl GroupBalancer {
                 let b = set.iter().find(|b| b.id == m.id.as_str())?;
                 let t = b.traffic(now, rate_secs, count_secs, &mut Window::new());
                 let mut s = Sample::new(m.id.clone(), at)
-                    .with(Metric::RequestRate, t.rps)
                     .with(Metric::Requests, t.requests_in_count_window as f64)
                     .with(Metric::Inflight, t.inflight as f64)
                     .with(Metric::ErrorRate, t.error_pct);
+                // A rate from a moment's watching (just after a restart) is no reading yet.
+                if t.watched >= MIN_WATCHED {
+                    s.set(Metric::RequestRate, t.rps);
+                }
                 if t.requests_in_rate_window > 0 {
                     let p = [
                         (Metric::LatencyP50, t.p50_ms),

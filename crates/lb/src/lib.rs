@@ -73,4 +73,4 @@ pub use embedded::EmbeddedBalancer;
 pub use group::GroupBalancer;
 pub use recording::{BalancerCall, RecordingBalancer};
 pub use standalone::run_standalone;
-pub use stats::{BackendStats, GroupStats, TrafficStats};
+pub use stats::{BackendStats, GroupStats, TrafficStats, MIN_WATCHED};

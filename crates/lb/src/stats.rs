@@ -6,6 +6,8 @@
 //! computation and one increment, merging is a sum, and ~6 % relative precision is plenty for
 //! scaling decisions.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 /// Seconds of history kept; every window is clamped to it.
@@ -106,7 +108,19 @@ impl Epoch {
     pub(crate) fn sec(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.0).as_secs()
     }
+
+    /// How long a `secs`-second window ending at `now` watched something that began at `since`:
+    /// from the window's first second (or `since`, if later) to now. The current second is only
+    /// partly over, so a full window is a little shorter than `secs`.
+    pub(crate) fn watched(&self, now: Instant, secs: u64, since: Instant) -> Duration {
+        let first = self.sec(now).saturating_sub(secs.saturating_sub(1));
+        let start = (self.0 + Duration::from_secs(first)).max(since);
+        now.saturating_duration_since(start)
+    }
 }
+
+/// The least time a backend must be watched before its request rate is a reading.
+pub const MIN_WATCHED: Duration = Duration::from_secs(1);
 
 /// A window's aggregate, for percentiles.
 pub(crate) struct Window {
@@ -155,8 +169,11 @@ pub struct TrafficStats {
     pub errors_total: u64,
     /// Requests (TCP: connections) in flight now; for a group, plus those waiting in the queue.
     pub inflight: u64,
-    /// Requests per second over the rate window.
+    /// Requests per second over the rate window (over the time it watched, if shorter).
     pub rps: f64,
+    /// How long the rate window watched: the window, or less for a backend added (a balancer
+    /// started) within it.
+    pub watched: Duration,
     /// Latency percentiles (ms) over the rate window; `None` when the window saw no request.
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
@@ -171,9 +188,12 @@ pub struct TrafficStats {
 
 impl TrafficStats {
     /// Fills the window-derived fields from a rate-window aggregate and a count-window count.
-    pub(crate) fn fill(&mut self, rate: &Window, rate_secs: u64, in_count_window: u64) {
+    pub(crate) fn fill(&mut self, rate: &Window, watched: Duration, in_count_window: u64) {
         self.requests_in_rate_window = rate.count;
-        self.rps = rate.count as f64 / rate_secs.max(1) as f64;
+        self.watched = watched;
+        // Less than a second watched says little; count it as a second (the metric source
+        // reports no rate at all until a second is watched: `MIN_WATCHED`).
+        self.rps = rate.count as f64 / watched.as_secs_f64().max(MIN_WATCHED.as_secs_f64());
         self.p50_ms = rate.percentile_ms(0.50);
         self.p95_ms = rate.percentile_ms(0.95);
         self.p99_ms = rate.percentile_ms(0.99);

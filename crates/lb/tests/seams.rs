@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use flotilla_lb::{run_standalone, EmbeddedBalancer, HealthCheck};
+use flotilla_lb::{run_standalone, EmbeddedBalancer, HealthCheck, MIN_WATCHED};
 use flotilla_model::{Backend, Balancer, ErrorKind, GroupId, Instance, InstanceId, Metric, MetricSource, Timestamp};
 
 fn backend(id: &str, addr: std::net::SocketAddr) -> Backend {
@@ -155,31 +155,41 @@ async fn unhealthy_names_the_backends_that_fail_their_check_and_since_when() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balancer_that_just_started_reports_the_rate_it_saw_not_a_fraction_of_it() {
     // After a restart (or when a member is added) the balancer has watched a member for a moment
-    // only. Its rate must be over the seconds it watched: spread over the whole 10 s window, a
+    // only. Its rate must be over the time it watched: spread over the whole 10 s window, a
     // steady 100 req/s would read as 10, and a target policy on rps would scale a loaded group in.
     let eb = EmbeddedBalancer::new();
     let g = GroupId::new("web");
     let addr = eb.register(g.clone(), fast_cfg()).await.unwrap();
     let a = TestBackend::start("m-a").await;
-    let started = std::time::Instant::now();
+    let members = [Instance::new("m-a", &g, Timestamp::ZERO)];
+    let before_add = tokio::time::Instant::now();
     eb.add(&g, backend("m-a", a.addr)).await.unwrap();
+    let after_add = tokio::time::Instant::now();
     assert!(eb.wait_healthy(&g, &InstanceId::new("m-a"), Duration::from_secs(10)).await.unwrap());
     let c = client();
-    let n = 60u32;
-    for _ in 0..n {
+    let n = 30u32;
+    for i in 0..n {
         assert_eq!(get(&c, addr, "/").await.unwrap().status, 200);
+        if i == 0 {
+            // Less than a second watched: no rate yet (the other figures are there).
+            let s = &eb.sample(&g, &members, Timestamp::from_millis(1)).await.unwrap()[0];
+            assert_eq!((s.get(Metric::RequestRate), s.get(Metric::Requests)), (None, Some(1.0)), "{s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let watched = started.elapsed();
-    assert!(watched < Duration::from_secs(8), "the setup took most of the window: {watched:?}");
-    let members = [Instance::new("m-a", &g, Timestamp::ZERO)];
+    let before_sample = tokio::time::Instant::now();
     let s = &eb.sample(&g, &members, Timestamp::from_millis(1)).await.unwrap()[0];
-    let rps = s.get(Metric::RequestRate).unwrap();
-    // Watched for at most `watched` rounded up plus the current second.
-    let floor = f64::from(n) / (watched.as_secs() + 2) as f64;
-    assert!(rps >= floor && rps <= f64::from(n), "{rps} req/s over {watched:?} of watching ({n} requests)");
+    let after_sample = tokio::time::Instant::now();
+    let rps = s.get(Metric::RequestRate).expect("a rate once a second was watched");
+    let (lo, hi) = (
+        f64::from(n) / (after_sample - before_add).as_secs_f64(),
+        f64::from(n) / (before_sample - after_add).as_secs_f64(),
+    );
+    assert!(rps >= lo * 0.999 && rps <= hi * 1.001, "{rps} req/s; between {lo} and {hi} ({n} requests)");
     let group = eb.group(&g).unwrap().stats();
-    assert_eq!(group.backends[0].traffic.rps, rps, "the group's figures agree");
-    assert!(group.total.rps >= floor, "the group's total too: {}", group.total.rps);
+    let b = &group.backends[0].traffic;
+    assert!(b.rps >= lo * 0.999 && b.rps <= hi * 1.001, "the group's figures agree: {b:?}");
+    assert!(group.total.rps >= lo * 0.999, "the group's total too: {:?}", group.total);
     eb.shutdown().await;
 }
 
@@ -197,6 +207,7 @@ async fn metric_source_reports_what_the_balancer_saw() {
     for _ in 0..n {
         assert_eq!(get(&c, addr, "/slow?ms=20").await.unwrap().status, 200);
     }
+    tokio::time::sleep(MIN_WATCHED).await; // a rate is a reading once a second was watched
     let now = Timestamp::from_millis(1_000);
     let members = [Instance::new("m-a", &g, Timestamp::ZERO), Instance::new("m-unknown", &g, Timestamp::ZERO)];
     let src: &dyn MetricSource = &eb;
@@ -206,8 +217,8 @@ async fn metric_source_reports_what_the_balancer_saw() {
     let s = &samples[0];
     assert_eq!((s.instance.as_str(), s.at), ("m-a", now));
     assert_eq!(s.get(Metric::Requests), Some(n as f64), "all {n} requests are in the 60 s count window");
-    // Requests in the 10 s rate window over the seconds the balancer watched (here 1 to 3).
-    let over_watched = |rps: f64, n: u64| (1..=3).any(|secs| rps == n as f64 / secs as f64);
+    // Requests in the 10 s rate window over the time the balancer watched (here 1 to 3 s).
+    let over_watched = |rps: f64, n: u64| (n as f64 / 3.0..=n as f64).contains(&rps);
     let rps = s.get(Metric::RequestRate).unwrap();
     assert!(over_watched(rps, n), "{rps} req/s for {n} requests");
     assert_eq!(s.get(Metric::Inflight), Some(0.0));
