@@ -321,7 +321,11 @@ pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
             return parse_seed004(src, &doc, file);
         }
     }
-    Parser { problems: Vec::new() }.parse(src).map_err(|problems| finish(problems, src, file))
+    let mut config = Parser { problems: Vec::new() }.parse(src).map_err(|problems| finish(problems, src, file))?;
+    for w in &mut config.warnings {
+        w.file = file.to_string();
+    }
+    Ok(config)
 }
 
 /// A seed-004 file: translated, then checked like any file; problems point into the seed file.
@@ -333,7 +337,10 @@ fn parse_seed004(src: &str, doc: &Value, file: &str) -> Result<Config, ConfigErr
     let warnings = finish(translated.warnings, src, file).0;
     match (Parser { problems: Vec::new() }).parse(&ours) {
         Ok(mut config) => {
-            config.warnings = warnings;
+            for w in &mut config.warnings {
+                w.file = file.to_string();
+            }
+            config.warnings.splice(0..0, warnings);
             Ok(config)
         }
         Err(problems) => {

@@ -84,11 +84,12 @@ pub(crate) struct Parts {
 /// [`validate`] over sections that may be missing; see [`Parts`].
 pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let state_dir = parts.state_dir.map(|dir| check_state_dir(dir, &mut errors));
     let store = parts.store.map(|s| check_store(s, &mut errors));
     let provider = parts.provider.map(|p| check_provider(p, &mut errors));
     let metrics = match (&parts.metrics, &provider) {
-        (Some(m), Some(p)) => Some(check_metrics(m, p, &mut errors)),
+        (Some(m), Some(p)) => Some(check_metrics(m, p, &mut errors, &mut warnings)),
         _ => None,
     };
     // Pushed samples may carry request counts (an outside balancer or monitor): then a
@@ -134,7 +135,7 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
                     spec,
                 })
                 .collect();
-            Ok(Config { state_dir, store, provider, groups, metrics, warnings: Vec::new() })
+            Ok(Config { state_dir, store, provider, groups, metrics, warnings })
         }
         _ => Err(errors),
     }
@@ -207,7 +208,12 @@ fn check_templates(
 }
 
 /// The metric sources: the provider's own by default; each one listed must fit the provider.
-fn check_metrics(raw: &RawMetrics, provider: &ProviderConfig, errors: &mut Vec<ConfigError>) -> MetricsConfig {
+fn check_metrics(
+    raw: &RawMetrics,
+    provider: &ProviderConfig,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> MetricsConfig {
     let own = match provider {
         ProviderConfig::Local { .. } => RawSource::Local,
         ProviderConfig::Libvirt(_) => RawSource::Libvirt,
@@ -263,7 +269,7 @@ fn check_metrics(raw: &RawMetrics, provider: &ProviderConfig, errors: &mut Vec<C
             err(errors, "metrics.push", "the `push` source needs this section (at least `listen`)");
             None
         }
-        (Some(p), _) => check_push(p, errors),
+        (Some(p), _) => check_push(p, errors, warnings),
         (None, false) => None,
     };
     MetricsConfig { sources, ssh: raw.ssh.clone(), push }
@@ -271,14 +277,23 @@ fn check_metrics(raw: &RawMetrics, provider: &ProviderConfig, errors: &mut Vec<C
 
 /// `metrics.push`, with its token read from the variable or file it names (never from the file
 /// itself, and never printed).
-fn check_push(raw: &super::raw::RawPush, errors: &mut Vec<ConfigError>) -> Option<flotilla_metrics_push::PushSettings> {
+fn check_push(
+    raw: &super::raw::RawPush,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Option<flotilla_metrics_push::PushSettings> {
     let (field, token) = match (&raw.token_env, &raw.token_file) {
         (Some(_), Some(_)) => {
             err(errors, "metrics.push.token_file", "give token_env or token_file, not both");
             return None;
         }
         (_, Some(file)) => match std::fs::read_to_string(file) {
-            Ok(t) => ("token_file", t.trim().to_string()),
+            Ok(t) => {
+                if let Some(w) = readable_by_others(file) {
+                    warnings.push(ConfigError::at("metrics.push.token_file", w));
+                }
+                ("token_file", t.trim().to_string())
+            }
             Err(e) => {
                 err(errors, "metrics.push.token_file", format!("cannot read {}: {e}", file.display()));
                 return None;
@@ -303,6 +318,20 @@ fn check_push(raw: &super::raw::RawPush, errors: &mut Vec<ConfigError>) -> Optio
         err(errors, format!("metrics.push.{path}"), message.clone());
     }
     problems.is_empty().then_some(settings)
+}
+
+/// A secret's file that users other than its owner may read: what to say about it. (A warning,
+/// not an error: the operator may share it with a group on purpose; ssh refuses such keys.)
+fn readable_by_others(file: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} holds a secret and other users may read it (mode {mode:04o}); `chmod 600 {}`",
+            file.display(),
+            file.display()
+        )
+    })
 }
 
 /// The first 12 hex digits of a SHA-256: short, stable across builds.
@@ -815,6 +844,28 @@ mod tests {
         assert!(e.contains("metrics.push.max_age: invalid duration `30`: a unit is needed"), "{e}");
         let e = err(&format!("{{token_file: {}}}", tok.display()));
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn a_token_file_others_may_read_is_warned_about_by_field() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("token");
+        std::fs::write(&tok, "0123456789abcdef-token\n").unwrap();
+        let yaml = format!(
+            "metrics:\n  sources: [local, push]\n  push: {{listen: 127.0.0.1:9464, token_file: {}}}\ngroups: [{{name: a}}]\n",
+            tok.display()
+        );
+        let warnings =
+            || crate::parse(&yaml, "p.yaml").unwrap().warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("p.yaml: metrics.push.token_file: "), "{w:?}");
+        assert!(w[0].contains("other users may read it (mode 0644)") && w[0].contains("chmod 600"), "{w:?}");
+        assert!(!w[0].contains("0123456789abcdef"), "the token itself is never shown");
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(warnings().is_empty());
     }
 
     #[test]

@@ -128,7 +128,7 @@ async fn kill_9_twice_readopts_the_same_domains_and_leaves_a_foreign_one_alone()
     assert_eq!(env.stop(pid).await, Some(0), "{}", env.log("run3.log"));
     eprintln!("stop with --stop-members (2 guests): {:.1}s", t.elapsed().as_secs_f64());
     assert_eq!(domains_with_prefix(&group), std::slice::from_ref(&foreign), "{}", env.log("run3.log"));
-    let left = files_under(&env.path().join("state/libvirt"));
+    let left = support::files_under(&env.path().join("state/libvirt"));
     assert!(left.is_empty(), "files of ours left: {left:?}");
     assert!(env.member_names(&group).is_empty());
     assert_eq!(domstate(&foreign).as_deref(), Some("shut off"));

@@ -154,5 +154,5 @@ async fn libvirt_and_ssh_cpu_agree_on_a_loaded_guest_once_run_queue_wait_is_coun
 
     p.delete(&group, &[members[0].id.clone()]).await.unwrap();
     assert!(domains_with_prefix(&tag).is_empty());
-    assert!(files_under(&state.path().join("libvirt")).is_empty());
+    assert!(support::files_under(&state.path().join("libvirt")).is_empty());
 }

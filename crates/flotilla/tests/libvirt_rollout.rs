@@ -251,7 +251,7 @@ async fn a_template_change_rolls_libvirt_guests_without_dropping_a_request() {
     // SIGTERM with --stop-members: nothing of ours is left.
     assert_eq!(env.stop(pid).await, Some(0), "{}", env.log("run2.log"));
     assert!(domains_with_prefix(&group).is_empty(), "{}", env.log("run2.log"));
-    let left = files_under(&env.path().join("state/libvirt"));
+    let left = support::files_under(&env.path().join("state/libvirt"));
     assert!(left.is_empty(), "files left: {left:?}");
     eprintln!("libvirt_rollout total: {:.1}s", t0.elapsed().as_secs_f64());
 }

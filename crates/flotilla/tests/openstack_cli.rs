@@ -194,3 +194,44 @@ async fn bad_input_exits_2_and_names_what_is_wrong() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--keypair: only with --provider openstack"), "{}", text(&out.stderr));
 }
+
+/// R6: the cloud's password never appears in what Flotilla prints, even with every log level on
+/// (`RUST_LOG=trace`, HTTP clients included), whether Keystone takes it or refuses it, nor in
+/// any file of the state directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_password_never_appears_even_at_trace_level() {
+    require_lab!(Lab::OpenStack);
+    let env = Env::new();
+    let p = prefix("clisecret");
+    let yaml = std::fs::read_to_string(clouds_yaml()).unwrap();
+    let good: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    let password = good["clouds"][DEMO]["auth"]["password"].as_str().expect("the lab's password").to_string();
+    assert!(password.len() >= 6, "a password worth looking for");
+    let wrong = "wrong-8c1d-never-to-be-seen";
+    let mut bad = good.clone();
+    bad["clouds"][DEMO]["auth"]["password"] = wrong.into();
+    let bad_file = env.file("clouds-bad.yaml", &serde_yaml::to_string(&bad).unwrap());
+
+    let run = |clouds: &std::path::Path| {
+        let out = env
+            .cmd(&["cleanup", &p, "--os-cloud", DEMO, "--yes"])
+            .env("OS_CLIENT_CONFIG_FILE", clouds)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    };
+    let (ok_code, ok_out) = run(&clouds_yaml());
+    assert_eq!(ok_code, Some(0), "{ok_out}");
+    assert!(ok_out.contains("TRACE") || ok_out.contains("DEBUG"), "the log level took effect");
+    let (bad_code, bad_out) = run(&bad_file);
+    assert_eq!(bad_code, Some(2), "{bad_out}");
+    for (what, out) in [("a run Keystone accepted", &ok_out), ("a run it refused", &bad_out)] {
+        assert!(!out.contains(&password), "the password appears in {what}");
+        assert!(!out.contains(wrong), "the wrong password appears in {what}");
+    }
+    for f in support::files_under(&env.path().join("state")) {
+        let body = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(!body.contains(&password) && !body.contains(wrong), "a password in {}", f.display());
+    }
+}

@@ -6,26 +6,12 @@ mod support;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
-use support::{wait_until, Env};
+use support::{files_under, wait_until, Env};
 
 const TOKEN: &str = "tok-5f1c9e-never-to-be-seen";
 const WRONG: &str = "wrong-82ab-also-never-to-be-seen";
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
 
 async fn post(addr: SocketAddr, token: &str, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

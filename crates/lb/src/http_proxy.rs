@@ -29,12 +29,12 @@ use crate::select::{Snapshot, Tried};
 const HYPER_MIN_BUF: usize = 8192;
 
 static X_FLOTILLA_BACKEND: HeaderName = HeaderName::from_static(flotilla_model::vocab::BACKEND_HEADER);
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub(crate) static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const VIA_VALUE: &str = "1.1 flotilla";
 
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
@@ -188,7 +188,12 @@ async fn proxy(
     }
 }
 
-fn upstream_request(parts: &Parts, pq: &PathAndQuery, b: &Backend, body: ReqBody) -> Option<Request<ReqBody>> {
+pub(crate) fn upstream_request(
+    parts: &Parts,
+    pq: &PathAndQuery,
+    b: &Backend,
+    body: ReqBody,
+) -> Option<Request<ReqBody>> {
     let mut up = uri::Parts::default();
     up.scheme = Some(Scheme::HTTP);
     up.authority = Some(b.authority.clone());
@@ -242,7 +247,7 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn forward_headers(h: &mut HeaderMap, client_ip: &HeaderValue, buffered: bool, trust: bool) {
+pub(crate) fn forward_headers(h: &mut HeaderMap, client_ip: &HeaderValue, buffered: bool, trust: bool) {
     strip_hop_by_hop(h);
     if !trust {
         // why: a client's own claims about where it comes from are not evidence.

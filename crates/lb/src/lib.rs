@@ -57,6 +57,8 @@ mod backend;
 mod body;
 mod config;
 mod embedded;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod health;
 mod http_proxy;

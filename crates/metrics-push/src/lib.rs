@@ -109,6 +109,29 @@ mod server;
 mod settings;
 mod table;
 
+/// Entry point for the fuzz target `push_body` (`fuzz/`), not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use flotilla_model::Timestamp;
+
+    /// Parses `data` as a samples body and as an alarm body; whatever either accepts must hold
+    /// only values and names the endpoint would store.
+    pub fn bodies(data: &[u8]) {
+        if let Ok(samples) = crate::parse::parse_samples(data) {
+            for s in samples {
+                assert!(crate::parse::check_name(&s.member).is_ok(), "{:?}", s.member);
+                assert!(!s.values.is_empty());
+                for (m, v) in s.values {
+                    assert!(crate::parse::check_value(m, v).is_ok(), "{m:?} {v}");
+                }
+            }
+        }
+        if let Ok(alarm) = crate::parse::parse_alarm(data, Timestamp::ZERO) {
+            assert!(crate::parse::check_name(&alarm.alarm_id).is_ok(), "{:?}", alarm.alarm_id);
+        }
+    }
+}
+
 pub use parse::{AlarmCondition, AlarmStatus, MAX_NAME_LEN, MAX_REASON_LEN};
 pub use server::{PushSource, MAX_ALARM_BODY, MAX_SAMPLES_BODY};
 pub use settings::{PushSettings, DEFAULT_MAX_AGE, MIN_TOKEN_LEN};

@@ -202,21 +202,6 @@ pub async fn get(addr: &str, path: &str) -> Option<String> {
     tokio::time::timeout(Duration::from_secs(2), work).await.ok().flatten()
 }
 
-/// Every file left under `dir` (recursively).
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// `flotilla status --output json` without blocking the runtime (for tests that poll it while a
 /// load runs on the same runtime).
 pub async fn status_async(env: &Env) -> Value {
