@@ -10,22 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{wait_until, Env};
-
-/// A small deterministic generator (xorshift64*), so a seed replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use support::{duplicates, wait_until, Env, Rng};
 
 /// The group as one run sees it: `min` members, made with `vcpus` (a change of vcpus is a new
 /// template version, so the run rolls every member over to it, one at a time). Idle members are
@@ -49,20 +34,11 @@ groups:
     )
 }
 
-fn duplicates(names: &[String]) -> Vec<String> {
-    let mut d: Vec<String> = names.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0].clone()).collect();
-    d.dedup();
-    d
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kills_lose_nothing_and_duplicate_nothing() {
     let kills: u64 = std::env::var("FLOTILLA_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    let seed: u64 = std::env::var("FLOTILLA_KILL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    eprintln!("random kills: {kills} kills, seed {seed} (FLOTILLA_KILL_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let (mut rng, seed) = Rng::from_env("random kills");
+    eprintln!("random kills: {kills} kills");
     let mut env = Env::serial();
     let (mut min, mut vcpus) = (2, 1);
     let mut killed_in_flight = 0;

@@ -200,6 +200,37 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A small deterministic generator (xorshift64*), so a seed replays a run.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `FLOTILLA_KILL_SEED`, else from the clock; prints the seed (so a failure can be
+    /// replayed) and returns it.
+    pub fn from_env(what: &str) -> (Rng, u64) {
+        let seed: u64 = std::env::var("FLOTILLA_KILL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
+        eprintln!("{what}: seed {seed} (FLOTILLA_KILL_SEED={seed} replays it)");
+        (Rng(seed), seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The names that occur more than once in a sorted list.
+pub fn duplicates(names: &[String]) -> Vec<String> {
+    let mut d: Vec<String> = names.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0].clone()).collect();
+    d.dedup();
+    d
+}
+
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
