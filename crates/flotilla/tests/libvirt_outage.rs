@@ -133,8 +133,7 @@ async fn quiet_ssh_and_libvirt_sources_scale_nothing_in() {
     // Two idle guests.
     let cfg = env.file("a.yaml", &yaml(&group, &sock, 2, "libvirt", 3));
     let pid = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "a.log", None);
-    wait_until(Duration::from_secs(180), "two guests", || names_in(&members(&env, &group), "running").len() == 2)
-        .await;
+    wait_until(Duration::from_secs(180), "two guests", || names_in(&members(&env, &group), "running").len() == 2).await;
     assert_eq!(env.stop(pid).await, Some(0), "guests kept");
 
     // SSH outage: sshd stops in both guests; they serve on.
@@ -165,8 +164,10 @@ async fn quiet_ssh_and_libvirt_sources_scale_nothing_in() {
 
     // The host is back: the readings say idle, and the group scales in.
     let _back = Proxy::start(&sock);
-    wait_until(Duration::from_secs(120), "the scale-in once the host is back", || domains_with_prefix(&group).len() == 1)
-        .await;
+    wait_until(Duration::from_secs(120), "the scale-in once the host is back", || {
+        domains_with_prefix(&group).len() == 1
+    })
+    .await;
     assert!(env.log("c.log").contains("SCALE IN"), "{}", env.log("c.log"));
     assert_eq!(env.stop(pid).await, Some(0));
 }

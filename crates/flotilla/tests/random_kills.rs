@@ -1,5 +1,5 @@
 //! R1, random kills: a real `flotilla run` on local members, restarted with configs that ask for
-//! scale-outs, scale-ins and rolling replacements, and kill -9'd at random moments in between.
+//! scale-outs, scale-ins, handovers and rolling replacements, and kill -9'd at random moments in between.
 //! After every kill: no member name has two processes. At the end, once a last run converged:
 //! no orphan process, no duplicate, no lost member, every member on the newest template.
 //!
@@ -14,15 +14,17 @@ use support::{duplicates, wait_until, Env, Rng};
 
 /// The group as one run sees it: `min` members, made with `vcpus` (a change of vcpus is a new
 /// template version, so the run rolls every member over to it, one at a time). Idle members are
-/// always "low", so a run above `min` scales in, three samples at a time.
-fn config(min: u32, vcpus: u32) -> String {
+/// always "low", so a run above `min` scales in, three samples at a time; in handover mode (at
+/// most 2 members) it trims to two, then retires the primary and hands over to the clone.
+fn config(mode: &str, min: u32, vcpus: u32) -> String {
+    let max = if mode == "handover" { 2 } else { 4 };
     format!(
         r#"
 groups:
   - name: web
-    mode: scale
+    mode: {mode}
     min: {min}
-    max: 4
+    max: {max}
     interval: 200ms
     cooldown_up: 0s
     cooldown_down: 0s
@@ -40,16 +42,20 @@ async fn random_kills_lose_nothing_and_duplicate_nothing() {
     let (mut rng, seed) = Rng::from_env("random kills");
     eprintln!("random kills: {kills} kills");
     let mut env = Env::serial();
-    let (mut min, mut vcpus) = (2, 1);
+    let (mut mode, mut min, mut vcpus) = ("scale", 2, 1);
     let mut killed_in_flight = 0;
     for k in 0..kills {
-        // Each run asks for something: another size, or (every fourth) a new template.
-        if k % 4 == 3 {
+        // Each run asks for something: another size, (every fourth) a new template, or (every
+        // fifth) handover mode.
+        mode = "scale";
+        if k % 5 == 4 {
+            (mode, min) = ("handover", 1);
+        } else if k % 4 == 3 {
             vcpus = if vcpus == 1 { 2 } else { 1 };
         } else {
             min = 1 + rng.below(4) as u32;
         }
-        let cfg = env.file("f.yaml", &config(min, vcpus));
+        let cfg = env.file("f.yaml", &config(mode, min, vcpus));
         let log = format!("run-{k}.log");
         let pid = env.spawn(&["run", "-c", cfg.to_str().unwrap()], &log, None);
         tokio::time::sleep(Duration::from_millis(100 + rng.below(900))).await;
@@ -65,7 +71,7 @@ async fn random_kills_lose_nothing_and_duplicate_nothing() {
     }
 
     // A last run converges: `min` members, all of the newest template, each exactly once.
-    let cfg = env.file("f.yaml", &config(min, vcpus));
+    let cfg = env.file("f.yaml", &config(mode, min, vcpus));
     let started = tokio::time::Instant::now();
     let pid = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "last.log", None);
     let want_version = {
@@ -95,6 +101,17 @@ async fn random_kills_lose_nothing_and_duplicate_nothing() {
     }
     let live = env.live_member_names();
     let known = env.member_names("web");
+    // What the kills interrupted or let finish, by kind (each run logs the actions it began).
+    let logs: Vec<String> = (0..kills).map(|k| env.log(&format!("run-{k}.log"))).collect();
+    let begun = |label: &str| logs.iter().map(|l| l.matches(label).count()).sum::<usize>();
+    eprintln!(
+        "actions begun across the killed runs: {} scale-outs, {} scale-ins, {} handovers, {} rollout batches",
+        begun("SCALE UP"),
+        begun("SCALE IN"),
+        begun("SCALE DOWN"),
+        begun("ROLLOUT")
+    );
+    assert!(begun("SCALE DOWN") > 0 || kills < 10, "no handover was ever begun");
     eprintln!(
         "random kills: {kills} kills ({killed_in_flight} with an operation in flight); converged in {:.1}s to {known:?} \
          (template {want_version}); orphans 0, duplicates 0, lost 0",
