@@ -47,19 +47,9 @@ async fn set_duty(env: &Env, group: &str, duty: Option<f64>) {
             Some(d) => ("POST", format!("/load?duty={d}")),
             None => ("DELETE", "/load".to_string()),
         };
-        let out = raw_request(&addr, method, &path).await;
+        let out = support::raw_request(&addr, method, &path).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{name} {method} {path}: {out}");
     }
-}
-
-async fn raw_request(addr: &str, method: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 fn assert_no_drop(r: &LoadReport, min_rate: f64, what: &str) {

@@ -89,19 +89,11 @@ groups:
     cooldown_down: 0s
     drain_timeout: 5s
     policy: {{ metric: cpu, high: 99, low: 60, min_up: 1000, min_down: {min_down} }}
-    template:
-      vcpus: 1
-      libvirt:
-        image: {BUILD}/base.qcow2
-        kernel: {BUILD}/vmlinux
-        initrd: {BUILD}/initrd.img
-        ssh_authorized_key: {BUILD}/id_ed25519.pub
-        memory_mib: 128
-        service_port: 8080
-"#,
+{template}"#,
         PORTS.0,
         PORTS.1,
         sock = sock.display(),
+        template = lab_template(),
     )
 }
 

@@ -40,17 +40,10 @@ groups:
     mode: handover
     min: 1
     max: 2
-    template:
-      vcpus: 1
-      libvirt:
-        image: {BUILD}/base.qcow2
-        kernel: {BUILD}/vmlinux
-        initrd: {BUILD}/initrd.img
-        ssh_authorized_key: {BUILD}/id_ed25519.pub
-        memory_mib: 128
-        service_port: 8080
-"#,
-        PORTS.0, PORTS.1
+{template}"#,
+        PORTS.0,
+        PORTS.1,
+        template = lab_template(),
     )
 }
 

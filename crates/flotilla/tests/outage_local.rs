@@ -116,22 +116,12 @@ async fn real_load_still_scales_out_while_the_pusher_is_quiet() {
     // The pusher said "idle" once and went quiet; the member's own /proc says it is busy.
     push_cpu(push, "web", &env.member_names("web"), 5.0).await;
     let (_, addr) = env.running_members("web").remove(0);
-    let busy = raw_request(&addr, "POST", "/load?duty=1").await;
+    let busy = support::raw_request(&addr, "POST", "/load?duty=1").await;
     assert!(busy.starts_with("HTTP/1.1 200"), "{busy}");
     wait_until(Duration::from_secs(30), "a scale-out on real load", || env.member_names("web").len() == 2).await;
     let log = env.log("run.log");
     assert!(log.contains("SCALE UP"), "{log}");
     assert_eq!(env.stop(daemon).await, Some(0));
-}
-
-async fn raw_request(addr: &str, method: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,6 +124,16 @@ pub fn define_foreign(name: &str, dir: &Path, ports: (u16, u16)) {
     assert!(ok, "define foreign {name}: {out}");
 }
 
+/// A group's `template:` on the lab's guest image (indented for a group; extend it with more
+/// `libvirt:` keys at eight spaces).
+pub fn lab_template() -> String {
+    format!(
+        "    template:\n      vcpus: 1\n      libvirt:\n        image: {BUILD}/base.qcow2\n        \
+         kernel: {BUILD}/vmlinux\n        initrd: {BUILD}/initrd.img\n        \
+         ssh_authorized_key: {BUILD}/id_ed25519.pub\n        memory_mib: 128\n        service_port: 8080\n"
+    )
+}
+
 /// A Flotilla config: the lab host, forwarded ports from `ports`, one `scale` group of fixed size
 /// `n` on the lab guest. `extra_group` is indented group YAML (balancer, replacement, ...), and
 /// `user_data` the guest's user-data script (part of the template version).
@@ -152,19 +162,12 @@ groups:
     cooldown_down: 0s
     drain_timeout: 10s
     policy: {{ metric: cpu, high: 99, low: 0, min_up: 5, min_down: 5 }}
-    template:
-      vcpus: 1
-      libvirt:
-        image: {BUILD}/base.qcow2
-        kernel: {BUILD}/vmlinux
-        initrd: {BUILD}/initrd.img
-        ssh_authorized_key: {BUILD}/id_ed25519.pub
-        memory_mib: 128
-        service_port: 8080
-        user_data: |
+{template}        user_data: |
 {user_data}{extra_group}
 "#,
-        ports.0, ports.1
+        ports.0,
+        ports.1,
+        template = lab_template(),
     )
 }
 
