@@ -3,8 +3,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_model::{
-    Balancer, Clock, Decision, Evaluation, GroupId, GroupSpec, Instance, MetricChoice, MetricSource, Mode, OpState,
-    PolicySpec, Provider, SeamError, Store, TargetMetric, Timestamp,
+    Balancer, Clock, Decision, Evaluation, EventKind, GroupControls, GroupId, GroupSpec, Instance, MetricChoice,
+    MetricSource, Mode, OpState, PolicySpec, Provider, SeamError, Store, TargetMetric, Timestamp,
 };
 use flotilla_policy::{policy_for, GroupView, Policy};
 
@@ -73,6 +73,8 @@ pub struct GroupStatus {
     pub last: Option<Evaluation>,
     pub last_error: Option<String>,
     pub paused_until: Option<Timestamp>,
+    /// Paused or dry-run: the action last held back (recorded as an event when it changes).
+    pub held_back: Option<String>,
 }
 
 pub(crate) struct Slot {
@@ -91,6 +93,8 @@ pub struct Controller {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) options: Options,
     pub(crate) slots: BTreeMap<GroupId, Slot>,
+    /// One control change at a time: each is a read-modify-write of the stored controls.
+    controls_lock: tokio::sync::Mutex<()>,
 }
 
 impl Controller {
@@ -116,6 +120,7 @@ impl Controller {
             clock: parts.clock,
             options: parts.options,
             slots,
+            controls_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -129,6 +134,31 @@ impl Controller {
 
     pub fn provider(&self) -> &Arc<dyn Provider> {
         &self.provider
+    }
+
+    /// The group's operator controls (pause, dry-run, protected members), as stored.
+    pub async fn controls(&self, group: &GroupId) -> Result<GroupControls, SeamError> {
+        self.slot(group)?;
+        self.store.controls(group).await
+    }
+
+    /// Changes the group's operator controls with `change`, stores them and records the change as
+    /// an event (`what` says it in words). Takes effect at the group's next pass.
+    pub async fn update_controls(
+        &self,
+        group: &GroupId,
+        what: &str,
+        change: impl FnOnce(&mut GroupControls),
+    ) -> Result<GroupControls, SeamError> {
+        let spec = &self.slot(group)?.spec;
+        let _one_at_a_time = self.controls_lock.lock().await;
+        self.store.ensure_group(group).await?;
+        let mut controls = self.store.controls(group).await?;
+        change(&mut controls);
+        self.store.save_controls(group, &controls).await?;
+        tracing::info!(group = %group, "operator: {what}");
+        self.event(spec, self.clock.now(), EventKind::Info, format!("operator: {what}")).await;
+        Ok(controls)
     }
 
     pub fn status(&self, group: &GroupId) -> Option<GroupStatus> {
@@ -213,6 +243,7 @@ impl Controller {
         let primary = self.ensure_primary(spec, &members).await?;
 
         let state = self.store.policy_state(group).await?;
+        let controls = self.store.controls(group).await?;
         let rollout_blocked = self.rollout_blocked(spec).await?;
         let unhealthy = self.unhealthy(spec, now).await;
         let health_blocked = self.health_blocked(spec, &members, now).await?;
@@ -224,12 +255,20 @@ impl Controller {
             operation_pending: false,
             rollout_blocked,
             unhealthy: &unhealthy,
+            protected: &controls.protected,
             health_blocked,
         };
         let (evaluation, new_state) = slot.policy.decide(&view, &state, now);
         log_evaluation(spec, &evaluation);
         slot.status.lock().expect("status lock").last = Some(evaluation.clone());
 
+        // Paused or dry-run: an action is recorded, not carried out, and its counters and stamps
+        // are not saved (it did not happen; the streak stays complete and says so again).
+        let held = evaluation.decision.is_action() && (controls.paused || controls.dry_run);
+        self.hold_back(slot, spec, &controls, held.then_some(&evaluation.decision), now).await;
+        if held {
+            return Ok(ReconcileOutcome { evaluation: Some(evaluation), resumed, applied: false });
+        }
         // Counters and cooldown stamps are saved before the operation is begun: a crash in between
         // loses one action (the streak is counted again) rather than repeating one.
         if new_state != state {
@@ -243,6 +282,30 @@ impl Controller {
             }
         };
         Ok(ReconcileOutcome { evaluation: Some(evaluation), resumed, applied })
+    }
+
+    /// Records an action a pause or dry-run held back, once per distinct action (a streak that
+    /// stays complete would say it every pass), and forgets it when nothing is held back.
+    async fn hold_back(
+        &self,
+        slot: &Slot,
+        spec: &GroupSpec,
+        controls: &GroupControls,
+        decision: Option<&Decision>,
+        now: Timestamp,
+    ) {
+        let why = if controls.paused { "paused" } else { "dry run" };
+        let text = decision.map(|d| format!("{why}: would {}", describe(d)));
+        let changed = {
+            let mut st = slot.status.lock().expect("status lock");
+            let changed = st.held_back != text;
+            st.held_back = text.clone();
+            changed
+        };
+        if let (true, Some(text)) = (changed, text) {
+            tracing::info!(group = %spec.id, "{}{}", why.to_uppercase(), &text[why.len()..]);
+            self.event(spec, now, EventKind::Info, text).await;
+        }
     }
 
     /// Handover mode needs a primary: [`Instance::primary`]'s rule, stored when it changes.
@@ -260,6 +323,20 @@ impl Controller {
             self.store.set_primary(&spec.id, primary.as_ref()).await?;
         }
         Ok(primary)
+    }
+}
+
+/// An action in words, for "would …" records.
+fn describe(d: &Decision) -> String {
+    let ids = |v: &[flotilla_model::InstanceId]| v.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ");
+    match d {
+        Decision::Hold(h) => format!("hold ({h:?})"),
+        Decision::ScaleOut { count, reason } => format!("scale out by {count} ({reason})"),
+        Decision::ScaleIn { victims, reason } => format!("scale in, removing {} ({reason})", ids(victims)),
+        Decision::Handover { retire, successor, reason } => {
+            format!("hand over from {retire} to {successor} ({reason})")
+        }
+        Decision::Replace { old, reason, .. } => format!("replace {} ({reason})", ids(old)),
     }
 }
 

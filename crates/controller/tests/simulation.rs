@@ -733,3 +733,78 @@ async fn a_replacement_whose_new_member_never_serves_waits_one_grace_period() {
     assert_eq!(replaced_for_health(&d), Some(vec!["vm-test_2"]));
     assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_3", "vm-test_5"]);
 }
+
+/// A scale-mode group of 2 (min 1, max 3) at steady load.
+async fn controlled_group() -> Sim {
+    let mut spec = seed_spec();
+    spec.mode = Mode::Scale;
+    spec.min = 2;
+    spec.max = 3;
+    let sim = Sim::new(spec.clone());
+    sim.ctl.recover().await.unwrap();
+    sim.metrics.set_all(50.0, 10.0);
+    assert!(matches!(sim.tick().await, Decision::ScaleOut { count: 2, .. }));
+    // From now on one member may go.
+    spec.min = 1;
+    let ctl = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, spec);
+    Sim { ctl, ..sim }
+}
+
+#[tokio::test]
+async fn a_paused_group_holds_through_a_spike_and_acts_once_resumed() {
+    let sim = controlled_group().await;
+    sim.ctl.update_controls(&sim.group, "pause", |c| c.paused = true).await.unwrap();
+    sim.metrics.set_all(100.0, 10.0);
+    for _ in 0..8 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_2"], "nothing made while paused");
+    let events = sim.store.events(Some(&sim.group), 20).await.unwrap();
+    let would: Vec<&str> =
+        events.iter().filter(|e| e.message.starts_with("paused: would")).map(|e| e.message.as_str()).collect();
+    assert_eq!(would.len(), 1, "said once, not every pass: {would:?}");
+    assert!(would[0].starts_with("paused: would scale out by 1"), "{would:?}");
+    assert!(events.iter().any(|e| e.message == "operator: pause"), "{events:?}");
+    sim.ctl.update_controls(&sim.group, "resume", |c| c.paused = false).await.unwrap();
+    assert!(matches!(sim.tick().await, Decision::ScaleOut { count: 1, .. }), "the streak was kept");
+    assert_eq!(sim.names().len(), 3);
+}
+
+#[tokio::test]
+async fn dry_run_records_what_it_would_do_and_makes_no_provider_call() {
+    let sim = controlled_group().await;
+    sim.ctl.update_controls(&sim.group, "dry run on", |c| c.dry_run = true).await.unwrap();
+    let calls = sim.provider.counts();
+    sim.metrics.set_all(1.0, 1.0);
+    for _ in 0..6 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.provider.counts(), calls, "no create and no delete");
+    assert_eq!(sim.names().len(), 2);
+    let events = sim.store.events(Some(&sim.group), 20).await.unwrap();
+    assert!(events.iter().any(|e| e.message.starts_with("dry run: would scale in, removing vm-test_1")), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_protected_member_survives_a_scale_in_that_would_pick_it() {
+    let sim = controlled_group().await;
+    let oldest = InstanceId::new("vm-test_1");
+    sim.ctl
+        .update_controls(&sim.group, "protect vm-test_1", |c| {
+            c.protected.insert(oldest.clone());
+        })
+        .await
+        .unwrap();
+    sim.metrics.set_all(1.0, 1.0);
+    let mut scaled = None;
+    for _ in 0..6 {
+        if let Decision::ScaleIn { victims, .. } = sim.tick().await {
+            scaled = Some(victims);
+        }
+    }
+    assert_eq!(scaled, Some(vec![InstanceId::new("vm-test_2")]), "the oldest (the default victim) is protected");
+    assert_eq!(sim.names(), vec!["vm-test_1"]);
+    // Restarted: the protection is kept.
+    let controls = sim.store.controls(&sim.group).await.unwrap();
+    assert!(controls.protected.contains(&oldest));
+}

@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use crate::{InstanceId, ReplaceCause, Timestamp};
 
 /// Why the core decided to do nothing.
@@ -47,6 +49,18 @@ impl Decision {
     pub fn is_action(&self) -> bool {
         !matches!(self, Decision::Hold(_))
     }
+}
+
+/// What an operator set on a group at run time (the API, the CLI), kept by the store so a restart
+/// keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupControls {
+    /// Decide and explain, act on nothing (not even bounds repair) until resumed.
+    pub paused: bool,
+    /// Decide and record what would be done ("would scale out to 3"), act on nothing.
+    pub dry_run: bool,
+    /// Members no scale-in, handover or trim to max ever picks as a victim.
+    pub protected: BTreeSet<InstanceId>,
 }
 
 /// The core's memory between ticks: streak counters and cooldown stamps. Persisted by the store so a

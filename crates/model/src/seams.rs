@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    Event, GroupId, Instance, InstanceId, InstanceSpec, OpId, OpKind, OpState, Operation, PolicyState, Sample,
-    SeamError, Timestamp,
+    Event, GroupControls, GroupId, Instance, InstanceId, InstanceSpec, OpId, OpKind, OpState, Operation, PolicyState,
+    Sample, SeamError, Timestamp,
 };
 
 /// Makes and removes members. Only `provider-*` crates talk to clouds or spawn members.
@@ -121,6 +121,11 @@ pub trait Store: Send + Sync {
     async fn push_samples(&self, group: &GroupId, samples: &[Sample], keep: usize) -> Result<(), SeamError>;
     /// Newest first, at most `limit`.
     async fn samples(&self, group: &GroupId, limit: usize) -> Result<Vec<Sample>, SeamError>;
+
+    /// What an operator set on the group; the default (nothing) for a group never set.
+    async fn controls(&self, group: &GroupId) -> Result<GroupControls, SeamError>;
+    /// Replaces the group's controls (NotFound for a group never registered).
+    async fn save_controls(&self, group: &GroupId, controls: &GroupControls) -> Result<(), SeamError>;
 
     async fn policy_state(&self, group: &GroupId) -> Result<PolicyState, SeamError>;
     async fn save_policy_state(&self, group: &GroupId, state: &PolicyState) -> Result<(), SeamError>;

@@ -106,6 +106,7 @@ fn decide_all(groups: &[Group]) -> usize {
             rollout_blocked: false,
             unhealthy: &[],
             health_blocked: false,
+            protected: &std::collections::BTreeSet::new(),
         };
         let (eval, state) = g.policy.decide(&view, &g.state, NOW);
         actions += usize::from(eval.decision.is_action());

@@ -51,7 +51,7 @@ pub(crate) fn repair(view: &GroupView<'_>, running: &[Member<'_>]) -> Option<Rep
             Mode::Scale => None,
         };
         let insts: Vec<&Instance> = running.iter().map(|m| m.inst).collect();
-        let victims = victims::pick(spec, &insts, view.latest, n, spare);
+        let victims = victims::pick(spec, &insts, view.latest, n, spare, view.protected);
         if !victims.is_empty() {
             return Some(Repair::AboveMax(victims));
         }

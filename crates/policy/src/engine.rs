@@ -158,7 +158,7 @@ impl Tick<'_> {
                     return Decision::Hold(hold);
                 }
                 let insts: Vec<&Instance> = self.running.iter().map(|m| m.inst).collect();
-                let victims = victims::choose_victims(spec, &insts, self.view.latest, n);
+                let victims = victims::pick(spec, &insts, self.view.latest, n, None, self.view.protected);
                 if victims.is_empty() {
                     return at_bound_down(st);
                 }
@@ -171,6 +171,9 @@ impl Tick<'_> {
                 let (Some(primary), Some(successor)) = (primary, successor) else {
                     return at_bound_down(st);
                 };
+                if self.view.protected.contains(&primary.id) {
+                    return at_bound_down(st);
+                }
                 if spare == 0 {
                     return at_bound_down(st);
                 }

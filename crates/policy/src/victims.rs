@@ -1,6 +1,7 @@
 //! Which running members a scale-in removes.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use flotilla_model::{GroupSpec, Instance, InstanceId, Sample, Victim};
 
@@ -18,20 +19,27 @@ use crate::aggregate::policy_value;
 /// member: at most `running - 1` victims, so a scale-in can never empty a group. Deterministic: the
 /// order of `running` and `latest` does not matter.
 pub fn choose_victims(spec: &GroupSpec, running: &[&Instance], latest: &[Sample], n: usize) -> Vec<InstanceId> {
-    pick(spec, running, latest, n, None)
+    pick(spec, running, latest, n, None, &BTreeSet::new())
 }
 
-/// [`choose_victims`], with `spare` (handover mode's primary) ranked after every other member.
+/// [`choose_victims`], with `spare` (handover mode's primary) ranked after every other member, and
+/// `protected` members never chosen (they still count as running: a scale-in may leave only them).
 pub(crate) fn pick(
     spec: &GroupSpec,
     running: &[&Instance],
     latest: &[Sample],
     n: usize,
     spare: Option<&InstanceId>,
+    protected: &BTreeSet<InstanceId>,
 ) -> Vec<InstanceId> {
-    let mut ranked: Vec<(&Instance, Option<f64>)> =
-        running.iter().copied().filter(|m| m.is_running()).map(|m| (m, value_of(spec, m, latest))).collect();
-    let n = n.min(ranked.len().saturating_sub(1));
+    let live = running.iter().filter(|m| m.is_running()).count();
+    let mut ranked: Vec<(&Instance, Option<f64>)> = running
+        .iter()
+        .copied()
+        .filter(|m| m.is_running() && !protected.contains(&m.id))
+        .map(|m| (m, value_of(spec, m, latest)))
+        .collect();
+    let n = n.min(live.saturating_sub(1)).min(ranked.len());
     if n == 0 {
         return Vec::new();
     }
@@ -135,7 +143,24 @@ mod tests {
         let m = [inst("a", 1, Running), inst("b", 2, Running), inst("c", 3, Running)];
         let refs: Vec<&Instance> = m.iter().collect();
         let spare = InstanceId::new("a");
-        let got = pick(&GroupSpec::example("g"), &refs, &[], 2, Some(&spare));
+        let got = pick(&GroupSpec::example("g"), &refs, &[], 2, Some(&spare), &BTreeSet::new());
         assert_eq!(ids(&got), ["b", "c"]);
+    }
+
+    #[test]
+    fn protected_members_are_never_chosen_but_still_count_as_running() {
+        use InstanceState::Running;
+        let m = [inst("a", 1, Running), inst("b", 2, Running), inst("c", 3, Running)];
+        let refs: Vec<&Instance> = m.iter().collect();
+        let spec = GroupSpec::example("g");
+        let protect = |ids: &[&str]| ids.iter().map(|i| InstanceId::new(*i)).collect::<BTreeSet<_>>();
+        // Oldest first, but `a` is protected.
+        assert_eq!(ids(&pick(&spec, &refs, &[], 1, None, &protect(&["a"]))), ["b"]);
+        // Two wanted, two protected: only the one left may go, and the group keeps the protected two.
+        assert_eq!(ids(&pick(&spec, &refs, &[], 2, None, &protect(&["a", "c"]))), ["b"]);
+        // Everyone protected: nobody goes.
+        assert!(pick(&spec, &refs, &[], 2, None, &protect(&["a", "b", "c"])).is_empty());
+        // Protected members count as running: two of three may go when one is protected.
+        assert_eq!(ids(&pick(&spec, &refs, &[], 5, None, &protect(&["b"]))), ["a", "c"]);
     }
 }

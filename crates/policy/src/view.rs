@@ -1,6 +1,6 @@
 //! What the core sees of a group, and the per-tick facts derived from it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use flotilla_model::{GroupSpec, Instance, InstanceId, Sample, Timestamp, Unhealthy};
 
@@ -21,6 +21,8 @@ pub struct GroupView<'a> {
     pub rollout_blocked: bool,
     /// Members the balancer sees failing their health check, and since when.
     pub unhealthy: &'a [Unhealthy],
+    /// Members the operator protected: never a victim of a scale-in, a handover or a trim to max.
+    pub protected: &'a BTreeSet<InstanceId>,
     /// A health replacement failed lately (its new member did not serve either): propose none
     /// until the group's grace period has passed.
     pub health_blocked: bool,
@@ -37,10 +39,13 @@ impl<'a> GroupView<'a> {
             operation_pending: false,
             rollout_blocked: false,
             unhealthy: &[],
+            protected: &NOBODY,
             health_blocked: false,
         }
     }
 }
+
+static NOBODY: BTreeSet<InstanceId> = BTreeSet::new();
 
 /// A running member and its fresh sample, if it has one.
 #[derive(Debug, Clone, Copy)]

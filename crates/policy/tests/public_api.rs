@@ -39,6 +39,7 @@ fn a_controller_loop_scales_out_then_in() {
             rollout_blocked: false,
             unhealthy: &[],
             health_blocked: false,
+            protected: &std::collections::BTreeSet::new(),
         };
         let (eval, next) = policy.decide(&view, &state, now);
         assert_eq!(eval.at, now);

@@ -22,14 +22,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_model::{
-    ErrorKind, Event, EventKind, GroupId, Instance, InstanceId, InstanceState, OpId, OpKind, OpState, Operation,
-    PolicyState, Sample, SeamError, Store, Timestamp,
+    ErrorKind, Event, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, OpId, OpKind, OpState,
+    Operation, PolicyState, Sample, SeamError, Store, Timestamp,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 /// Schema migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_name_numbers.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_name_numbers.sql"),
+    include_str!("../migrations/0003_group_controls.sql"),
+];
 
 /// The schema version this build writes (`PRAGMA user_version` after [`SqliteStore::open`]).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -554,6 +557,50 @@ impl SqliteStore {
             .collect()
     }
 
+    fn controls_sync(&self, group: &GroupId) -> Result<GroupControls> {
+        let ctx = "controls";
+        let raw: Option<(i64, i64, String)> = self
+            .conn()
+            .query_row(
+                "SELECT paused, dry_run, protected FROM group_controls WHERE group_name = ?1",
+                [group.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| db_err(ctx, e))?;
+        let Some((paused, dry_run, protected)) = raw else { return Ok(GroupControls::default()) };
+        let protected: Vec<String> = serde_json::from_str(&protected)
+            .map_err(|e| SeamError::bug(format!("store: {ctx}: group_controls row ({group}): protected: {e}")))?;
+        Ok(GroupControls {
+            paused: paused != 0,
+            dry_run: dry_run != 0,
+            protected: protected.into_iter().map(InstanceId).collect(),
+        })
+    }
+
+    fn save_controls_sync(&self, group: &GroupId, c: &GroupControls) -> Result<()> {
+        let ctx = "save_controls";
+        let protected: Vec<&str> = c.protected.iter().map(InstanceId::as_str).collect();
+        let protected = serde_json::to_string(&protected).map_err(|e| SeamError::bug(format!("store: {ctx}: {e}")))?;
+        let conn = self.conn();
+        let known: bool = conn
+            .query_row("SELECT 1 FROM groups WHERE name = ?1", [group.as_str()], |_| Ok(()))
+            .optional()
+            .map_err(|e| db_err(ctx, e))?
+            .is_some();
+        if !known {
+            return Err(SeamError::not_found(format!("store: {ctx}: no group {group} (ensure_group first)")));
+        }
+        conn.execute(
+            "INSERT INTO group_controls (group_name, paused, dry_run, protected) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (group_name) DO UPDATE SET
+                 paused = excluded.paused, dry_run = excluded.dry_run, protected = excluded.protected",
+            params![group.as_str(), c.paused, c.dry_run, protected],
+        )
+        .map_err(|e| db_err(ctx, e))?;
+        Ok(())
+    }
+
     fn policy_state_sync(&self, group: &GroupId) -> Result<PolicyState> {
         let ctx = "policy_state";
         type Raw = (i64, i64, i64, Option<i64>, Option<i64>);
@@ -768,6 +815,12 @@ impl Store for SqliteStore {
     }
     async fn reserve_numbers(&self, base: &str, in_use: u64, count: u32) -> Result<u64> {
         self.reserve_numbers_sync(base, in_use, count)
+    }
+    async fn controls(&self, group: &GroupId) -> Result<GroupControls> {
+        self.controls_sync(group)
+    }
+    async fn save_controls(&self, group: &GroupId, controls: &GroupControls) -> Result<()> {
+        self.save_controls_sync(group, controls)
     }
     async fn upsert_instance(&self, instance: &Instance) -> Result<()> {
         self.upsert_instance_sync(instance)

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flotilla_model::{
-    ErrorKind, Event, EventKind, GroupId, Instance, InstanceId, InstanceState, Metric, OpId, OpKind, OpState,
-    PolicyState, Sample, Store, Timestamp,
+    ErrorKind, Event, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, Metric, OpId, OpKind,
+    OpState, PolicyState, Sample, Store, Timestamp,
 };
 
 /// A base time for the checks' timestamps (2023-11-14), well inside every backend's range.
@@ -51,6 +51,33 @@ pub async fn run_all(store: &dyn Store) {
     check_operation_payloads(store).await;
     check_finish_unknown_operation(store).await;
     check_name_numbers(store).await;
+    check_controls(store).await;
+}
+
+/// Controls default to nothing, are per group, replace as a whole and outlive `ensure_group`; a
+/// group never registered is NotFound.
+pub async fn check_controls(store: &dyn Store) {
+    let ctx = "check_controls";
+    let g = unique_group("controls");
+    let other = unique_group("controls-other");
+    store.ensure_group(&g).await.expect(ctx);
+    store.ensure_group(&other).await.expect(ctx);
+    assert_eq!(store.controls(&g).await.expect(ctx), GroupControls::default(), "{ctx}: nothing at first");
+    let set = GroupControls {
+        paused: true,
+        dry_run: true,
+        protected: [InstanceId::new("web_1"), InstanceId::new("web_\"odd\" 2")].into_iter().collect(),
+    };
+    store.save_controls(&g, &set).await.expect(ctx);
+    assert_eq!(store.controls(&g).await.expect(ctx), set, "{ctx}: round trip");
+    assert_eq!(store.controls(&other).await.expect(ctx), GroupControls::default(), "{ctx}: per group");
+    store.ensure_group(&g).await.expect(ctx);
+    assert_eq!(store.controls(&g).await.expect(ctx), set, "{ctx}: ensure_group keeps them");
+    let cleared = GroupControls { dry_run: true, ..GroupControls::default() };
+    store.save_controls(&g, &cleared).await.expect(ctx);
+    assert_eq!(store.controls(&g).await.expect(ctx), cleared, "{ctx}: replaced as a whole");
+    let e = store.save_controls(&unique_group("controls-none"), &set).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{ctx}: {e}");
 }
 
 /// Member numbers are reserved past the highest ever used, never handed out twice.
