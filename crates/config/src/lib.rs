@@ -97,9 +97,26 @@ pub struct Config {
     /// At least one; names unique. Everything about a group, validated in one pass.
     pub groups: Vec<GroupConfig>,
     pub metrics: MetricsConfig,
+    /// The REST API, when the file has an `api` section.
+    pub api: Option<ApiConfig>,
     /// Parts of the file that were read but do not apply (a seed-004 file's MySQL store, say):
     /// each names its place; the verbs print them before they start.
     pub warnings: Vec<ConfigError>,
+}
+
+/// The `api` section, validated: the tokens are read and hashed (never kept in clear).
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: std::net::SocketAddr,
+    pub tokens: flotilla_listener::auth::Tokens,
+    pub anonymous_read: bool,
+}
+
+impl PartialEq for ApiConfig {
+    /// Tokens are compared by count only: their hashes are not exposed.
+    fn eq(&self, other: &Self) -> bool {
+        self.listen == other.listen && self.anonymous_read == other.anonymous_read
+    }
 }
 
 /// One group, as validated: what the decision core and the controller need (`spec`, with its policy,
@@ -455,6 +472,11 @@ impl Parser {
                 _ if broken(&self.problems, "metrics") => None,
                 None => Some(RawMetrics::default()),
                 Some(v) => self.clean_part::<RawMetrics>(v, &[key("metrics")]),
+            },
+            api: match sections.api {
+                _ if broken(&self.problems, "api") => None,
+                None => Some(None),
+                Some(v) => self.clean_part::<raw::RawApi>(v, &[key("api")]).map(Some),
             },
             groups: match sections.groups {
                 _ if broken(&self.problems, "groups") => None,

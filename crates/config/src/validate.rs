@@ -64,6 +64,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         store: Some(raw.store),
         provider: Some(raw.provider),
         metrics: Some(raw.metrics),
+        api: Some(raw.api),
         groups: Some(raw.groups.into_iter().map(Some).collect()),
     })
 }
@@ -77,6 +78,8 @@ pub(crate) struct Parts {
     pub store: Option<RawStore>,
     pub provider: Option<RawProvider>,
     pub metrics: Option<RawMetrics>,
+    /// `Some(None)` when the file has no `api` section; `None` when it is broken.
+    pub api: Option<Option<super::raw::RawApi>>,
     /// `Some(vec![])` when the file has no groups; `None` items are broken groups.
     pub groups: Option<Vec<Option<RawGroup>>>,
 }
@@ -101,8 +104,9 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
         _ => None,
     };
     let groups = parts.groups.map(|groups| check_groups(groups, &mut errors));
+    let api = parts.api.map(|a| a.and_then(|a| check_api(&a, &mut errors, &mut warnings)));
 
-    match (state_dir, store, provider, groups, balancers, templates, metrics) {
+    match (state_dir, store, provider, groups, balancers, templates, metrics, api) {
         (
             Some(state_dir),
             Some(store),
@@ -111,6 +115,7 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
             Some(mut balancers),
             Some(mut templates),
             Some(metrics),
+            Some(api),
         ) if errors.is_empty() => {
             // A provider template is part of what members are made from: fold it into the version.
             for g in &mut groups {
@@ -135,7 +140,7 @@ pub(crate) fn validate_parts(parts: Parts) -> Result<Config, Vec<ConfigError>> {
                     spec,
                 })
                 .collect();
-            Ok(Config { state_dir, store, provider, groups, metrics, warnings })
+            Ok(Config { state_dir, store, provider, groups, metrics, api, warnings })
         }
         _ => Err(errors),
     }
@@ -318,6 +323,66 @@ fn check_push(
         err(errors, format!("metrics.push.{path}"), message.clone());
     }
     problems.is_empty().then_some(settings)
+}
+
+/// `api`: the listener, and the tokens read from the file or variable it names (hashed at once).
+fn check_api(
+    raw: &super::raw::RawApi,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Option<crate::ApiConfig> {
+    use flotilla_listener::auth::Tokens;
+    let listen = match raw.listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            err(errors, "api.listen", format!("`{}` is not an IP:port address like 127.0.0.1:8070", raw.listen));
+            None
+        }
+    };
+    if raw.anonymous_read && listen.is_some_and(|a| !a.ip().is_loopback()) {
+        err(errors, "api.anonymous_read", "only on a loopback listener (`listen: 127.0.0.1:…`)");
+    }
+    let (field, text) = match (&raw.tokens_file, &raw.tokens_env) {
+        (Some(_), Some(_)) => {
+            err(errors, "api.tokens_file", "give tokens_file or tokens_env, not both");
+            return None;
+        }
+        (Some(file), None) => match std::fs::read_to_string(file) {
+            Ok(t) => {
+                if let Some(w) = readable_by_others(file) {
+                    warnings.push(ConfigError::at("api.tokens_file", w));
+                }
+                ("api.tokens_file", Some(t))
+            }
+            Err(e) => {
+                err(errors, "api.tokens_file", format!("cannot read {}: {e}", file.display()));
+                return None;
+            }
+        },
+        (None, env) => {
+            let var = env.clone().unwrap_or_else(|| "FLOTILLA_API_TOKENS".to_string());
+            ("api.tokens_env", std::env::var(&var).ok())
+        }
+    };
+    let tokens = match text {
+        Some(t) => match Tokens::parse(&t) {
+            Ok(tokens) => tokens,
+            Err(why) => {
+                err(errors, field, why);
+                return None;
+            }
+        },
+        None if raw.anonymous_read => Tokens::default(),
+        None => {
+            err(
+                errors,
+                field,
+                "no tokens: name a file (tokens_file) or set $FLOTILLA_API_TOKENS (`admin <token>` lines)",
+            );
+            return None;
+        }
+    };
+    Some(crate::ApiConfig { listen: listen?, tokens, anonymous_read: raw.anonymous_read })
 }
 
 /// A secret's file that users other than its owner may read: what to say about it. (A warning,
@@ -950,6 +1015,7 @@ mod tests {
             store: None,
             provider: Some(RawProvider::default()),
             metrics: Some(RawMetrics::default()),
+            api: Some(None),
             groups: Some(vec![None, raw("groups: [{name: a, min: 0}]").groups.into_iter().next()]),
         };
         let errors = validate_parts(parts).unwrap_err();

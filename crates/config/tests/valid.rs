@@ -72,6 +72,7 @@ groups:
         store: StoreConfig::Sqlite { path: PathBuf::from("state.db"), sample_window: 100 },
         provider: ProviderConfig::Local { start_timeout: secs(60) },
         metrics: MetricsConfig { sources: vec![MetricSourceKind::Local], ssh: None, push: None },
+        api: None,
         warnings: Vec::new(),
         groups: vec![GroupConfig {
             balancer: None,

@@ -295,14 +295,16 @@ impl Controller {
         now: Timestamp,
     ) {
         let why = if controls.paused { "paused" } else { "dry run" };
-        let text = decision.map(|d| format!("{why}: would {}", describe(d)));
+        // The same action with fresher numbers is not news: the key leaves the reason out.
+        let key = decision.map(|d| format!("{why}: {}", describe(d, false)));
         let changed = {
             let mut st = slot.status.lock().expect("status lock");
-            let changed = st.held_back != text;
-            st.held_back = text.clone();
+            let changed = st.held_back != key;
+            st.held_back = key;
             changed
         };
-        if let (true, Some(text)) = (changed, text) {
+        if let (true, Some(d)) = (changed, decision) {
+            let text = format!("{why}: would {}", describe(d, true));
             tracing::info!(group = %spec.id, "{}{}", why.to_uppercase(), &text[why.len()..]);
             self.event(spec, now, EventKind::Info, text).await;
         }
@@ -326,17 +328,22 @@ impl Controller {
     }
 }
 
-/// An action in words, for "would …" records.
-fn describe(d: &Decision) -> String {
+/// An action in words, for "would …" records; with its reason, or without (to tell one action
+/// from another).
+fn describe(d: &Decision, with_reason: bool) -> String {
     let ids = |v: &[flotilla_model::InstanceId]| v.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ");
-    match d {
-        Decision::Hold(h) => format!("hold ({h:?})"),
-        Decision::ScaleOut { count, reason } => format!("scale out by {count} ({reason})"),
-        Decision::ScaleIn { victims, reason } => format!("scale in, removing {} ({reason})", ids(victims)),
+    let (what, reason) = match d {
+        Decision::Hold(h) => (format!("hold ({h:?})"), None),
+        Decision::ScaleOut { count, reason } => (format!("scale out by {count}"), Some(reason)),
+        Decision::ScaleIn { victims, reason } => (format!("scale in, removing {}", ids(victims)), Some(reason)),
         Decision::Handover { retire, successor, reason } => {
-            format!("hand over from {retire} to {successor} ({reason})")
+            (format!("hand over from {retire} to {successor}"), Some(reason))
         }
-        Decision::Replace { old, reason, .. } => format!("replace {} ({reason})", ids(old)),
+        Decision::Replace { old, reason, .. } => (format!("replace {}", ids(old)), Some(reason)),
+    };
+    match reason {
+        Some(r) if with_reason => format!("{what} ({r})"),
+        _ => what,
     }
 }
 

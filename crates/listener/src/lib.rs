@@ -11,6 +11,8 @@
 //!
 //! Handlers see the peer address as axum's `ConnectInfo<SocketAddr>`.
 
+pub mod auth;
+
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -60,6 +60,9 @@ enum Role {
     /// The configuration file's schema and validation: `model`, leaf crates and the adapters whose
     /// settings sections it reads, never the controller or the binary.
     Config,
+    /// The REST API: a shell over the controller (`model`, leaf crates, `policy`, `controller`),
+    /// never an adapter or the config.
+    Api,
     /// The binary: anything.
     Binary,
     /// Fakes and the conformance suite: `model` only (dev-dependency of others).
@@ -75,6 +78,7 @@ fn role_of(dir: &str) -> Option<Role> {
         "policy" => Role::Policy,
         "controller" => Role::Controller,
         "config" => Role::Config,
+        "api" => Role::Api,
         "flotilla" => Role::Binary,
         "testkit" => Role::Testkit,
         d if d.starts_with("provider-")
@@ -94,6 +98,7 @@ fn allowed(role: Role, dep: Role) -> bool {
         Role::Leaf => dep == Role::Model,
         Role::Policy | Role::Testkit | Role::Adapter => matches!(dep, Role::Model | Role::Leaf),
         Role::Controller => matches!(dep, Role::Model | Role::Leaf | Role::Policy),
+        Role::Api => matches!(dep, Role::Model | Role::Leaf | Role::Policy | Role::Controller),
         Role::Config => matches!(dep, Role::Model | Role::Leaf | Role::Adapter),
         Role::Binary => dep != Role::Testkit,
     }

@@ -21,7 +21,7 @@ pub use policy::*;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`, `metrics`"
+    expecting = "a mapping with `groups` and optional `state_dir`, `store`, `provider`, `metrics`, `api`"
 )]
 pub struct RawConfig {
     /// Where the store file and member records live. Relative store paths are resolved against it.
@@ -36,9 +36,37 @@ pub struct RawConfig {
     /// Where member metrics come from.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// The REST API (and, later, the dashboard); none when absent.
+    #[serde(default)]
+    pub api: Option<RawApi>,
     /// The groups to scale; at least one.
     #[serde(default)]
     pub groups: Vec<RawGroup>,
+}
+
+/// The `api` section: where the daemon's REST API listens and whose tokens it takes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `listen` and `tokens_file` or `tokens_env`, and optional `anonymous_read`"
+)]
+pub struct RawApi {
+    /// Where the API listens, e.g. `127.0.0.1:8070` (the default).
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+    /// A file of `<scope> <token>` lines (scope `read` or `admin`); keep it `0600`.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// Or an environment variable holding those lines (default `FLOTILLA_API_TOKENS`).
+    #[serde(default)]
+    pub tokens_env: Option<String>,
+    /// Reads without a token, from loopback only (the listener must be on loopback too).
+    #[serde(default)]
+    pub anonymous_read: bool,
+}
+
+pub fn default_api_listen() -> String {
+    "127.0.0.1:8070".to_string()
 }
 
 /// The top level with each section left as YAML, so every section (and every group) can be
@@ -61,6 +89,9 @@ pub(crate) struct RawSections {
     /// See [`RawConfig::metrics`]; deserialized later as a [`RawMetrics`].
     #[serde(default)]
     pub metrics: Option<serde_yaml::Value>,
+    /// See [`RawConfig::api`]; deserialized later as a [`RawApi`].
+    #[serde(default)]
+    pub api: Option<serde_yaml::Value>,
     /// See [`RawConfig::groups`]; each item deserialized later as a [`RawGroup`].
     #[serde(default)]
     pub groups: Option<Vec<serde_yaml::Value>>,

@@ -2,6 +2,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use flotilla_controller::Shutdown;
 
 use crate::cli::RunArgs;
@@ -15,7 +16,30 @@ pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<Exi
     let state_dir = crate::state_dir::resolve(state_flag, config.state_dir.as_deref());
     let built = wiring::build(&config, &state_dir).await?;
     tracing::info!(state_dir = %state_dir.display(), groups = config.groups.len(), "flotilla controller starting");
-    serve(built, args.stop_members).await
+    let (api_stop, api_task) = match &config.api {
+        Some(api) => {
+            let settings = flotilla_api::ApiSettings {
+                listen: api.listen,
+                tokens: api.tokens.clone(),
+                anonymous_read: api.anonymous_read,
+            };
+            let listener = flotilla_api::bind(&settings)
+                .await
+                .with_context(|| format!("api.listen: cannot listen on {}", api.listen))?;
+            let addr = listener.local_addr()?;
+            tracing::info!("API at http://{addr}/api/v1 (OpenAPI: http://{addr}/api/v1/openapi.json)");
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(flotilla_api::serve(listener, built.controller.clone(), settings, rx));
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
+    let result = serve(built, args.stop_members).await;
+    if let (Some(tx), Some(task)) = (api_stop, api_task) {
+        let _ = tx.send(true);
+        let _ = task.await;
+    }
+    result
 }
 
 /// Runs the loop until SIGINT/SIGTERM, then optionally deletes the members.

@@ -1,0 +1,66 @@
+//! The daemon's REST API, under `/api/v1`: what the controller and its store know (groups,
+//! members, events, operations) and the operator's controls (pause, dry-run, protect). A thin
+//! shell: every read goes to the store or the controller's status, every change through
+//! [`Controller::update_controls`], which the group's next pass obeys.
+//!
+//! - Auth (`flotilla_listener::auth`): bearer tokens with scopes `read` and `admin`; every change needs `admin`.
+//! - Errors are RFC 9457 `application/problem+json` ([`Problem`]), naming the field at fault.
+//! - `/api/v1/openapi.json` is generated from the handlers and types here ([`ApiDoc`]).
+//! - Served with the listener limits every Flotilla listener has (`flotilla-listener`).
+
+mod problem;
+pub mod report;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use flotilla_controller::Controller;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use flotilla_listener::auth::{Scope, Tokens, MIN_TOKEN_LEN};
+pub use problem::Problem;
+pub use routes::ApiDoc;
+
+/// Where and for whom the API serves.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub tokens: Tokens,
+    /// Reads without a token, from loopback only.
+    pub anonymous_read: bool,
+}
+
+/// What the handlers share.
+pub(crate) struct Shared {
+    pub controller: Arc<Controller>,
+    pub tokens: Tokens,
+    pub anonymous_read: bool,
+}
+
+/// The API's routes over `controller`.
+pub fn router(controller: Arc<Controller>, settings: &ApiSettings) -> Router {
+    routes::router(Arc::new(Shared {
+        controller,
+        tokens: settings.tokens.clone(),
+        anonymous_read: settings.anonymous_read,
+    }))
+}
+
+/// Binds the API's listener (so a taken port is an error at start, not later).
+pub async fn bind(settings: &ApiSettings) -> std::io::Result<TcpListener> {
+    TcpListener::bind(settings.listen).await
+}
+
+/// Serves the API on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    controller: Arc<Controller>,
+    settings: ApiSettings,
+    stop: watch::Receiver<bool>,
+) {
+    let app = router(controller, &settings);
+    flotilla_listener::serve("api", listener, app, flotilla_listener::Limits::default(), stop).await;
+}

@@ -1,0 +1,199 @@
+//! The REST API of a real `flotilla run` on local members: auth (401, 403), problem bodies that
+//! name the field, paging, the OpenAPI document, and behaviour through the API: a paused group
+//! holds through a real load spike and says what it would do; a protected member survives the
+//! scale-in that would otherwise pick it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{wait_until, Env};
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const READ: &str = "read-token-0123456789abcdefgh";
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+/// One request on a fresh connection; the body parsed as JSON (Null if it is not).
+async fn call(api: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, rest) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Reply { status, head: head.to_string(), body: serde_json::from_str(rest).unwrap_or(Value::Null) }
+}
+
+fn config(env: &Env, api: SocketAddr) -> String {
+    let tokens = env.file("api.tokens", &format!("# test tokens\nadmin {ADMIN}\nread {READ}\n"));
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let yaml = format!(
+        r#"
+api:
+  listen: {api}
+  tokens_file: {}
+groups:
+  - name: web
+    mode: scale
+    min: 1
+    max: 3
+    interval: 500ms
+    stale_after: 2s
+    cooldown_up: 0s
+    cooldown_down: 0s
+    drain_timeout: 2s
+    policy: {{ metric: cpu, high: 70, low: 20, min_up: 2, min_down: 2 }}
+"#,
+        tokens.display()
+    );
+    env.file("f.yaml", &yaml).to_str().unwrap().to_string()
+}
+
+async fn set_duty(env: &Env, duty: Option<f64>) {
+    for (name, addr) in env.running_members("web") {
+        let (method, path) = match duty {
+            Some(d) => ("POST", format!("/load?duty={d}")),
+            None => ("DELETE", "/load".to_string()),
+        };
+        let out = support::raw_request(&addr, method, &path).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{name}: {out}");
+    }
+}
+
+fn is_problem(r: &Reply, status: u16, detail_has: &str) {
+    assert_eq!(r.status, status, "{}\n{}", r.head, r.body);
+    assert!(r.head.to_lowercase().contains("content-type: application/problem+json"), "{}", r.head);
+    assert_eq!(r.body["status"], status);
+    let detail = r.body["detail"].as_str().unwrap_or("");
+    assert!(detail.contains(detail_has), "detail {detail:?} lacks {detail_has:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reads_steers_and_refuses_what_it_must() {
+    let mut env = Env::serial();
+    let api = free_port();
+    let cfg = config(&env, api);
+    let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
+    assert!(env.log("run.log").contains(&format!("API at http://{api}/api/v1")), "{}", env.log("run.log"));
+
+    // Auth: nothing, a stranger, a reader changing something.
+    let r = call(api, "GET", "/api/v1/groups", None, None).await;
+    is_problem(&r, 401, "bearer token");
+    assert!(r.head.to_lowercase().contains("www-authenticate: bearer"), "{}", r.head);
+    is_problem(&call(api, "GET", "/api/v1/groups", Some("stranger-0123456789abcdef"), None).await, 401, "unknown");
+    is_problem(&call(api, "POST", "/api/v1/groups/web/pause", Some(READ), None).await, 403, "admin");
+
+    // Reads.
+    let r = call(api, "GET", "/api/v1/groups", Some(READ), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let g = &r.body[0];
+    assert_eq!(
+        (g["name"].as_str(), g["live"]["min"].as_u64(), g["live"]["max"].as_u64()),
+        (Some("web"), Some(1), Some(3))
+    );
+    assert_eq!(g["live"]["policy"], "threshold");
+    assert_eq!(g["members"][0]["name"], "web_1");
+    let r = call(api, "GET", "/api/v1/groups/web", Some(READ), None).await;
+    assert_eq!(r.body["live"]["last_decision"]["outcome"].as_str().map(|_| ()), Some(()), "{}", r.body);
+    is_problem(&call(api, "GET", "/api/v1/groups/nope", Some(READ), None).await, 404, "no group `nope`");
+    is_problem(&call(api, "GET", "/api/v1/nowhere", Some(READ), None).await, 404, "no such endpoint");
+    let r = call(api, "GET", "/api/v1/openapi.json", Some(READ), None).await;
+    assert!(r.body["paths"]["/api/v1/groups/{group}/pause"]["post"].is_object(), "{}", r.body);
+    assert!(r.body["components"]["schemas"]["Problem"].is_object());
+
+    // Bad input names the field.
+    let dry = "/api/v1/groups/web/dry-run";
+    is_problem(&call(api, "PUT", dry, Some(ADMIN), Some(r#"{"enabled":"yes"}"#)).await, 400, "field `enabled`");
+    is_problem(&call(api, "PUT", dry, Some(ADMIN), Some(r#"{"enabled":true,"x":1}"#)).await, 400, "unknown field `x`");
+    is_problem(&call(api, "PUT", dry, Some(ADMIN), Some("{")).await, 400, "the body");
+    is_problem(&call(api, "GET", "/api/v1/events?limit=0", Some(READ), None).await, 400, "`limit` must be 1 to 1000");
+    is_problem(&call(api, "GET", "/api/v1/events?kind=bogus", Some(READ), None).await, 400, "unknown kind `bogus`");
+    is_problem(&call(api, "POST", "/api/v1/groups/web/members/ghost/protect", Some(ADMIN), None).await, 404, "ghost");
+
+    // Pause: a real spike, and no scale-out; the group says what it would do, once.
+    let r = call(api, "POST", "/api/v1/groups/web/pause", Some(ADMIN), None).await;
+    assert_eq!((r.status, r.body["paused"].as_bool()), (200, Some(true)), "{}", r.body);
+    set_duty(&env, Some(1.0)).await;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(env.member_names("web"), ["web_1"], "paused, yet scaled:\n{}", env.log("run.log"));
+    }
+    let r = call(api, "GET", "/api/v1/events?group=web&kind=info&limit=50", Some(READ), None).await;
+    let said: Vec<&str> = r.body["events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    assert_eq!(said.iter().filter(|m| m.starts_with("paused: would scale out by 1")).count(), 1, "{said:?}");
+    assert!(said.contains(&"operator: pause"), "{said:?}");
+    assert_eq!(call(api, "GET", "/api/v1/groups/web", Some(READ), None).await.body["paused"], true);
+    call(api, "POST", "/api/v1/groups/web/resume", Some(ADMIN), None).await;
+    wait_until(Duration::from_secs(30), "the scale-out once resumed", || env.member_names("web").len() >= 2).await;
+
+    // Protect the oldest (the default victim), drop the load: the scale-in takes another.
+    let r = call(api, "POST", "/api/v1/groups/web/members/web_1/protect", Some(ADMIN), None).await;
+    assert_eq!(r.body["protected"], serde_json::json!(["web_1"]), "{}", r.body);
+    set_duty(&env, None).await;
+    wait_until(Duration::from_secs(40), "the scale-in to one", || env.member_names("web").len() == 1).await;
+    assert_eq!(env.member_names("web"), ["web_1"], "the protected member stays");
+    let r = call(api, "GET", "/api/v1/groups/web/members", Some(READ), None).await;
+    assert_eq!(r.body[0]["protected"], true, "{}", r.body);
+    let r = call(api, "GET", "/api/v1/groups/web/operations?limit=10", Some(READ), None).await;
+    let kinds: Vec<&str> = r.body.as_array().unwrap().iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert!(kinds.contains(&"scale-in") && kinds.contains(&"scale-out"), "{kinds:?}");
+
+    // Paging: one event per page, the cursor walks back without gaps or repeats.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/events?group=web&limit=1".to_string();
+    for _ in 0..200 {
+        let r = call(api, "GET", &path, Some(READ), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for e in r.body["events"].as_array().unwrap() {
+            seen.push((e["at_ms"].as_u64().unwrap(), e["message"].as_str().unwrap().to_string()));
+        }
+        match r.body["next_before_ms"].as_u64() {
+            Some(t) => path = format!("/api/v1/events?group=web&limit=1&before_ms={t}"),
+            None => break,
+        }
+    }
+    let all = call(api, "GET", "/api/v1/events?group=web&limit=1000", Some(READ), None).await;
+    assert_eq!(seen.len(), all.body["events"].as_array().unwrap().len(), "pages cover every event once");
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tokens_file_is_a_field_error_that_never_shows_a_token() {
+    let env = Env::new();
+    let tokens = env.file("api.tokens", "admin short-one\n");
+    let cfg = env.file(
+        "f.yaml",
+        &format!("api: {{ listen: 127.0.0.1:0, tokens_file: {} }}\ngroups: [{{ name: web }}]\n", tokens.display()),
+    );
+    let out = env.run(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = support::text(&out.stderr);
+    assert!(err.contains("api.tokens_file: line 1: a token is one word of at least 16"), "{err}");
+    assert!(!err.contains("short-one"), "{err}");
+    // Anonymous reads only on loopback.
+    let cfg = env.file("g.yaml", "api: { listen: 0.0.0.0:8070, anonymous_read: true }\ngroups: [{ name: web }]\n");
+    let err = support::text(&env.run(&["config", "check", cfg.to_str().unwrap()]).stderr);
+    assert!(err.contains("api.anonymous_read: only on a loopback listener"), "{err}");
+}
