@@ -24,13 +24,18 @@ pub use flotilla_listener::auth::{Scope, Tokens, MIN_TOKEN_LEN};
 pub use problem::Problem;
 pub use routes::ApiDoc;
 
+/// The Prometheus text exposition, rendered at each scrape of `/metrics`.
+pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Where and for whom the API serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
     pub tokens: Tokens,
     /// Reads without a token, from loopback only.
     pub anonymous_read: bool,
+    /// What `/metrics` serves (read scope, like every read); none: 404.
+    pub metrics: Option<Exposition>,
 }
 
 /// What the handlers share.
@@ -38,6 +43,7 @@ pub(crate) struct Shared {
     pub controller: Arc<Controller>,
     pub tokens: Tokens,
     pub anonymous_read: bool,
+    pub metrics: Option<Exposition>,
 }
 
 /// The API's routes over `controller`.
@@ -46,6 +52,7 @@ pub fn router(controller: Arc<Controller>, settings: &ApiSettings) -> Router {
         controller,
         tokens: settings.tokens.clone(),
         anonymous_read: settings.anonymous_read,
+        metrics: settings.metrics.clone(),
     }))
 }
 

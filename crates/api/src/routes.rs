@@ -66,9 +66,27 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/events", get(list_events))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint under /api/v1") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "this endpoint does not take that method")
+        })
+        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .with_state(shared.clone());
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared);
-    Router::new().nest("/api/v1", api)
+    Router::new().nest("/api/v1", api).merge(metrics)
+}
+
+/// OpenMetrics text (what prometheus-client writes; Prometheus scrapes it).
+async fn metrics(State(s): S) -> Response {
+    match &s.metrics {
+        Some(render) => {
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], render())
+                .into_response()
+        }
+        None => Problem::new(StatusCode::NOT_FOUND, "this daemon exports no metrics").into_response(),
+    }
 }
 
 /// Reads need `read`, everything else `admin`.
@@ -162,7 +180,8 @@ async fn full_report(s: &Shared, group: &GroupId, events: usize) -> Result<Group
 
 /// Every configured group, with its members and last decision.
 #[utoipa::path(get, path = "/api/v1/groups", responses(
-    (status = 200, body = Vec<GroupReport>), (status = 401, body = Problem)))]
+    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 200, body = Vec<GroupReport>), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_groups(State(s): S) -> Result<Json<Vec<GroupReport>>, Problem> {
     let mut out = Vec::new();
     let ids: Vec<GroupId> = s.controller.groups().map(|g| g.id.clone()).collect();
@@ -174,7 +193,8 @@ async fn list_groups(State(s): S) -> Result<Json<Vec<GroupReport>>, Problem> {
 
 /// One group, with its newest 20 events.
 #[utoipa::path(get, path = "/api/v1/groups/{group}", params(("group" = String, Path)), responses(
-    (status = 200, body = GroupReport), (status = 404, body = Problem)))]
+    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 200, body = GroupReport), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_group(State(s): S, Path(group): Path<String>) -> Result<Json<GroupReport>, Problem> {
     let g = group_of(&s, &group)?;
     Ok(Json(full_report(&s, &g, 20).await?))
@@ -211,14 +231,16 @@ async fn change(
 
 /// Pauses a group: it decides and explains, and acts on nothing (not even repairs) until resumed.
 #[utoipa::path(post, path = "/api/v1/groups/{group}/pause", params(("group" = String, Path)), responses(
-    (status = 200, body = ControlsReport), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 200, body = ControlsReport), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn pause(State(s): S, Path(group): Path<String>) -> Result<Json<ControlsReport>, Problem> {
     change(&s, &group, "pause".into(), |c| c.paused = true).await
 }
 
 /// Resumes a paused group.
 #[utoipa::path(post, path = "/api/v1/groups/{group}/resume", params(("group" = String, Path)), responses(
-    (status = 200, body = ControlsReport), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 200, body = ControlsReport), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn resume(State(s): S, Path(group): Path<String>) -> Result<Json<ControlsReport>, Problem> {
     change(&s, &group, "resume".into(), |c| c.paused = false).await
 }
@@ -245,7 +267,8 @@ async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Bo
 
 /// Turns dry-run on or off.
 #[utoipa::path(put, path = "/api/v1/groups/{group}/dry-run", params(("group" = String, Path)), request_body = DryRun,
-    responses((status = 200, body = ControlsReport), (status = 400, body = Problem), (status = 403, body = Problem)))]
+    responses(
+    (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),(status = 200, body = ControlsReport), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn set_dry_run(State(s): S, Path(group): Path<String>, req: Request) -> Result<Json<ControlsReport>, Problem> {
     let (parts, body) = req.into_parts();
     let DryRun { enabled } = json_body(&parts.headers, body).await?;
@@ -255,7 +278,8 @@ async fn set_dry_run(State(s): S, Path(group): Path<String>, req: Request) -> Re
 
 /// A group's members, oldest first.
 #[utoipa::path(get, path = "/api/v1/groups/{group}/members", params(("group" = String, Path)), responses(
-    (status = 200, body = Vec<MemberReport>), (status = 404, body = Problem)))]
+    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 200, body = Vec<MemberReport>), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn list_members(State(s): S, Path(group): Path<String>) -> Result<Json<Vec<MemberReport>>, Problem> {
     let g = group_of(&s, &group)?;
     Ok(Json(full_report(&s, &g, 0).await?.members))
@@ -273,7 +297,8 @@ async fn member_of(s: &Shared, group: &GroupId, member: &str) -> Result<Instance
 /// Protects a member: no scale-in, handover or trim to max picks it.
 #[utoipa::path(post, path = "/api/v1/groups/{group}/members/{member}/protect",
     params(("group" = String, Path), ("member" = String, Path)), responses(
-    (status = 200, body = ControlsReport), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 200, body = ControlsReport), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn protect(State(s): S, Path((group, member)): Path<(String, String)>) -> Result<Json<ControlsReport>, Problem> {
     let g = group_of(&s, &group)?;
     let id = member_of(&s, &g, &member).await?;
@@ -286,7 +311,8 @@ async fn protect(State(s): S, Path((group, member)): Path<(String, String)>) -> 
 /// Lifts a member's protection (a member that is gone may be unprotected too).
 #[utoipa::path(post, path = "/api/v1/groups/{group}/members/{member}/unprotect",
     params(("group" = String, Path), ("member" = String, Path)), responses(
-    (status = 200, body = ControlsReport), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 200, body = ControlsReport), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn unprotect(
     State(s): S,
     Path((group, member)): Path<(String, String)>,
@@ -300,17 +326,20 @@ async fn unprotect(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only this group's events.
+    /// Only this group's events (also a group no longer configured); empty: every group.
     group: Option<String>,
     /// Only events of this kind (`scale-out`, `scale-in`, `handover`, `member-up`, `member-gone`,
-    /// `recovered`, `error`, `info`).
+    /// `recovered`, `error`, `info`); empty: any.
+    #[param(pattern = "^(|scale-out|scale-in|handover|member-up|member-gone|recovered|error|info)$")]
     kind: Option<String>,
     /// Only events at or after this time (Unix ms).
     since_ms: Option<u64>,
     /// Only events before this time (Unix ms): the previous page's `next_before_ms`.
     before_ms: Option<u64>,
     /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -324,7 +353,8 @@ pub struct EventsPage {
 
 /// Events, newest first, filtered and paged.
 #[utoipa::path(get, path = "/api/v1/events", params(EventsQuery), responses(
-    (status = 200, body = EventsPage), (status = 400, body = Problem)))]
+    (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 200, body = EventsPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn list_events(
     State(s): S,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
@@ -334,14 +364,23 @@ async fn list_events(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(Problem::new(StatusCode::BAD_REQUEST, format!("`limit` must be 1 to {MAX_PAGE} (got {limit})")));
     }
-    let kind = match &q.kind {
+    // An empty filter is no filter (`?group=&kind=` as a form would send it).
+    let kind = match q.kind.as_deref().filter(|k| !k.is_empty()) {
         Some(k) => Some(
             EventKind::parse(k)
                 .ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, format!("`kind`: unknown kind `{k}`")))?,
         ),
         None => None,
     };
-    let group = q.group.as_deref().map(|g| group_of(&s, g)).transpose()?;
+    for (name, v) in [("since_ms", q.since_ms), ("before_ms", q.before_ms)] {
+        if v.is_some_and(|v| i64::try_from(v).is_err()) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("`{name}` is past the largest time (2^63 - 1 ms)"),
+            ));
+        }
+    }
+    let group = q.group.as_deref().filter(|g| !g.is_empty()).map(GroupId::new);
     let scanned = s.controller.store().events(group.as_ref(), MAX_SCAN).await?;
     let mut matching = scanned.into_iter().filter(|e| {
         kind.is_none_or(|k| e.kind == k)
@@ -388,14 +427,17 @@ pub struct OperationReport {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OperationsQuery {
     /// At most this many, newest first (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// A group's operations, newest first.
 #[utoipa::path(get, path = "/api/v1/groups/{group}/operations", params(("group" = String, Path), OperationsQuery),
-    responses((status = 200, body = Vec<OperationReport>), (status = 404, body = Problem)))]
+    responses(
+    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),(status = 200, body = Vec<OperationReport>), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn list_operations(
     State(s): S,
     Path(group): Path<String>,

@@ -116,6 +116,7 @@ impl Controller {
     /// Carries out (or resumes) an operation and marks it finished. On error the operation is
     /// marked Failed with the reason, and the error is returned for the error policy.
     pub(crate) async fn execute(&self, spec: &GroupSpec, op: &Operation) -> Result<(), SeamError> {
+        let started = tokio::time::Instant::now();
         let result = match &op.kind {
             OpKind::ScaleOut { names, clone } => self.scale_out(spec, names, *clone).await,
             OpKind::ScaleIn { victims } => self.scale_in(spec, victims).await,
@@ -124,6 +125,9 @@ impl Controller {
             OpKind::Replace { old, names, version, cause } => self.replace(spec, old, names, version, *cause).await,
         };
         let now = self.clock.now();
+        if let Ok(slot) = self.slot(&spec.id) {
+            slot.counters.lock().expect("counters lock").operation(op.kind.as_str(), result.is_ok(), started.elapsed());
+        }
         match result {
             Ok(()) => {
                 self.store.finish_operation(op.id, &OpState::Done, now).await?;

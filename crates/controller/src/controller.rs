@@ -82,6 +82,7 @@ pub(crate) struct Slot {
     pub policy: Box<dyn Policy>,
     pub status: Mutex<GroupStatus>,
     pub backoff: Mutex<Backoff>,
+    pub counters: Mutex<crate::GroupCounters>,
 }
 
 /// The controller: one instance drives many groups.
@@ -108,6 +109,7 @@ impl Controller {
                     spec,
                     status: Mutex::new(GroupStatus::default()),
                     backoff: Mutex::new(Backoff::default()),
+                    counters: Mutex::new(crate::GroupCounters::default()),
                 };
                 (slot.spec.id.clone(), slot)
             })
@@ -159,6 +161,11 @@ impl Controller {
         tracing::info!(group = %group, "operator: {what}");
         self.event(spec, self.clock.now(), EventKind::Info, format!("operator: {what}")).await;
         Ok(controls)
+    }
+
+    /// The group's counters since start (decisions, operations, source failures).
+    pub fn counters(&self, group: &GroupId) -> Option<crate::GroupCounters> {
+        self.slots.get(group).map(|s| s.counters.lock().expect("counters lock").clone())
     }
 
     pub fn status(&self, group: &GroupId) -> Option<GroupStatus> {
@@ -265,6 +272,7 @@ impl Controller {
         // Paused or dry-run: an action is recorded, not carried out, and its counters and stamps
         // are not saved (it did not happen; the streak stays complete and says so again).
         let held = evaluation.decision.is_action() && (controls.paused || controls.dry_run);
+        slot.counters.lock().expect("counters lock").decided(&evaluation.decision, held);
         self.hold_back(slot, spec, &controls, held.then_some(&evaluation.decision), now).await;
         if held {
             return Ok(ReconcileOutcome { evaluation: Some(evaluation), resumed, applied: false });

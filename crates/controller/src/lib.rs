@@ -12,11 +12,13 @@
 mod apply;
 mod backoff;
 mod controller;
+mod counters;
 mod naming;
 mod observe;
 mod run;
 
 pub use backoff::Backoff;
 pub use controller::{Controller, ControllerParts, Failpoint, GroupStatus, Options, ReconcileOutcome, FAILPOINTS};
+pub use counters::{outcome, GroupCounters};
 pub use naming::{fresh_names, highest};
 pub use run::{run, Shutdown};

@@ -179,7 +179,13 @@ impl Controller {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(group = %spec.id, source = source.name(), error = %e, "metric source failed"),
+                Err(e) => {
+                    tracing::warn!(group = %spec.id, source = source.name(), error = %e, "metric source failed");
+                    if let Ok(slot) = self.slot(&spec.id) {
+                        let mut c = slot.counters.lock().expect("counters lock");
+                        *c.source_errors.entry(source.name().to_string()).or_default() += 1;
+                    }
+                }
             }
         }
         let samples: Vec<Sample> = merged.into_values().collect();

@@ -121,6 +121,7 @@ impl Controller {
                 None
             }
             Err(e) => {
+                slot.counters.lock().expect("counters lock").pass_errors += 1;
                 let delay = slot.backoff.lock().expect("backoff lock").next(e.kind());
                 tracing::warn!(group = %group, kind = e.kind().as_str(), error = %e, retry_in = ?delay, "reconcile failed");
                 let reason = format!("{}: {e}", e.kind().as_str());

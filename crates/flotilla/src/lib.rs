@@ -16,6 +16,8 @@ pub mod libvirt;
 pub mod limits;
 pub mod load;
 pub mod logging;
+pub mod metered;
+pub mod prom;
 pub mod state_dir;
 pub mod status;
 pub mod wiring;

@@ -50,6 +50,8 @@ pub struct Built {
     /// Where each such group's traffic arrives.
     pub listeners: BTreeMap<GroupId, SocketAddr>,
     pub state_dir: PathBuf,
+    /// Provider call latency and errors, for `/metrics`.
+    pub calls: crate::metered::ProviderCalls,
     /// The state directory's lock, when this process holds it (a verb beside a running daemon
     /// does not, and leaves the daemon's pending operations to it).
     pub claim: Option<crate::state_dir::Claim>,
@@ -264,6 +266,8 @@ pub async fn assemble(
     }
     let router = Arc::new(BalancerRouter { embedded: lb.clone(), unrouted: RecordingBalancer::new() });
     let ProviderParts { provider, mut sources } = parts;
+    let calls = crate::metered::ProviderCalls::default();
+    let provider = crate::metered::wrap(provider, calls.clone());
     sources.push(lb.clone());
     let controller = Controller::new(ControllerParts {
         store: store.clone(),
@@ -274,5 +278,5 @@ pub async fn assemble(
         groups: groups.into_iter().map(|g| g.spec).collect(),
         options: Options { sample_window, failpoint: crate::failpoint::from_env()?, ..Options::default() },
     });
-    Ok(Built { controller, store, provider, lb, listeners, state_dir: state_dir.to_path_buf(), claim: None })
+    Ok(Built { controller, store, provider, lb, listeners, calls, state_dir: state_dir.to_path_buf(), claim: None })
 }

@@ -197,3 +197,119 @@ async fn a_bad_tokens_file_is_a_field_error_that_never_shows_a_token() {
     let err = support::text(&env.run(&["config", "check", cfg.to_str().unwrap()]).stderr);
     assert!(err.contains("api.anonymous_read: only on a loopback listener"), "{err}");
 }
+
+/// `/metrics` after a scale-out through the balancer: the series are there, with the numbers the
+/// daemon acted on, and the OpenMetrics text parses with the official Python client's parser
+/// (`.ci/run` installs `prometheus_client` from PyPI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_the_groups_the_operations_the_provider_and_the_balancer() {
+    let mut env = Env::serial();
+    let api = free_port();
+    let listen = free_port();
+    let cfg = config(&env, api);
+    let cfg = std::fs::read_to_string(&cfg).unwrap()
+        + &format!("    balancer: {{ listen: {listen}, health: {{ path: /healthz, interval: 250ms }} }}\n");
+    let cfg = env.file("m.yaml", &cfg);
+    let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
+    for _ in 0..20 {
+        let out = support::raw_request(&listen.to_string(), "GET", "/work?ms=1").await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    is_problem(&call(api, "GET", "/metrics", None, None).await, 401, "bearer token");
+    // The body is text, not JSON: fetch it raw, until a pass saw the member running.
+    let scrape = || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+        let req =
+            format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READ}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.to_lowercase().contains("content-type: application/openmetrics-text; version=1.0.0"), "{out}");
+        out.split_once("\r\n\r\n").unwrap().1.to_string()
+    };
+    let mut text = scrape().await;
+    for _ in 0..40 {
+        if text.contains("flotilla_group_running{group=\"web\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        text = scrape().await;
+    }
+    for series in [
+        "flotilla_group_min{group=\"web\"} 1",
+        "flotilla_group_max{group=\"web\"} 3",
+        "flotilla_group_running{group=\"web\"} 1",
+        "flotilla_decisions_total{group=\"web\",outcome=\"scale-out\"} 1",
+        "flotilla_operations_total{group=\"web\",kind=\"scale-out\",result=\"done\"} 1",
+        "flotilla_operation_seconds_total{group=\"web\",kind=\"scale-out\",result=\"done\"}",
+        "flotilla_provider_call_seconds_count{provider=\"local\",call=\"create\"} 1",
+        "flotilla_provider_call_seconds_bucket{le=\"0.005\",provider=\"local\",call=\"list\"}",
+        "flotilla_balancer_requests_total{group=\"web\",member=\"web_1\"} 20",
+        "flotilla_balancer_backend_healthy{group=\"web\",member=\"web_1\"} 1",
+        "flotilla_balancer_latency_p99_seconds{group=\"web\",member=\"web_1\"}",
+        "# EOF",
+    ] {
+        assert!(text.contains(series), "no {series} in:\n{text}");
+    }
+    // A real parser: the official Python client's OpenMetrics parser reads every family.
+    let parse = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+                 fams = list(p(sys.stdin.read()))\nprint(len(fams), sum(len(f.samples) for f in fams))";
+    match std::process::Command::new("python3")
+        .args(["-c", parse])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let err = support::text(&out.stderr);
+            if err.contains("No module named 'prometheus_client'") && !flotilla_testkit::lab::labs_required() {
+                eprintln!("SKIPPED the OpenMetrics parse: Python's prometheus_client is not installed");
+            } else {
+                assert!(out.status.success(), "the OpenMetrics parser refused it: {err}\n{text}");
+                eprintln!("OpenMetrics parser: {} families, samples", support::text(&out.stdout).trim());
+            }
+        }
+        Err(e) => panic!("python3: {e}"),
+    }
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+/// Schemathesis (PyPI) against the generated OpenAPI document of a running daemon: every
+/// operation, generated and mutated inputs, stateful sequences; it must find nothing (no server
+/// error, no undocumented status or content type, nothing invalid accepted or valid refused).
+/// `.ci/run` installs it; elsewhere the test says it skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_against_the_openapi_document() {
+    if std::process::Command::new("schemathesis").arg("--version").output().is_err() {
+        assert!(
+            !flotilla_testkit::lab::labs_required(),
+            "FLOTILLA_LABS=1 needs schemathesis (pip install schemathesis)"
+        );
+        eprintln!("SKIPPED schemathesis_finds_nothing_against_the_openapi_document: schemathesis is not installed");
+        return;
+    }
+    let mut env = Env::serial();
+    let api = free_port();
+    let cfg = config(&env, api);
+    let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
+    let out = tokio::process::Command::new("schemathesis")
+        .args(["run", &format!("http://{api}/api/v1/openapi.json")])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN}"), "--max-examples", "40", "--seed", "1"])
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let said = format!("{}{}", support::text(&out.stdout), support::text(&out.stderr));
+    let summary: Vec<&str> = said.lines().filter(|l| l.contains("generated")).collect();
+    eprintln!("schemathesis: {summary:?}");
+    assert!(out.status.success(), "schemathesis found something:\n{said}");
+    assert_eq!(env.stop(daemon).await, Some(0));
+}

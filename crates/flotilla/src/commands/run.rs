@@ -2,6 +2,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use flotilla_controller::Shutdown;
 
@@ -18,10 +20,16 @@ pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<Exi
     tracing::info!(state_dir = %state_dir.display(), groups = config.groups.len(), "flotilla controller starting");
     let (api_stop, api_task) = match &config.api {
         Some(api) => {
+            let exporter = crate::prom::Exporter {
+                controller: built.controller.clone(),
+                lb: built.lb.clone(),
+                calls: built.calls.clone(),
+            };
             let settings = flotilla_api::ApiSettings {
                 listen: api.listen,
                 tokens: api.tokens.clone(),
                 anonymous_read: api.anonymous_read,
+                metrics: Some(Arc::new(move || exporter.render())),
             };
             let listener = flotilla_api::bind(&settings)
                 .await
