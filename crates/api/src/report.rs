@@ -90,6 +90,29 @@ pub struct DecisionReport {
     pub running: u32,
     pub up_count: u32,
     pub down_count: u32,
+    /// The decision's numbers in one line, as the daemon logs them.
+    pub summary: String,
+    /// What each running member reported, and how old each reading was.
+    pub inputs: Vec<InputReport>,
+    /// Set while paused or in dry run: the action not taken (`paused: scale out by 1`).
+    pub held_back: Option<String>,
+}
+
+/// One running member's readings at the decision.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InputReport {
+    pub member: String,
+    /// Fresh enough to count (younger than the group's `stale_after`).
+    pub fresh: bool,
+    pub values: Vec<ReadingReport>,
+}
+
+/// One reading: `cpu`, `mem`, `rps`, ...
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReadingReport {
+    pub metric: String,
+    pub value: f64,
+    pub age_ms: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::problem::Problem;
-use crate::report::{self, DecisionReport, EventReport, GroupReport, LiveReport, MemberReport};
+use crate::report::{
+    self, DecisionReport, EventReport, GroupReport, InputReport, LiveReport, MemberReport, ReadingReport,
+};
 use crate::Shared;
 use flotilla_listener::auth::{authorize, Refusal, Scope};
 
@@ -33,7 +35,7 @@ const MAX_SCAN: usize = 100_000;
 #[openapi(
     info(title = "Flotilla API", description = "Groups, members, events, operations and operator controls of a running Flotilla daemon."),
     paths(list_groups, get_group, pause, resume, set_dry_run, list_members, protect, unprotect, list_events, list_operations),
-    components(schemas(GroupReport, LiveReport, DecisionReport, MemberReport, EventReport, ControlsReport, DryRun, EventsPage, OperationReport, Problem)),
+    components(schemas(GroupReport, LiveReport, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, EventsPage, OperationReport, Problem)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -145,6 +147,21 @@ fn live(s: &Shared, group: &GroupId, members: &[MemberReport]) -> Option<LiveRep
                 running: e.running,
                 up_count: e.up_count,
                 down_count: e.down_count,
+                summary: status.summary.clone().unwrap_or_default(),
+                inputs: status
+                    .inputs
+                    .iter()
+                    .map(|i| InputReport {
+                        member: i.member.0.clone(),
+                        fresh: i.fresh,
+                        values: i
+                            .values
+                            .iter()
+                            .map(|&(m, value, age_ms)| ReadingReport { metric: m.as_str().into(), value, age_ms })
+                            .collect(),
+                    })
+                    .collect(),
+                held_back: status.held_back.clone(),
             }
         }),
         last_error: status.last_error,
@@ -153,16 +170,8 @@ fn live(s: &Shared, group: &GroupId, members: &[MemberReport]) -> Option<LiveRep
 
 fn outcome_of(d: &Decision) -> (&'static str, String) {
     match d {
-        Decision::Hold(h) => (
-            "hold",
-            match h {
-                HoldReason::Steady => "steady".into(),
-                HoldReason::NoData => "no fresh data".into(),
-                HoldReason::Cooldown { remaining_ms } => format!("cooldown, {remaining_ms} ms left"),
-                HoldReason::InProgress => "a change is in progress".into(),
-                HoldReason::AtBound => "at a bound".into(),
-            },
-        ),
+        Decision::Hold(HoldReason::Cooldown { remaining_ms }) => ("hold", format!("cooldown, {remaining_ms} ms left")),
+        Decision::Hold(h) => ("hold", flotilla_controller::hold_words(h).to_string()),
         Decision::ScaleOut { reason, .. } => ("scale-out", reason.clone()),
         Decision::ScaleIn { reason, .. } => ("scale-in", reason.clone()),
         Decision::Handover { reason, .. } => ("handover", reason.clone()),

@@ -75,6 +75,22 @@ pub struct GroupStatus {
     pub paused_until: Option<Timestamp>,
     /// Paused or dry-run: the action last held back (recorded as an event when it changes).
     pub held_back: Option<String>,
+    /// What the last decision saw, member by member.
+    pub inputs: Vec<MemberInput>,
+    /// The last decision's numbers in one line (the `[metrics]` log line).
+    pub summary: Option<String>,
+    /// The last decision's outcome and reason kind: a decision event is recorded when it changes.
+    pub decision_key: Option<String>,
+}
+
+/// One running member's readings at a pass: each metric with its age, and whether the sample was
+/// fresh enough to count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberInput {
+    pub member: flotilla_model::InstanceId,
+    /// (metric, value, age in ms at the pass).
+    pub values: Vec<(flotilla_model::Metric, f64, u64)>,
+    pub fresh: bool,
 }
 
 pub(crate) struct Slot {
@@ -267,7 +283,7 @@ impl Controller {
         };
         let (evaluation, new_state) = slot.policy.decide(&view, &state, now);
         log_evaluation(spec, &evaluation);
-        slot.status.lock().expect("status lock").last = Some(evaluation.clone());
+        self.explain(slot, spec, &evaluation, &members, &latest, now).await;
 
         // Paused or dry-run: an action is recorded, not carried out, and its counters and stamps
         // are not saved (it did not happen; the streak stays complete and says so again).
@@ -290,6 +306,55 @@ impl Controller {
             }
         };
         Ok(ReconcileOutcome { evaluation: Some(evaluation), resumed, applied })
+    }
+
+    /// Keeps what the decision saw (for the API and the dashboard), and records a decision event
+    /// when the outcome or the reason to hold changed: a group that holds for an hour says so
+    /// once, not once per pass.
+    async fn explain(
+        &self,
+        slot: &Slot,
+        spec: &GroupSpec,
+        evaluation: &Evaluation,
+        members: &[Instance],
+        latest: &[flotilla_model::Sample],
+        now: Timestamp,
+    ) {
+        let inputs: Vec<MemberInput> = members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| {
+                let sample = latest.iter().find(|s| s.instance == m.id);
+                let values = sample
+                    .map(|s| {
+                        s.values
+                            .iter()
+                            .map(|&(metric, v)| (metric, v, now.since(s.at_of(metric)).as_millis() as u64))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let fresh = sample.is_some_and(|s| now.since(s.at) <= spec.stale_after);
+                MemberInput { member: m.id.clone(), values, fresh }
+            })
+            .collect();
+        let summary = metrics_line(spec, evaluation);
+        let key = decision_key(&evaluation.decision);
+        let changed = {
+            let mut st = slot.status.lock().expect("status lock");
+            st.last = Some(evaluation.clone());
+            st.inputs = inputs;
+            st.summary = Some(summary.clone());
+            let changed = st.decision_key.as_deref() != Some(key.as_str());
+            st.decision_key = Some(key);
+            changed
+        };
+        if changed {
+            let message = match &evaluation.decision {
+                Decision::Hold(h) => format!("hold ({}): {summary}", hold_words(h)),
+                d => format!("{}: {}; {summary}", crate::outcome(d), describe(d, true)),
+            };
+            self.event(spec, now, EventKind::Decision, message).await;
+        }
     }
 
     /// Records an action a pause or dry-run held back, once per distinct action (a streak that
@@ -333,6 +398,27 @@ impl Controller {
             self.store.set_primary(&spec.id, primary.as_ref()).await?;
         }
         Ok(primary)
+    }
+}
+
+/// What makes two decisions the same for the event log: the outcome and, for a hold, its kind of
+/// reason (a cooldown counting down is one cooldown).
+fn decision_key(d: &Decision) -> String {
+    match d {
+        Decision::Hold(h) => format!("hold {}", hold_words(h)),
+        other => describe(other, false),
+    }
+}
+
+/// A reason to hold, in words.
+pub fn hold_words(h: &flotilla_model::HoldReason) -> &'static str {
+    use flotilla_model::HoldReason;
+    match h {
+        HoldReason::Steady => "steady",
+        HoldReason::NoData => "no fresh data",
+        HoldReason::Cooldown { .. } => "cooldown",
+        HoldReason::InProgress => "a change in progress",
+        HoldReason::AtBound => "at a bound",
     }
 }
 

@@ -18,7 +18,9 @@ mod observe;
 mod run;
 
 pub use backoff::Backoff;
-pub use controller::{Controller, ControllerParts, Failpoint, GroupStatus, Options, ReconcileOutcome, FAILPOINTS};
+pub use controller::{
+    hold_words, Controller, ControllerParts, Failpoint, GroupStatus, MemberInput, Options, ReconcileOutcome, FAILPOINTS,
+};
 pub use counters::{outcome, GroupCounters};
 pub use naming::{fresh_names, highest};
 pub use run::{run, Shutdown};

@@ -808,3 +808,38 @@ async fn a_protected_member_survives_a_scale_in_that_would_pick_it() {
     let controls = sim.store.controls(&sim.group).await.unwrap();
     assert!(controls.protected.contains(&oldest));
 }
+
+#[tokio::test]
+async fn each_change_of_decision_is_an_event_with_its_numbers_and_steady_holds_are_said_once() {
+    let sim = controlled_group().await;
+    for _ in 0..6 {
+        sim.tick().await;
+    }
+    sim.metrics.set_all(100.0, 10.0);
+    for _ in 0..4 {
+        sim.tick().await; // min_up is 4
+    }
+    let events = sim.store.events(Some(&sim.group), 100).await.unwrap();
+    let decisions: Vec<&str> = events
+        .iter()
+        .rev()
+        .filter(|e| e.kind == flotilla_model::EventKind::Decision)
+        .map(|e| e.message.as_str())
+        .collect();
+    // The first scale-out to min, a steady hold (said once over six passes), then the spike:
+    // counting towards min_up is still "steady", then the scale-out, then "in progress"/steady.
+    let holds = decisions.iter().filter(|m| m.starts_with("hold (steady)")).count();
+    assert!(holds <= 3, "steady holds said once per stretch, not per pass: {decisions:#?}");
+    let out = decisions
+        .iter()
+        .find(|m| m.starts_with("scale-out: scale out by 1 (cpu"))
+        .unwrap_or_else(|| panic!("no spike scale-out: {decisions:#?}"));
+    assert!(out.contains("[metrics] cpu=100.0"), "{out}");
+    let status = sim.ctl.status(&sim.group).unwrap();
+    assert_eq!(status.inputs.len(), 2, "the scale-out's pass saw two running: {:?}", status.inputs);
+    assert!(status
+        .inputs
+        .iter()
+        .all(|i| i.values.iter().any(|(m, v, _)| *m == flotilla_model::Metric::Cpu && *v == 100.0)));
+    assert!(status.summary.unwrap().starts_with("[metrics] cpu=100.0"));
+}

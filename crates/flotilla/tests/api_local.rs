@@ -114,8 +114,25 @@ async fn the_api_reads_steers_and_refuses_what_it_must() {
     );
     assert_eq!(g["live"]["policy"], "threshold");
     assert_eq!(g["members"][0]["name"], "web_1");
-    let r = call(api, "GET", "/api/v1/groups/web", Some(READ), None).await;
-    assert_eq!(r.body["live"]["last_decision"]["outcome"].as_str().map(|_| ()), Some(()), "{}", r.body);
+    // The last decision, explained: its numbers and what each member reported, with ages.
+    let mut r = call(api, "GET", "/api/v1/groups/web", Some(READ), None).await;
+    for _ in 0..20 {
+        if r.body["live"]["last_decision"]["inputs"][0]["values"].as_array().is_some_and(|v| !v.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        r = call(api, "GET", "/api/v1/groups/web", Some(READ), None).await;
+    }
+    let d = &r.body["live"]["last_decision"];
+    assert_eq!(d["outcome"], "hold", "{}", r.body);
+    assert!(d["summary"].as_str().unwrap().starts_with("[metrics] cpu="), "{d}");
+    let input = &d["inputs"][0];
+    assert_eq!((input["member"].as_str(), input["fresh"].as_bool()), (Some("web_1"), Some(true)), "{d}");
+    let cpu = input["values"].as_array().unwrap().iter().find(|v| v["metric"] == "cpu").expect("a cpu reading");
+    assert!(cpu["age_ms"].as_u64().unwrap() < 2000, "{cpu}");
+    let r = call(api, "GET", "/api/v1/events?group=web&kind=decision", Some(READ), None).await;
+    let first = r.body["events"].as_array().unwrap().last().cloned().unwrap_or_default();
+    assert!(first["message"].as_str().unwrap_or("").starts_with("scale-out: scale out by 1 (below min)"), "{}", r.body);
     is_problem(&call(api, "GET", "/api/v1/groups/nope", Some(READ), None).await, 404, "no group `nope`");
     is_problem(&call(api, "GET", "/api/v1/nowhere", Some(READ), None).await, 404, "no such endpoint");
     let r = call(api, "GET", "/api/v1/openapi.json", Some(READ), None).await;

@@ -118,6 +118,8 @@ pub enum EventKind {
     Recovered,
     Error,
     Info,
+    /// The core's decision changed (another outcome, or another reason to hold).
+    Decision,
 }
 
 impl EventKind {
@@ -131,6 +133,7 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::Error => "error",
             EventKind::Info => "info",
+            EventKind::Decision => "decision",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -143,6 +146,7 @@ impl EventKind {
             "recovered" => EventKind::Recovered,
             "error" => EventKind::Error,
             "info" => EventKind::Info,
+            "decision" => EventKind::Decision,
             _ => return None,
         })
     }
