@@ -45,7 +45,7 @@ const CASES: &[Case] = &[
             "colour",
             3,
             1,
-            "unknown field `colour`, expected one of `state_dir`, `store`, `provider`, `metrics`, `groups`",
+            "unknown field `colour`, expected one of `state_dir`, `store`, `provider`, `metrics`, `api`, `groups`",
         )],
     },
     Case {

@@ -83,10 +83,13 @@ async fn demo_runs_end_to_end_and_leaves_nothing_behind() {
     assert!(!stdout.contains("trickle load: 0 requests"), "{stdout}");
     assert!(stderr.contains("SCALE DOWN"), "{stderr}");
     assert!(env.live_member_names().is_empty(), "demo stops its members");
-    // The timeline has exactly one scale-out beyond the baseline and one handover.
+    // The timeline has exactly one scale-out beyond the baseline and one handover, each after
+    // the decision that explains it.
     let timeline = &stdout[stdout.find("Timeline:").unwrap()..];
-    assert_eq!(timeline.matches("scale-out").count(), 2, "{timeline}");
-    assert_eq!(timeline.matches("handover").count(), 1, "{timeline}");
+    let kinds: Vec<&str> = timeline.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "scale-out").count(), 2, "{timeline}");
+    assert_eq!(kinds.iter().filter(|k| **k == "handover").count(), 1, "{timeline}");
+    assert!(timeline.contains("decision    handover: hand over from vm-test_1 to vm-test_clone_1"), "{timeline}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

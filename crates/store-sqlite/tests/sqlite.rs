@@ -202,7 +202,7 @@ async fn migrations_are_idempotent_and_tracked() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(tables, 7);
+    assert_eq!(tables, 8, "groups, instances, samples, policy_state, events, operations, name_numbers, group_controls");
 }
 
 #[tokio::test]
