@@ -168,15 +168,17 @@ fn live(s: &Shared, group: &GroupId, members: &[MemberReport]) -> Option<LiveRep
     })
 }
 
+/// The outcome in the controller's words (as `/metrics` counts it), and its reason.
 fn outcome_of(d: &Decision) -> (&'static str, String) {
-    match d {
-        Decision::Hold(HoldReason::Cooldown { remaining_ms }) => ("hold", format!("cooldown, {remaining_ms} ms left")),
-        Decision::Hold(h) => ("hold", flotilla_controller::hold_words(h).to_string()),
-        Decision::ScaleOut { reason, .. } => ("scale-out", reason.clone()),
-        Decision::ScaleIn { reason, .. } => ("scale-in", reason.clone()),
-        Decision::Handover { reason, .. } => ("handover", reason.clone()),
-        Decision::Replace { reason, .. } => ("replace", reason.clone()),
-    }
+    let reason = match d {
+        Decision::Hold(HoldReason::Cooldown { remaining_ms }) => format!("cooldown, {remaining_ms} ms left"),
+        Decision::Hold(h) => flotilla_controller::hold_words(h).to_string(),
+        Decision::ScaleOut { reason, .. }
+        | Decision::ScaleIn { reason, .. }
+        | Decision::Handover { reason, .. }
+        | Decision::Replace { reason, .. } => reason.clone(),
+    };
+    (flotilla_controller::outcome(d), reason)
 }
 
 async fn full_report(s: &Shared, group: &GroupId, events: usize) -> Result<GroupReport, Problem> {

@@ -15,10 +15,6 @@ use support::{wait_until, Env};
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const READ: &str = "read-token-0123456789abcdefgh";
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 struct Reply {
     status: u16,
     head: String,
@@ -69,17 +65,6 @@ groups:
     env.file("f.yaml", &yaml).to_str().unwrap().to_string()
 }
 
-async fn set_duty(env: &Env, duty: Option<f64>) {
-    for (name, addr) in env.running_members("web") {
-        let (method, path) = match duty {
-            Some(d) => ("POST", format!("/load?duty={d}")),
-            None => ("DELETE", "/load".to_string()),
-        };
-        let out = support::raw_request(&addr, method, &path).await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{name}: {out}");
-    }
-}
-
 fn is_problem(r: &Reply, status: u16, detail_has: &str) {
     assert_eq!(r.status, status, "{}\n{}", r.head, r.body);
     assert!(r.head.to_lowercase().contains("content-type: application/problem+json"), "{}", r.head);
@@ -91,7 +76,7 @@ fn is_problem(r: &Reply, status: u16, detail_has: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_reads_steers_and_refuses_what_it_must() {
     let mut env = Env::serial();
-    let api = free_port();
+    let api = support::free_port();
     let cfg = config(&env, api);
     let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
     wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
@@ -151,7 +136,7 @@ async fn the_api_reads_steers_and_refuses_what_it_must() {
     // Pause: a real spike, and no scale-out; the group says what it would do, once.
     let r = call(api, "POST", "/api/v1/groups/web/pause", Some(ADMIN), None).await;
     assert_eq!((r.status, r.body["paused"].as_bool()), (200, Some(true)), "{}", r.body);
-    set_duty(&env, Some(1.0)).await;
+    support::set_duty(&env, "web", Some(1.0)).await;
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(env.member_names("web"), ["web_1"], "paused, yet scaled:\n{}", env.log("run.log"));
@@ -167,7 +152,7 @@ async fn the_api_reads_steers_and_refuses_what_it_must() {
     // Protect the oldest (the default victim), drop the load: the scale-in takes another.
     let r = call(api, "POST", "/api/v1/groups/web/members/web_1/protect", Some(ADMIN), None).await;
     assert_eq!(r.body["protected"], serde_json::json!(["web_1"]), "{}", r.body);
-    set_duty(&env, None).await;
+    support::set_duty(&env, "web", None).await;
     wait_until(Duration::from_secs(40), "the scale-in to one", || env.member_names("web").len() == 1).await;
     assert_eq!(env.member_names("web"), ["web_1"], "the protected member stays");
     let r = call(api, "GET", "/api/v1/groups/web/members", Some(READ), None).await;
@@ -221,8 +206,8 @@ async fn a_bad_tokens_file_is_a_field_error_that_never_shows_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_the_groups_the_operations_the_provider_and_the_balancer() {
     let mut env = Env::serial();
-    let api = free_port();
-    let listen = free_port();
+    let api = support::free_port();
+    let listen = support::free_port();
     let cfg = config(&env, api);
     let cfg = std::fs::read_to_string(&cfg).unwrap()
         + &format!("    balancer: {{ listen: {listen}, health: {{ path: /healthz, interval: 250ms }} }}\n");
@@ -313,7 +298,7 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
         return;
     }
     let mut env = Env::serial();
-    let api = free_port();
+    let api = support::free_port();
     let cfg = config(&env, api);
     let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
     wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;

@@ -6,15 +6,10 @@
 mod support;
 
 use std::fs::File;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use flotilla_loadgen::{Load, LoadSpec};
 use support::{wait_until, Env};
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 fn running(env: &Env) -> Vec<(String, String)> {
     env.running_members("web")
@@ -33,7 +28,7 @@ async fn duty(addr: &str, on: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_percent_provider_faults_lose_no_request_and_duplicate_nothing() {
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml = format!(
         r#"
 groups:

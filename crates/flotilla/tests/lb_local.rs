@@ -10,11 +10,6 @@ use std::time::Duration;
 use flotilla_loadgen::{Load, LoadReport, LoadSpec};
 use support::{wait_until, Env};
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 fn group_yaml(name: &str, mode: &str, extra: &str, policy: &str, listen: SocketAddr) -> String {
     format!(
         r#"
@@ -40,18 +35,6 @@ fn member_addrs(env: &Env, group: &str) -> Vec<(String, String)> {
     env.running_members(group)
 }
 
-/// Starts or stops the busy loop inside every running member (the seed's `yes > /dev/null`).
-async fn set_duty(env: &Env, group: &str, duty: Option<f64>) {
-    for (name, addr) in member_addrs(env, group) {
-        let (method, path) = match duty {
-            Some(d) => ("POST", format!("/load?duty={d}")),
-            None => ("DELETE", "/load".to_string()),
-        };
-        let out = support::raw_request(&addr, method, &path).await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{name} {method} {path}: {out}");
-    }
-}
-
 fn assert_no_drop(r: &LoadReport, min_rate: f64, what: &str) {
     println!("{what}: {}", r.summary());
     assert_eq!(r.failures, 0, "{what}: failed requests: {:?}\n{}", r.failure_reasons, r.summary());
@@ -62,7 +45,7 @@ fn assert_no_drop(r: &LoadReport, min_rate: f64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_drop_while_scaling_out_and_in_three_times() {
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml = group_yaml(
         "web",
         "scale",
@@ -76,9 +59,9 @@ async fn zero_drop_while_scaling_out_and_in_three_times() {
 
     let load = Load::start(LoadSpec::open(listen, "/", 32, 250.0));
     for round in 1..=3 {
-        set_duty(&env, "web", Some(1.0)).await;
+        support::set_duty(&env, "web", Some(1.0)).await;
         wait_until(Duration::from_secs(30), "scale-out", || member_addrs(&env, "web").len() >= 2).await;
-        set_duty(&env, "web", None).await;
+        support::set_duty(&env, "web", None).await;
         wait_until(Duration::from_secs(30), "scale-in", || member_addrs(&env, "web").len() == 1).await;
         let snap = load.snapshot();
         assert_eq!((snap.failures, snap.server_errors()), (0, 0), "round {round}: {}", snap.summary());
@@ -95,7 +78,7 @@ async fn zero_drop_while_scaling_out_and_in_three_times() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_drop_through_three_handovers() {
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml =
         group_yaml("vm-test", "handover", "", "{ metric: max, high: 70, low: 20, min_up: 2, min_down: 2 }", listen);
     let cfg = env.file("f.yaml", &yaml);
@@ -104,9 +87,9 @@ async fn zero_drop_through_three_handovers() {
 
     let load = Load::start(LoadSpec::open(listen, "/", 32, 250.0));
     for round in 1..=3 {
-        set_duty(&env, "vm-test", Some(1.0)).await;
+        support::set_duty(&env, "vm-test", Some(1.0)).await;
         wait_until(Duration::from_secs(30), "a clone", || member_addrs(&env, "vm-test").len() == 2).await;
-        set_duty(&env, "vm-test", None).await;
+        support::set_duty(&env, "vm-test", None).await;
         let clone = format!("vm-test_clone_{round}");
         wait_until(Duration::from_secs(30), "the handover", || {
             member_addrs(&env, "vm-test").iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == [clone.as_str()]
@@ -124,7 +107,7 @@ async fn zero_drop_through_three_handovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_killed_under_load_is_retried_elsewhere_and_replaced() {
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml = group_yaml(
         "web",
         "scale",
@@ -164,7 +147,7 @@ async fn a_hung_member_is_replaced_new_before_old_without_dropping_a_request() {
     // A member that exists but does not answer (SIGSTOP: a frozen guest) is Running to its
     // provider; only the balancer's health check can tell. Past its grace it is replaced.
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml = format!(
         r#"
 groups:
@@ -216,7 +199,7 @@ groups:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_request_outlives_its_members_drain() {
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml = group_yaml(
         "web",
         "scale",
@@ -227,7 +210,7 @@ async fn a_long_request_outlives_its_members_drain() {
     let cfg = env.file("f.yaml", &yaml);
     let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
     wait_until(Duration::from_secs(30), "web_1", || member_addrs(&env, "web").len() == 1).await;
-    set_duty(&env, "web", Some(1.0)).await;
+    support::set_duty(&env, "web", Some(1.0)).await;
     wait_until(Duration::from_secs(30), "web_2", || member_addrs(&env, "web").len() == 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await; // web_2 passes its health check
 
@@ -235,7 +218,7 @@ async fn a_long_request_outlives_its_members_drain() {
     // scale-in drains web_1 while its request is still running.
     let slow = Load::start(LoadSpec::closed(listen, "/sleep?ms=4000", 2));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    set_duty(&env, "web", None).await;
+    support::set_duty(&env, "web", None).await;
     wait_until(Duration::from_secs(30), "the scale-in", || member_addrs(&env, "web").len() == 1).await;
     let report = slow.stop().await;
     assert_eq!(report.failures, 0, "{:?}", report.failure_reasons);
@@ -249,7 +232,7 @@ async fn a_long_request_outlives_its_members_drain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_request_count_scale_out_without_a_single_503() {
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml = group_yaml(
         "service",
         "scale",
@@ -281,7 +264,7 @@ async fn seed_002_request_count_scale_out_without_a_single_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_change_rolls_the_group_without_dropping_a_request() {
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml = |vcpus: u32| {
         group_yaml(
             "web",

@@ -31,10 +31,6 @@ const PATH: &str = "/cgi-bin/work?ms=10";
 const RATE: f64 = 10.0;
 const DAY_MS: u64 = 86_400_000;
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// The group config; `version` goes into the guest's user-data (so into the template version) and
 /// into `/version` on the guest's web server.
 fn yaml(group: &str, listen: SocketAddr, version: &str) -> String {
@@ -89,7 +85,7 @@ async fn a_template_change_rolls_libvirt_guests_without_dropping_a_request() {
     let _domains = DomainGuard::new(&group); // dropped after the env (which kills the controller)
     let mut env = Env::serial();
     let t0 = tokio::time::Instant::now();
-    let listen = free_port();
+    let listen = support::free_port();
 
     // v1: two guests.
     let v1 = env.file("v1.yaml", &yaml(&group, listen, "v1"));

@@ -21,11 +21,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "ft-push-token-0123456789";
 
-/// A free 127.0.0.1 port for the push endpoint.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Pushes `cpu` (and optionally `requests`) for each named member; returns the HTTP status.
 async fn push(addr: SocketAddr, group: &str, members: &[&str], metric: &str, value: f64) -> u16 {
     let samples: Vec<serde_json::Value> =
@@ -121,7 +116,7 @@ async fn handover_on_nova_survives_kill_9_mid_clone_without_duplicates_or_orphan
     let cloud = connect(DEMO).await;
     let p = prefix("grp");
     let (req, _guard) = infra(&cloud, &p, env.path()).await;
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], support::free_port().port()).into();
     let policy = "{metric: cpu, high: 80, low: 20, min_up: 3, min_down: 3}";
     let cfg = env.file("nova.yaml", &config(&p, &req, addr, policy, "cirros", "handover"));
     let base = format!("{p}_1");
@@ -224,7 +219,7 @@ async fn seed_002_group_grows_from_a_golden_image_on_request_count() {
 
     let group = format!("{p}-web");
     let _group_guard = Guard::new(&cloud, &group);
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], support::free_port().port()).into();
     let cfg = env.file(
         "seed002.yaml",
         &config(&group, &req, addr, "{kind: requests, requests: 10, window: 60s}", &golden, "scale"),
@@ -278,7 +273,7 @@ async fn seed_000_watch_on_nova_clones_then_hands_over() {
     let rep = cloud.deploy(&req, &|_| {}).await.expect("deploy the baseline");
     let base = rep.server.clone();
     let clone = format!("{p}_clone_1");
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], support::free_port().port()).into();
     let port = addr.to_string();
     let args = [
         "watch",

@@ -17,11 +17,6 @@ use support::{wait_until, Env};
 
 const TOKEN: &str = "outage-test-token-0123456789";
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// POSTs one pushed reading per member; panics unless the endpoint takes it.
 async fn push_cpu(push: SocketAddr, group: &str, members: &[String], cpu: f64) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,7 +70,7 @@ groups:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_pusher_scales_nothing_in_and_one_that_reports_low_does() {
     let mut env = Env::serial();
-    let push = free_port();
+    let push = support::free_port();
     let cfg = config(&env, push, "push");
     let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
     wait_until(Duration::from_secs(30), "web_1", || env.member_names("web") == ["web_1"]).await;
@@ -109,7 +104,7 @@ async fn a_quiet_pusher_scales_nothing_in_and_one_that_reports_low_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_load_still_scales_out_while_the_pusher_is_quiet() {
     let mut env = Env::serial();
-    let push = free_port();
+    let push = support::free_port();
     let cfg = config(&env, push, "local, push");
     let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
     wait_until(Duration::from_secs(30), "web_1 running", || env.running_members("web").len() == 1).await;
@@ -130,7 +125,7 @@ async fn steady_traffic_after_a_restart_is_not_read_as_a_lull() {
     // 50 and want 3; 4 read 25 and want 3; 3 read 33 and hold). The restarted daemon's balancer
     // has watched each member for a moment, not its 10 s rate window.
     let mut env = Env::serial();
-    let listen = free_port();
+    let listen = support::free_port();
     let yaml = format!(
         r#"
 groups:

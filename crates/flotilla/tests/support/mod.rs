@@ -242,6 +242,24 @@ pub async fn raw_request(addr: &str, method: &str, path: &str) -> String {
     out
 }
 
+/// A loopback port free a moment ago (for a listener the test configures).
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Starts (`Some(duty)`) or stops the busy loop inside every running member of `group` (the
+/// seed's `yes > /dev/null`).
+pub async fn set_duty(env: &Env, group: &str, duty: Option<f64>) {
+    for (name, addr) in env.running_members(group) {
+        let (method, path) = match duty {
+            Some(d) => ("POST", format!("/load?duty={d}")),
+            None => ("DELETE", "/load".to_string()),
+        };
+        let out = raw_request(&addr, method, &path).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{name} {method} {path}: {out}");
+    }
+}
+
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
