@@ -8,6 +8,7 @@
 //! - `/api/v1/openapi.json` is generated from the handlers and types here ([`ApiDoc`]).
 //! - Served with the listener limits every Flotilla listener has (`flotilla-listener`).
 
+mod actions;
 mod problem;
 pub mod report;
 mod routes;

@@ -45,6 +45,10 @@ pub struct GroupReport {
     /// Operator controls (the API's pause, dry-run).
     pub paused: bool,
     pub dry_run: bool,
+    /// An operator's request waiting for the group's next pass (`desired 3`, `drain web_2`).
+    pub request: Option<String>,
+    /// An operator's rolling replacement in progress: members created before this are replaced.
+    pub replace_before_ms: Option<u64>,
     pub primary: Option<String>,
     pub members: Vec<MemberReport>,
     pub up_count: u32,
@@ -125,6 +129,8 @@ pub struct MemberReport {
     pub created_at_ms: u64,
     pub cpu: Option<f64>,
     pub mem: Option<f64>,
+    /// Requests per second the balancer sent it (its share of the group's traffic).
+    pub rps: Option<f64>,
     pub sampled_at_ms: Option<u64>,
     pub tags: BTreeMap<String, String>,
 }
@@ -173,6 +179,7 @@ pub async fn group_report(
                 created_at_ms: i.created_at.as_millis(),
                 cpu: last.and_then(|s| s.get(Metric::Cpu)),
                 mem: last.and_then(|s| s.get(Metric::Mem)),
+                rps: last.and_then(|s| s.get(Metric::RequestRate)),
                 sampled_at_ms: last.map(|s| s.at.as_millis()),
                 tags: i.tags.clone(),
             }
@@ -188,6 +195,8 @@ pub async fn group_report(
         live: None,
         paused: controls.paused,
         dry_run: controls.dry_run,
+        request: controls.request.as_ref().map(flotilla_model::OperatorRequest::text),
+        replace_before_ms: controls.replace_before.map(Timestamp::as_millis),
         primary: store.primary(g).await?.map(|p| p.to_string()),
         members,
         up_count: state.up_count,

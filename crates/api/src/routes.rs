@@ -15,6 +15,7 @@ use flotilla_model::{Decision, EventKind, GroupControls, GroupId, HoldReason, In
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::actions;
 use crate::problem::Problem;
 use crate::report::{
     self, DecisionReport, EventReport, GroupReport, InputReport, LiveReport, MemberReport, ReadingReport,
@@ -22,7 +23,7 @@ use crate::report::{
 use crate::Shared;
 use flotilla_listener::auth::{authorize, Refusal, Scope};
 
-type S = State<Arc<Shared>>;
+pub(crate) type S = State<Arc<Shared>>;
 
 /// The largest request body the API reads.
 const MAX_BODY: usize = 16 * 1024;
@@ -34,12 +35,34 @@ const MAX_SCAN: usize = 100_000;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Flotilla API", description = "Groups, members, events, operations and operator controls of a running Flotilla daemon."),
-    paths(list_groups, get_group, pause, resume, set_dry_run, list_members, protect, unprotect, list_events, list_operations),
-    components(schemas(GroupReport, LiveReport, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, EventsPage, OperationReport, Problem)),
+    paths(list_groups, get_group, pause, resume, set_dry_run, list_members, protect, unprotect, list_events, list_operations,
+        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace),
+    components(schemas(GroupReport, LiveReport, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, actions::Desired, EventsPage, OperationReport, Problem)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// The problems any endpoint may answer (each as `application/problem+json`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its schema is used
+pub(crate) enum Problems {
+    /// The request is malformed; `detail` names the field.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(#[to_schema] Problem),
+    /// No token, or a token not known.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(#[to_schema] Problem),
+    /// A read token on a change.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(#[to_schema] Problem),
+    /// No such group, member or endpoint.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(#[to_schema] Problem),
+    /// The group's state forbids it now (another request waits, wrong mode).
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(#[to_schema] Problem),
+}
 
 struct BearerAuth;
 
@@ -65,6 +88,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/groups/{group}/members/{member}/protect", post(protect))
         .route("/groups/{group}/members/{member}/unprotect", post(unprotect))
         .route("/groups/{group}/operations", get(list_operations))
+        .route("/groups/{group}/desired", put(actions::set_desired))
+        .route("/groups/{group}/handover", post(actions::handover))
+        .route("/groups/{group}/rollout", post(actions::rollout))
+        .route("/groups/{group}/members/{member}", get(actions::get_member))
+        .route("/groups/{group}/members/{member}/drain", post(actions::drain))
+        .route("/groups/{group}/members/{member}/replace", post(actions::replace))
         .route("/events", get(list_events))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint under /api/v1") })
@@ -109,7 +138,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-fn group_of(s: &Shared, name: &str) -> Result<GroupId, Problem> {
+pub(crate) fn group_of(s: &Shared, name: &str) -> Result<GroupId, Problem> {
     let id = GroupId::new(name);
     if s.controller.groups().any(|g| g.id == id) {
         Ok(id)
@@ -181,7 +210,7 @@ fn outcome_of(d: &Decision) -> (&'static str, String) {
     (flotilla_controller::outcome(d), reason)
 }
 
-async fn full_report(s: &Shared, group: &GroupId, events: usize) -> Result<GroupReport, Problem> {
+pub(crate) async fn full_report(s: &Shared, group: &GroupId, events: usize) -> Result<GroupReport, Problem> {
     let store = s.controller.store().as_ref();
     let pending = store.unfinished_operations().await?;
     let mut r = report::group_report(store, group, events, &pending).await?;
@@ -190,9 +219,7 @@ async fn full_report(s: &Shared, group: &GroupId, events: usize) -> Result<Group
 }
 
 /// Every configured group, with its members and last decision.
-#[utoipa::path(get, path = "/api/v1/groups", responses(
-    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 200, body = Vec<GroupReport>), (status = 401, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/groups", responses((status = 200, body = Vec<GroupReport>), Problems))]
 async fn list_groups(State(s): S) -> Result<Json<Vec<GroupReport>>, Problem> {
     let mut out = Vec::new();
     let ids: Vec<GroupId> = s.controller.groups().map(|g| g.id.clone()).collect();
@@ -203,9 +230,7 @@ async fn list_groups(State(s): S) -> Result<Json<Vec<GroupReport>>, Problem> {
 }
 
 /// One group, with its newest 20 events.
-#[utoipa::path(get, path = "/api/v1/groups/{group}", params(("group" = String, Path)), responses(
-    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 200, body = GroupReport), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/groups/{group}", params(("group" = String, Path)), responses((status = 200, body = GroupReport), Problems))]
 async fn get_group(State(s): S, Path(group): Path<String>) -> Result<Json<GroupReport>, Problem> {
     let g = group_of(&s, &group)?;
     Ok(Json(full_report(&s, &g, 20).await?))
@@ -218,6 +243,10 @@ pub struct ControlsReport {
     pub dry_run: bool,
     /// Protected members, sorted.
     pub protected: Vec<String>,
+    /// The request waiting for the group's next pass, if any (`desired 3`, `drain web_2`).
+    pub request: Option<String>,
+    /// An operator's rolling replacement in progress: members created before this are replaced.
+    pub replace_before_ms: Option<u64>,
 }
 
 impl From<GroupControls> for ControlsReport {
@@ -226,6 +255,8 @@ impl From<GroupControls> for ControlsReport {
             paused: c.paused,
             dry_run: c.dry_run,
             protected: c.protected.into_iter().map(|i| i.0).collect(),
+            request: c.request.as_ref().map(flotilla_model::OperatorRequest::text),
+            replace_before_ms: c.replace_before.map(flotilla_model::Timestamp::as_millis),
         }
     }
 }
@@ -241,17 +272,13 @@ async fn change(
 }
 
 /// Pauses a group: it decides and explains, and acts on nothing (not even repairs) until resumed.
-#[utoipa::path(post, path = "/api/v1/groups/{group}/pause", params(("group" = String, Path)), responses(
-    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 200, body = ControlsReport), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/groups/{group}/pause", params(("group" = String, Path)), responses((status = 200, body = ControlsReport), Problems))]
 async fn pause(State(s): S, Path(group): Path<String>) -> Result<Json<ControlsReport>, Problem> {
     change(&s, &group, "pause".into(), |c| c.paused = true).await
 }
 
 /// Resumes a paused group.
-#[utoipa::path(post, path = "/api/v1/groups/{group}/resume", params(("group" = String, Path)), responses(
-    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 200, body = ControlsReport), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/groups/{group}/resume", params(("group" = String, Path)), responses((status = 200, body = ControlsReport), Problems))]
 async fn resume(State(s): S, Path(group): Path<String>) -> Result<Json<ControlsReport>, Problem> {
     change(&s, &group, "resume".into(), |c| c.paused = false).await
 }
@@ -264,7 +291,7 @@ pub struct DryRun {
 }
 
 /// Reads a small JSON body; a problem names the field at fault.
-async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Problem> {
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Problem> {
     let bytes = flotilla_listener::read_body(body, headers, MAX_BODY, Duration::from_secs(10))
         .await
         .map_err(|e| Problem::new(e.status(), format!("the body could not be read ({e:?})")))?;
@@ -278,8 +305,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Bo
 
 /// Turns dry-run on or off.
 #[utoipa::path(put, path = "/api/v1/groups/{group}/dry-run", params(("group" = String, Path)), request_body = DryRun,
-    responses(
-    (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),(status = 200, body = ControlsReport), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ControlsReport), Problems))]
 async fn set_dry_run(State(s): S, Path(group): Path<String>, req: Request) -> Result<Json<ControlsReport>, Problem> {
     let (parts, body) = req.into_parts();
     let DryRun { enabled } = json_body(&parts.headers, body).await?;
@@ -288,15 +314,13 @@ async fn set_dry_run(State(s): S, Path(group): Path<String>, req: Request) -> Re
 }
 
 /// A group's members, oldest first.
-#[utoipa::path(get, path = "/api/v1/groups/{group}/members", params(("group" = String, Path)), responses(
-    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 200, body = Vec<MemberReport>), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/groups/{group}/members", params(("group" = String, Path)), responses((status = 200, body = Vec<MemberReport>), Problems))]
 async fn list_members(State(s): S, Path(group): Path<String>) -> Result<Json<Vec<MemberReport>>, Problem> {
     let g = group_of(&s, &group)?;
     Ok(Json(full_report(&s, &g, 0).await?.members))
 }
 
-async fn member_of(s: &Shared, group: &GroupId, member: &str) -> Result<InstanceId, Problem> {
+pub(crate) async fn member_of(s: &Shared, group: &GroupId, member: &str) -> Result<InstanceId, Problem> {
     let known = s.controller.store().instances(group).await?;
     known
         .into_iter()
@@ -307,9 +331,7 @@ async fn member_of(s: &Shared, group: &GroupId, member: &str) -> Result<Instance
 
 /// Protects a member: no scale-in, handover or trim to max picks it.
 #[utoipa::path(post, path = "/api/v1/groups/{group}/members/{member}/protect",
-    params(("group" = String, Path), ("member" = String, Path)), responses(
-    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 200, body = ControlsReport), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    params(("group" = String, Path), ("member" = String, Path)), responses((status = 200, body = ControlsReport), Problems))]
 async fn protect(State(s): S, Path((group, member)): Path<(String, String)>) -> Result<Json<ControlsReport>, Problem> {
     let g = group_of(&s, &group)?;
     let id = member_of(&s, &g, &member).await?;
@@ -321,9 +343,7 @@ async fn protect(State(s): S, Path((group, member)): Path<(String, String)>) -> 
 
 /// Lifts a member's protection (a member that is gone may be unprotected too).
 #[utoipa::path(post, path = "/api/v1/groups/{group}/members/{member}/unprotect",
-    params(("group" = String, Path), ("member" = String, Path)), responses(
-    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 200, body = ControlsReport), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    params(("group" = String, Path), ("member" = String, Path)), responses((status = 200, body = ControlsReport), Problems))]
 async fn unprotect(
     State(s): S,
     Path((group, member)): Path<(String, String)>,
@@ -363,9 +383,7 @@ pub struct EventsPage {
 }
 
 /// Events, newest first, filtered and paged.
-#[utoipa::path(get, path = "/api/v1/events", params(EventsQuery), responses(
-    (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 200, body = EventsPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/events", params(EventsQuery), responses((status = 200, body = EventsPage), Problems))]
 async fn list_events(
     State(s): S,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
@@ -447,8 +465,7 @@ pub struct OperationsQuery {
 
 /// A group's operations, newest first.
 #[utoipa::path(get, path = "/api/v1/groups/{group}/operations", params(("group" = String, Path), OperationsQuery),
-    responses(
-    (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),(status = 200, body = Vec<OperationReport>), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<OperationReport>), Problems))]
 async fn list_operations(
     State(s): S,
     Path(group): Path<String>,

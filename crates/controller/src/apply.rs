@@ -62,6 +62,7 @@ impl Controller {
                 let label = match cause {
                     ReplaceCause::Outdated => "ROLLOUT",
                     ReplaceCause::Unhealthy => "REPLACE UNHEALTHY",
+                    ReplaceCause::Operator => "REPLACE (OPERATOR)",
                 };
                 tracing::info!(group = %spec.id, "{label}: {reason}; {} -> {}", list.join(", "), names.join(", "));
                 if *cause == ReplaceCause::Unhealthy {
@@ -295,6 +296,7 @@ impl Controller {
                 return Err(e.context(match cause {
                     ReplaceCause::Outdated => "rollout stopped",
                     ReplaceCause::Unhealthy => "health replacement waits one grace period",
+                    ReplaceCause::Operator => "the operator's replacement stopped",
                 }));
             }
         };
@@ -322,6 +324,7 @@ impl Controller {
         let why = match cause {
             ReplaceCause::Outdated => format!("template {version}"),
             ReplaceCause::Unhealthy => "failing their health check".to_string(),
+            ReplaceCause::Operator => "asked by the operator".to_string(),
         };
         self.event(
             spec,

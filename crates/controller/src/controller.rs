@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use flotilla_model::{
     Balancer, Clock, Decision, Evaluation, EventKind, GroupControls, GroupId, GroupSpec, Instance, MetricChoice,
-    MetricSource, Mode, OpState, PolicySpec, Provider, SeamError, Store, TargetMetric, Timestamp,
+    MetricSource, Mode, OpState, OperatorRequest, PolicySpec, Provider, SeamError, Store, TargetMetric, Timestamp,
 };
+use flotilla_policy::operator::{self, Answer};
 use flotilla_policy::{policy_for, GroupView, Policy};
 
 use crate::backoff::Backoff;
@@ -99,6 +100,16 @@ pub(crate) struct Slot {
     pub status: Mutex<GroupStatus>,
     pub backoff: Mutex<Backoff>,
     pub counters: Mutex<crate::GroupCounters>,
+    /// Rings when an operator asks for something, so the next pass need not wait its interval.
+    pub wake: tokio::sync::Notify,
+}
+
+/// Why an operator's request was not queued.
+#[derive(Debug)]
+pub enum RequestError {
+    /// Another request is waiting for the group's next pass.
+    Busy(OperatorRequest),
+    Seam(SeamError),
 }
 
 /// The controller: one instance drives many groups.
@@ -126,6 +137,7 @@ impl Controller {
                     status: Mutex::new(GroupStatus::default()),
                     backoff: Mutex::new(Backoff::default()),
                     counters: Mutex::new(crate::GroupCounters::default()),
+                    wake: tokio::sync::Notify::new(),
                 };
                 (slot.spec.id.clone(), slot)
             })
@@ -177,6 +189,52 @@ impl Controller {
         tracing::info!(group = %group, "operator: {what}");
         self.event(spec, self.clock.now(), EventKind::Info, format!("operator: {what}")).await;
         Ok(controls)
+    }
+
+    /// Clears `request` (unless another replaced it meanwhile) and records what became of it.
+    async fn answer_request(&self, spec: &GroupSpec, request: &OperatorRequest, what: &str) -> Result<(), SeamError> {
+        self.update_controls(&spec.id, what, |c| {
+            if c.request.as_ref() == Some(request) {
+                c.request = None;
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Queues an operator's one-shot request for the group's next pass (and wakes it). One at a
+    /// time: while one waits, another is refused with the one waiting.
+    pub async fn request(&self, group: &GroupId, request: OperatorRequest) -> Result<GroupControls, RequestError> {
+        let mut waiting = None;
+        let controls = self
+            .update_controls(group, &format!("asked: {}", request.text()), |c| match &c.request {
+                Some(r) => waiting = Some(r.clone()),
+                None => c.request = Some(request),
+            })
+            .await
+            .map_err(RequestError::Seam)?;
+        if let Some(r) = waiting {
+            return Err(RequestError::Busy(r));
+        }
+        self.wake(group);
+        Ok(controls)
+    }
+
+    /// Starts a rolling replacement of every member running now (a batch at a time, like a
+    /// template change).
+    pub async fn replace_all(&self, group: &GroupId) -> Result<GroupControls, SeamError> {
+        let now = self.clock.now();
+        let controls =
+            self.update_controls(group, "asked: rolling replacement", |c| c.replace_before = Some(now)).await?;
+        self.wake(group);
+        Ok(controls)
+    }
+
+    /// Runs the group's next pass now rather than at its interval.
+    pub fn wake(&self, group: &GroupId) {
+        if let Some(slot) = self.slots.get(group) {
+            slot.wake.notify_one();
+        }
     }
 
     /// The group's counters since start (decisions, operations, source failures).
@@ -270,6 +328,7 @@ impl Controller {
         let rollout_blocked = self.rollout_blocked(spec).await?;
         let unhealthy = self.unhealthy(spec, now).await;
         let health_blocked = self.health_blocked(spec, &members, now).await?;
+        let replace_before = self.operator_rollout(spec, &controls, &members).await?;
         let view = GroupView {
             spec,
             members: &members,
@@ -280,8 +339,31 @@ impl Controller {
             unhealthy: &unhealthy,
             protected: &controls.protected,
             health_blocked,
+            replace_before,
         };
-        let (evaluation, new_state) = slot.policy.decide(&view, &state, now);
+        let (mut evaluation, mut new_state) = slot.policy.decide(&view, &state, now);
+        // An operator's request goes before the policy's own decision (a pause keeps it waiting).
+        if let Some(request) = controls.request.as_ref().filter(|_| !controls.paused) {
+            match operator::answer(&view, request, &state, now) {
+                Answer::Wait => {}
+                Answer::Act(decision, st) => {
+                    let how = if controls.dry_run {
+                        format!("{} (dry run): would {}", request.text(), describe(&decision, false))
+                    } else {
+                        format!("{} carried out as: {}", request.text(), describe(&decision, false))
+                    };
+                    evaluation.decision = decision;
+                    new_state = st;
+                    // Cleared before the operation begins: a crash in between loses the request
+                    // (the operator sees it is gone) rather than carrying it out twice.
+                    self.answer_request(spec, request, &how).await?;
+                }
+                Answer::Done(why) => self.answer_request(spec, request, &format!("{}: {why}", request.text())).await?,
+                Answer::Refused(why) => {
+                    self.answer_request(spec, request, &format!("{} refused: {why}", request.text())).await?
+                }
+            }
+        }
         log_evaluation(spec, &evaluation);
         self.explain(slot, spec, &evaluation, &members, &latest, now).await;
 

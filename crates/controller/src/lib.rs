@@ -19,7 +19,8 @@ mod run;
 
 pub use backoff::Backoff;
 pub use controller::{
-    hold_words, Controller, ControllerParts, Failpoint, GroupStatus, MemberInput, Options, ReconcileOutcome, FAILPOINTS,
+    hold_words, Controller, ControllerParts, Failpoint, GroupStatus, MemberInput, Options, ReconcileOutcome,
+    RequestError, FAILPOINTS,
 };
 pub use counters::{outcome, GroupCounters};
 pub use naming::{fresh_names, highest};

@@ -112,6 +112,42 @@ impl Controller {
             .is_some_and(|state| matches!(state, OpState::Failed(_))))
     }
 
+    /// The cut-off of the operator's rolling replacement, while it goes on. It ends (cleared, with
+    /// an event) when no running member is older, or when one of its batches failed: a broken
+    /// image does not burn through the group.
+    pub(crate) async fn operator_rollout(
+        &self,
+        spec: &GroupSpec,
+        controls: &flotilla_model::GroupControls,
+        members: &[Instance],
+    ) -> Result<Option<Timestamp>, SeamError> {
+        let Some(before) = controls.replace_before else { return Ok(None) };
+        let recent = self.store.operations(&spec.id, 50).await?;
+        let failed = recent.iter().find_map(|op| match (&op.kind, &op.state) {
+            (OpKind::Replace { cause: ReplaceCause::Operator, old, .. }, OpState::Failed(why))
+                if op.created_at >= before && !old.is_empty() =>
+            {
+                Some(why.clone())
+            }
+            _ => None,
+        });
+        let busy = members.iter().any(|m| !m.is_running() && m.state.is_capacity());
+        let left = members.iter().any(|m| m.is_running() && m.created_at < before);
+        let end = match failed {
+            Some(why) => Some(format!("rolling replacement stopped: a batch failed ({why})")),
+            None if !left && !busy => Some("rolling replacement finished".to_string()),
+            None => None,
+        };
+        let Some(what) = end else { return Ok(Some(before)) };
+        self.update_controls(&spec.id, &what, |c| {
+            if c.replace_before == Some(before) {
+                c.replace_before = None;
+            }
+        })
+        .await?;
+        Ok(None)
+    }
+
     /// The group's newest health replacement, if it failed: `(old, names, when)`.
     pub(crate) async fn failed_health_replace(
         &self,

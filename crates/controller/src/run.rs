@@ -75,8 +75,16 @@ pub async fn run(ctl: Arc<Controller>, shutdown: Shutdown, grace: Duration) -> R
                 if shutdown.is_triggered() {
                     break;
                 }
+                let wake = async {
+                    match ctl.slots.get(&id) {
+                        Some(slot) => slot.wake.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(delay.unwrap_or(interval)) => {}
+                    // An operator asked for something; a pass that failed keeps its backoff.
+                    _ = wake, if delay.is_none() => {}
                     _ = shutdown.wait() => break,
                 }
             }

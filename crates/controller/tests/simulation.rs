@@ -843,3 +843,128 @@ async fn each_change_of_decision_is_an_event_with_its_numbers_and_steady_holds_a
         .all(|i| i.values.iter().any(|(m, v, _)| *m == flotilla_model::Metric::Cpu && *v == 100.0)));
     assert!(status.summary.unwrap().starts_with("[metrics] cpu=100.0"));
 }
+
+fn messages(events: &[flotilla_model::Event]) -> Vec<&str> {
+    events.iter().map(|e| e.message.as_str()).collect()
+}
+
+#[tokio::test]
+async fn an_operators_desired_count_is_carried_out_once_and_the_policy_does_not_undo_it_at_once() {
+    use flotilla_model::OperatorRequest;
+    let sim = controlled_group().await; // 2 members, min 1, max 3, steady load
+    let mut spec = sim.ctl.groups().next().unwrap().clone();
+    // 30 s: counted from the group's first scale-out it would be over by the fifth low pass.
+    spec.cooldown_down = Duration::from_secs(30);
+    let ctl = Sim::controller(&sim.clock, &sim.provider, &sim.metrics, &sim.balancer, &sim.store, spec);
+    let sim = Sim { ctl, ..sim };
+    sim.ctl.request(&sim.group, OperatorRequest::Desired(3)).await.unwrap();
+    // One at a time: a second request while the first waits is refused and names the first.
+    match sim.ctl.request(&sim.group, OperatorRequest::Desired(1)).await {
+        Err(flotilla_controller::RequestError::Busy(w)) => assert_eq!(w, OperatorRequest::Desired(3)),
+        other => panic!("want busy, got {other:?}"),
+    }
+    let d = sim.tick().await;
+    assert!(
+        matches!(&d, Decision::ScaleOut { count: 1, reason } if reason == "operator set desired 3 (was 2)"),
+        "{d:?}"
+    );
+    assert_eq!(sim.names().len(), 3);
+    assert_eq!(sim.store.controls(&sim.group).await.unwrap().request, None, "answered");
+    // Low load: the policy wants fewer, but the operator's change stamped the cooldown.
+    sim.metrics.set_all(1.0, 1.0);
+    for _ in 0..5 {
+        assert!(!sim.tick().await.is_action(), "no scale-in within the cooldown the change stamped");
+    }
+    // Desired down, the same as now, and out of bounds.
+    sim.ctl.request(&sim.group, OperatorRequest::Desired(1)).await.unwrap();
+    let d = sim.tick().await;
+    assert!(matches!(&d, Decision::ScaleIn { victims, .. } if victims.len() == 2), "{d:?}");
+    assert_eq!(sim.names().len(), 1);
+    sim.ctl.request(&sim.group, OperatorRequest::Desired(1)).await.unwrap();
+    sim.tick().await;
+    sim.ctl.request(&sim.group, OperatorRequest::Desired(9)).await.unwrap();
+    sim.tick().await;
+    let events = sim.store.events(Some(&sim.group), 100).await.unwrap();
+    let said = messages(&events);
+    assert!(said.contains(&"operator: desired 3 carried out as: scale out by 1"), "{said:?}");
+    assert!(said.contains(&"operator: desired 1: already 1 members"), "{said:?}");
+    assert!(said.contains(&"operator: desired 9 refused: desired 9 is outside min 1 .. max 3"), "{said:?}");
+    assert_eq!(sim.store.controls(&sim.group).await.unwrap().request, None);
+}
+
+#[tokio::test]
+async fn an_operator_drains_or_replaces_one_member_and_a_paused_group_keeps_the_request() {
+    use flotilla_model::OperatorRequest;
+    let sim = controlled_group().await;
+    let second = InstanceId::new("vm-test_2");
+    sim.ctl.update_controls(&sim.group, "pause", |c| c.paused = true).await.unwrap();
+    sim.ctl.request(&sim.group, OperatorRequest::Replace(second.clone())).await.unwrap();
+    for _ in 0..3 {
+        assert!(!sim.tick().await.is_action(), "paused");
+    }
+    assert_eq!(sim.store.controls(&sim.group).await.unwrap().request, Some(OperatorRequest::Replace(second.clone())));
+    sim.ctl.update_controls(&sim.group, "resume", |c| c.paused = false).await.unwrap();
+    let d = sim.tick().await;
+    assert!(
+        matches!(&d, Decision::Replace { old, cause: flotilla_model::ReplaceCause::Operator, .. } if old == std::slice::from_ref(&second)),
+        "{d:?}"
+    );
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_3"], "new before old");
+    let calls = sim.balancer.calls();
+    let healthy =
+        calls.iter().position(|c| matches!(c, BalancerCall::WaitHealthy(_, id) if id.as_str() == "vm-test_3"));
+    let drained = calls.iter().position(|c| matches!(c, BalancerCall::Drain(_, id) if id.as_str() == "vm-test_2"));
+    assert!(healthy.unwrap() < drained.unwrap(), "{calls:?}");
+
+    // Drain: the group shrinks by one; a second drain would go below min and is refused.
+    sim.ctl.request(&sim.group, OperatorRequest::Drain(InstanceId::new("vm-test_3"))).await.unwrap();
+    assert!(matches!(sim.tick().await, Decision::ScaleIn { .. }));
+    assert_eq!(sim.names(), vec!["vm-test_1"]);
+    sim.ctl.request(&sim.group, OperatorRequest::Drain(InstanceId::new("vm-test_1"))).await.unwrap();
+    sim.tick().await;
+    assert_eq!(sim.names(), vec!["vm-test_1"]);
+    let events = sim.store.events(Some(&sim.group), 100).await.unwrap();
+    let said = messages(&events);
+    assert!(said.contains(&"operator: drain vm-test_1 refused: 1 running, min 1: replace it instead"), "{said:?}");
+}
+
+#[tokio::test]
+async fn an_operators_rolling_replacement_replaces_everyone_a_batch_at_a_time_then_ends() {
+    let sim = controlled_group().await;
+    sim.clock.advance(Duration::from_millis(1)); // the request comes after the members were made
+    sim.ctl.replace_all(&sim.group).await.unwrap();
+    for round in 0..2 {
+        let d = sim.tick().await;
+        assert!(
+            matches!(&d, Decision::Replace { old, cause: flotilla_model::ReplaceCause::Operator, .. } if old.len() == 1),
+            "round {round}: {d:?}"
+        );
+    }
+    assert_eq!(sim.names(), vec!["vm-test_3", "vm-test_4"]);
+    assert!(!sim.tick().await.is_action(), "everyone is new: it ends");
+    assert_eq!(sim.store.controls(&sim.group).await.unwrap().replace_before, None);
+    let events = sim.store.events(Some(&sim.group), 100).await.unwrap();
+    assert!(messages(&events).contains(&"operator: rolling replacement finished"));
+}
+
+#[tokio::test]
+async fn a_failed_batch_stops_the_operators_rolling_replacement() {
+    let sim = controlled_group().await;
+    sim.clock.advance(Duration::from_millis(1));
+    sim.ctl.replace_all(&sim.group).await.unwrap();
+    sim.provider.fail_next("create", ErrorKind::Invalid);
+    sim.clock.advance(Duration::from_secs(5));
+    assert!(sim.ctl.reconcile(&sim.group).await.is_err());
+    for _ in 0..3 {
+        assert!(!sim.tick().await.is_action(), "stopped");
+    }
+    assert_eq!(sim.names(), vec!["vm-test_1", "vm-test_2"]);
+    let controls = sim.store.controls(&sim.group).await.unwrap();
+    assert_eq!(controls.replace_before, None);
+    let events = sim.store.events(Some(&sim.group), 100).await.unwrap();
+    assert!(
+        messages(&events).iter().any(|m| m.starts_with("operator: rolling replacement stopped: a batch failed")),
+        "{:?}",
+        messages(&events)
+    );
+}

@@ -181,6 +181,71 @@ async fn the_api_reads_steers_and_refuses_what_it_must() {
     assert_eq!(env.stop(daemon).await, Some(0));
 }
 
+/// What the API answers and the group's names once `want` holds.
+async fn names_once(env: &Env, what: &str, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+    wait_until(Duration::from_secs(30), what, || want(&env.member_names("web"))).await;
+    env.member_names("web")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_actions_resize_drain_replace_and_roll_real_members() {
+    let mut env = Env::serial();
+    let api = support::free_port();
+    // A long scale-in cooldown: the operator's resize is not undone by the idle policy meanwhile.
+    let cfg = config(&env, api);
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replace("cooldown_down: 0s", "cooldown_down: 300s");
+    std::fs::write(&cfg, yaml).unwrap();
+    let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
+
+    let desired = "/api/v1/groups/web/desired";
+    is_problem(&call(api, "PUT", desired, Some(ADMIN), Some(r#"{"desired":9}"#)).await, 409, "field `desired`: 9");
+    is_problem(&call(api, "PUT", desired, Some(ADMIN), Some(r#"{"desired":-1}"#)).await, 400, "field `desired`");
+    is_problem(&call(api, "PUT", desired, Some(READ), Some(r#"{"desired":2}"#)).await, 403, "admin");
+    is_problem(&call(api, "POST", "/api/v1/groups/web/handover", Some(ADMIN), None).await, 409, "not in handover");
+    is_problem(&call(api, "POST", "/api/v1/groups/web/members/ghost/drain", Some(ADMIN), None).await, 404, "ghost");
+    let r = call(api, "PUT", desired, Some(ADMIN), Some(r#"{"desired":3}"#)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(names_once(&env, "three members", |n| n.len() == 3).await, ["web_1", "web_2", "web_3"]);
+    let r = call(api, "GET", "/api/v1/groups/web/members/web_2", Some(READ), None).await;
+    assert_eq!((r.status, r.body["name"].as_str()), (200, Some("web_2")), "{}", r.body);
+
+    // Drain one: the group shrinks by one, the others stay.
+    let r = call(api, "POST", "/api/v1/groups/web/members/web_2/drain", Some(ADMIN), None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(names_once(&env, "web_2 drained", |n| n.len() == 2).await, ["web_1", "web_3"]);
+    // Replace one: a new member first, then the old one goes.
+    let r = call(api, "POST", "/api/v1/groups/web/members/web_1/replace", Some(ADMIN), None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(names_once(&env, "web_1 replaced", |n| !n.contains(&"web_1".to_string())).await, ["web_3", "web_4"]);
+    // A rolling replacement: everyone, one at a time, then it ends.
+    let r = call(api, "POST", "/api/v1/groups/web/rollout", Some(ADMIN), None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.body["replace_before_ms"].as_u64().is_some(), "{}", r.body);
+    let rolled =
+        names_once(&env, "everyone replaced", |n| n.len() == 2 && !n.iter().any(|m| m == "web_3" || m == "web_4"))
+            .await;
+    assert_eq!(rolled, ["web_5", "web_6"]);
+    wait_until(Duration::from_secs(10), "the rollout to end", || {
+        env.log("run.log").contains("operator: rolling replacement finished")
+    })
+    .await;
+    let r = call(api, "GET", "/api/v1/events?group=web&kind=info&limit=200", Some(READ), None).await;
+    let said: Vec<&str> = r.body["events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    for want in [
+        "operator: asked: desired 3",
+        "operator: desired 3 carried out as: scale out by 2",
+        "operator: drain web_2 carried out as: scale in, removing web_2",
+        "operator: replace web_1 carried out as: replace web_1",
+        "operator: asked: rolling replacement",
+    ] {
+        assert!(said.contains(&want), "{want:?} not in {said:?}");
+    }
+    // Nothing left behind: every process the provider made is a member.
+    assert_eq!(env.live_member_names().len(), 2, "{:?}", env.live_member_names());
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_tokens_file_is_a_field_error_that_never_shows_a_token() {
     let env = Env::new();

@@ -61,6 +61,48 @@ pub struct GroupControls {
     pub dry_run: bool,
     /// Members no scale-in, handover or trim to max ever picks as a victim.
     pub protected: BTreeSet<InstanceId>,
+    /// An operator's request the group's next pass carries out (then clears), one at a time.
+    pub request: Option<OperatorRequest>,
+    /// A rolling replacement an operator asked for: members created before this are outdated.
+    pub replace_before: Option<Timestamp>,
+}
+
+/// A one-shot action an operator asked for, carried out by the group's next pass through the same
+/// operations as the policy's own (so it is logged, resumable and fenced like them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorRequest {
+    /// Bring the group to this many members (within min..=max): a scale-out or a scale-in.
+    Desired(u32),
+    /// Handover mode: retire the primary; the oldest running clone takes over.
+    Handover,
+    /// Drain this member and delete it (the group shrinks by one; never below min).
+    Drain(InstanceId),
+    /// Replace this member: a new one first, then drain and delete it.
+    Replace(InstanceId),
+}
+
+impl OperatorRequest {
+    /// The request in words, also its stored form (`desired 3`, `drain web_2`), parsed back by
+    /// [`OperatorRequest::parse`].
+    pub fn text(&self) -> String {
+        match self {
+            OperatorRequest::Desired(n) => format!("desired {n}"),
+            OperatorRequest::Handover => "handover".into(),
+            OperatorRequest::Drain(id) => format!("drain {id}"),
+            OperatorRequest::Replace(id) => format!("replace {id}"),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let (verb, arg) = s.split_once(' ').unwrap_or((s, ""));
+        match (verb, arg) {
+            ("desired", n) => n.parse().ok().map(OperatorRequest::Desired),
+            ("handover", "") => Some(OperatorRequest::Handover),
+            ("drain", id) if !id.is_empty() => Some(OperatorRequest::Drain(InstanceId::new(id))),
+            ("replace", id) if !id.is_empty() => Some(OperatorRequest::Replace(InstanceId::new(id))),
+            _ => None,
+        }
+    }
 }
 
 /// The core's memory between ticks: streak counters and cooldown stamps. Persisted by the store so a

@@ -28,4 +28,4 @@ pub use seams::{Backend, Balancer, DrainReport, MetricSource, Provider, Store, U
 
 /// Decision core types live here (not in `flotilla-policy`) because the store persists them.
 mod decision;
-pub use decision::{Decision, Evaluation, GroupControls, HoldReason, PolicyState};
+pub use decision::{Decision, Evaluation, GroupControls, HoldReason, OperatorRequest, PolicyState};

@@ -48,6 +48,8 @@ pub enum ReplaceCause {
     Outdated,
     /// Failing the balancer's health check past the group's grace period.
     Unhealthy,
+    /// An operator asked for it (one member, or a rolling replacement of all).
+    Operator,
 }
 
 impl ReplaceCause {
@@ -55,12 +57,14 @@ impl ReplaceCause {
         match self {
             ReplaceCause::Outdated => "outdated",
             ReplaceCause::Unhealthy => "unhealthy",
+            ReplaceCause::Operator => "operator",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "outdated" => Some(ReplaceCause::Outdated),
             "unhealthy" => Some(ReplaceCause::Unhealthy),
+            "operator" => Some(ReplaceCause::Operator),
             _ => None,
         }
     }

@@ -106,6 +106,7 @@ fn decide_all(groups: &[Group]) -> usize {
             rollout_blocked: false,
             unhealthy: &[],
             health_blocked: false,
+            replace_before: None,
             protected: &std::collections::BTreeSet::new(),
         };
         let (eval, state) = g.policy.decide(&view, &g.state, NOW);

@@ -24,7 +24,11 @@
 //!    group's `after`, once older than its `grace`, are replaced new before old (no cooldown, no
 //!    stamp; the rule's action waits a tick).
 //! 6. **Rollout**: on a tick that would hold, running members made from an older template version
-//!    are replaced, `max_unavailable` at a time, oldest first (no cooldown, no stamp).
+//!    (or, failing those, created before an operator's rolling replacement) are replaced,
+//!    `max_unavailable` at a time, oldest first (no cooldown, no stamp).
+//!
+//! An operator's one-shot request (set desired, hand over, drain, replace) becomes one of the same
+//! decisions through [`operator::answer`].
 //!
 //! The kinds ([`flotilla_model::PolicySpec`]):
 //!
@@ -38,6 +42,7 @@ mod aggregate;
 mod bounds;
 mod engine;
 mod health;
+pub mod operator;
 mod requests;
 mod rollout;
 mod target;

@@ -26,6 +26,9 @@ pub struct GroupView<'a> {
     /// A health replacement failed lately (its new member did not serve either): propose none
     /// until the group's grace period has passed.
     pub health_blocked: bool,
+    /// An operator's rolling replacement: running members created before this are replaced, a
+    /// batch at a time (none when it is off, or its last batch failed).
+    pub replace_before: Option<Timestamp>,
 }
 
 impl<'a> GroupView<'a> {
@@ -41,6 +44,7 @@ impl<'a> GroupView<'a> {
             unhealthy: &[],
             protected: &NOBODY,
             health_blocked: false,
+            replace_before: None,
         }
     }
 }

@@ -39,6 +39,7 @@ fn a_controller_loop_scales_out_then_in() {
             rollout_blocked: false,
             unhealthy: &[],
             health_blocked: false,
+            replace_before: None,
             protected: &std::collections::BTreeSet::new(),
         };
         let (eval, next) = policy.decide(&view, &state, now);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flotilla_model::{
     ErrorKind, Event, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, OpId, OpKind, OpState,
-    Operation, PolicyState, Sample, SeamError, Store, Timestamp,
+    Operation, OperatorRequest, PolicyState, Sample, SeamError, Store, Timestamp,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_name_numbers.sql"),
     include_str!("../migrations/0003_group_controls.sql"),
+    include_str!("../migrations/0004_operator_requests.sql"),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after [`SqliteStore::open`]).
@@ -559,22 +560,35 @@ impl SqliteStore {
 
     fn controls_sync(&self, group: &GroupId) -> Result<GroupControls> {
         let ctx = "controls";
-        let raw: Option<(i64, i64, String)> = self
+        type Raw = (i64, i64, String, Option<String>, Option<i64>);
+        let raw: Option<Raw> = self
             .conn()
             .query_row(
-                "SELECT paused, dry_run, protected FROM group_controls WHERE group_name = ?1",
+                "SELECT paused, dry_run, protected, request, replace_before_ms FROM group_controls WHERE group_name = ?1",
                 [group.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .map_err(|e| db_err(ctx, e))?;
-        let Some((paused, dry_run, protected)) = raw else { return Ok(GroupControls::default()) };
-        let protected: Vec<String> = serde_json::from_str(&protected)
-            .map_err(|e| SeamError::bug(format!("store: {ctx}: group_controls row ({group}): protected: {e}")))?;
+        let Some((paused, dry_run, protected, request, replace_before)) = raw else {
+            return Ok(GroupControls::default());
+        };
+        let bad = |what: String| SeamError::bug(format!("store: {ctx}: group_controls row ({group}): {what}"));
+        let protected: Vec<String> = serde_json::from_str(&protected).map_err(|e| bad(format!("protected: {e}")))?;
+        let request = match request {
+            None => None,
+            Some(r) => Some(OperatorRequest::parse(&r).ok_or_else(|| bad(format!("request: {r:?}")))?),
+        };
+        let replace_before = match replace_before {
+            None => None,
+            Some(ms) => Some(Timestamp(u64::try_from(ms).map_err(|_| bad(format!("replace_before_ms: {ms}")))?)),
+        };
         Ok(GroupControls {
             paused: paused != 0,
             dry_run: dry_run != 0,
             protected: protected.into_iter().map(InstanceId).collect(),
+            request,
+            replace_before,
         })
     }
 
@@ -592,10 +606,19 @@ impl SqliteStore {
             return Err(SeamError::not_found(format!("store: {ctx}: no group {group} (ensure_group first)")));
         }
         conn.execute(
-            "INSERT INTO group_controls (group_name, paused, dry_run, protected) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO group_controls (group_name, paused, dry_run, protected, request, replace_before_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (group_name) DO UPDATE SET
-                 paused = excluded.paused, dry_run = excluded.dry_run, protected = excluded.protected",
-            params![group.as_str(), c.paused, c.dry_run, protected],
+                 paused = excluded.paused, dry_run = excluded.dry_run, protected = excluded.protected,
+                 request = excluded.request, replace_before_ms = excluded.replace_before_ms",
+            params![
+                group.as_str(),
+                c.paused,
+                c.dry_run,
+                protected,
+                c.request.as_ref().map(OperatorRequest::text),
+                c.replace_before.map(|t| i64::try_from(t.0).unwrap_or(i64::MAX)),
+            ],
         )
         .map_err(|e| db_err(ctx, e))?;
         Ok(())

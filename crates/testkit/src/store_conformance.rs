@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use flotilla_model::{
     ErrorKind, Event, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, Metric, OpId, OpKind,
-    OpState, PolicyState, Sample, Store, Timestamp,
+    OpState, OperatorRequest, PolicyState, Sample, Store, Timestamp,
 };
 
 /// A base time for the checks' timestamps (2023-11-14), well inside every backend's range.
@@ -67,12 +67,21 @@ pub async fn check_controls(store: &dyn Store) {
         paused: true,
         dry_run: true,
         protected: [InstanceId::new("web_1"), InstanceId::new("web_\"odd\" 2")].into_iter().collect(),
+        request: Some(OperatorRequest::Drain(InstanceId::new("web_1"))),
+        replace_before: Some(Timestamp(1_700_000_000_123)),
     };
     store.save_controls(&g, &set).await.expect(ctx);
     assert_eq!(store.controls(&g).await.expect(ctx), set, "{ctx}: round trip");
     assert_eq!(store.controls(&other).await.expect(ctx), GroupControls::default(), "{ctx}: per group");
     store.ensure_group(&g).await.expect(ctx);
     assert_eq!(store.controls(&g).await.expect(ctx), set, "{ctx}: ensure_group keeps them");
+    for request in
+        [OperatorRequest::Desired(3), OperatorRequest::Handover, OperatorRequest::Replace(InstanceId::new("a b"))]
+    {
+        let with = GroupControls { request: Some(request), ..set.clone() };
+        store.save_controls(&g, &with).await.expect(ctx);
+        assert_eq!(store.controls(&g).await.expect(ctx), with, "{ctx}: request round trip");
+    }
     let cleared = GroupControls { dry_run: true, ..GroupControls::default() };
     store.save_controls(&g, &cleared).await.expect(ctx);
     assert_eq!(store.controls(&g).await.expect(ctx), cleared, "{ctx}: replaced as a whole");

@@ -8,6 +8,7 @@ mod requests;
 #[rustfmt::skip]
 mod rules;
 mod health;
+mod operator;
 mod rollout;
 #[rustfmt::skip]
 mod target;
@@ -295,12 +296,14 @@ pub(crate) fn assert_safe(spec: &GroupSpec, members: &[Instance], d: &Decision, 
             assert!(!old.is_empty(), "{ctx}: empty replace");
             let batch = match cause {
                 ReplaceCause::Outdated => spec.rollout.map_or(0, |r| r.max_unavailable.max(1) as usize),
-                ReplaceCause::Unhealthy => spec.rollout.map_or(1, |r| r.max_unavailable.max(1) as usize),
+                ReplaceCause::Unhealthy | ReplaceCause::Operator => {
+                    spec.rollout.map_or(1, |r| r.max_unavailable.max(1) as usize)
+                }
             };
             assert!(old.len() <= batch, "{ctx}: replace batch above max_unavailable: {d:?}");
             for v in old {
                 let ok = match cause {
-                    ReplaceCause::Outdated => state_of(v) == Some(&InstanceState::Running),
+                    ReplaceCause::Outdated | ReplaceCause::Operator => state_of(v) == Some(&InstanceState::Running),
                     ReplaceCause::Unhealthy => {
                         matches!(state_of(v), Some(InstanceState::Running | InstanceState::Unknown(_)))
                     }

@@ -27,6 +27,7 @@ fn decide(spec: &GroupSpec, members_dsl: &str, samples_dsl: &str, blocked: bool)
         rollout_blocked: blocked,
         unhealthy: &[],
         health_blocked: false,
+        replace_before: None,
         protected: &std::collections::BTreeSet::new(),
     };
     let (eval, _) = crate::decide(&view, &PolicyState::default(), t(100));
