@@ -9,6 +9,7 @@
 //! - Served with the listener limits every Flotilla listener has (`flotilla-listener`).
 
 mod actions;
+mod live;
 mod problem;
 pub mod report;
 mod routes;
@@ -45,15 +46,18 @@ pub(crate) struct Shared {
     pub tokens: Tokens,
     pub anonymous_read: bool,
     pub metrics: Option<Exposition>,
+    /// Turns true when the daemon stops: live streams end (a graceful shutdown waits for them).
+    pub stop: watch::Receiver<bool>,
 }
 
-/// The API's routes over `controller`.
-pub fn router(controller: Arc<Controller>, settings: &ApiSettings) -> Router {
+/// The API's routes over `controller`; live streams end when `stop` turns true.
+pub fn router(controller: Arc<Controller>, settings: &ApiSettings, stop: watch::Receiver<bool>) -> Router {
     routes::router(Arc::new(Shared {
         controller,
         tokens: settings.tokens.clone(),
         anonymous_read: settings.anonymous_read,
         metrics: settings.metrics.clone(),
+        stop,
     }))
 }
 
@@ -69,6 +73,6 @@ pub async fn serve(
     settings: ApiSettings,
     stop: watch::Receiver<bool>,
 ) {
-    let app = router(controller, &settings);
+    let app = router(controller, &settings, stop.clone());
     flotilla_listener::serve("api", listener, app, flotilla_listener::Limits::default(), stop).await;
 }

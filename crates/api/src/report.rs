@@ -68,11 +68,28 @@ pub struct LiveReport {
     pub max: u32,
     /// `threshold`, `target` or `requests`.
     pub policy: String,
+    /// What the policy watches and the lines it acts at (for charts).
+    pub scaling: ScalingReport,
     /// Members that count against min and max now (running, unknown, creating).
     pub size: u32,
     pub last_decision: Option<DecisionReport>,
     /// Why the last pass failed, if it did.
     pub last_error: Option<String>,
+}
+
+/// The policy's metric, how members' values combine, and its lines.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScalingReport {
+    /// `cpu`, `mem`, `max` (of cpu and mem), `rps`, or `requests` (within the window).
+    pub metric: String,
+    /// `mean`, `max` or `sum`: how members' values make the group's value.
+    pub combine: String,
+    /// Threshold: scale out at or above.
+    pub high: Option<f64>,
+    /// Threshold: scale in at or below.
+    pub low: Option<f64>,
+    /// Target tracking: the per-member value kept; request count: the trigger.
+    pub target: Option<f64>,
 }
 
 /// One decision of the core, with the numbers behind it.
@@ -131,6 +148,9 @@ pub struct MemberReport {
     pub mem: Option<f64>,
     /// Requests per second the balancer sent it (its share of the group's traffic).
     pub rps: Option<f64>,
+    /// Failing the balancer's health check since then (from a running daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since_ms: Option<u64>,
     pub sampled_at_ms: Option<u64>,
     pub tags: BTreeMap<String, String>,
 }
@@ -180,6 +200,7 @@ pub async fn group_report(
                 cpu: last.and_then(|s| s.get(Metric::Cpu)),
                 mem: last.and_then(|s| s.get(Metric::Mem)),
                 rps: last.and_then(|s| s.get(Metric::RequestRate)),
+                failing_since_ms: None,
                 sampled_at_ms: last.map(|s| s.at.as_millis()),
                 tags: i.tags.clone(),
             }

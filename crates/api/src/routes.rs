@@ -36,8 +36,8 @@ const MAX_SCAN: usize = 100_000;
 #[openapi(
     info(title = "Flotilla API", description = "Groups, members, events, operations and operator controls of a running Flotilla daemon."),
     paths(list_groups, get_group, pause, resume, set_dry_run, list_members, protect, unprotect, list_events, list_operations,
-        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace),
-    components(schemas(GroupReport, LiveReport, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, actions::Desired, EventsPage, OperationReport, Problem)),
+        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace, crate::live::series),
+    components(schemas(GroupReport, LiveReport, report::ScalingReport, crate::live::Series, crate::live::Point, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, actions::Desired, EventsPage, OperationReport, Problem)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -95,6 +95,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/groups/{group}/members/{member}/drain", post(actions::drain))
         .route("/groups/{group}/members/{member}/replace", post(actions::replace))
         .route("/events", get(list_events))
+        .route("/stream", get(crate::live::stream))
+        .route("/groups/{group}/series", get(crate::live::series))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint under /api/v1") })
         .method_not_allowed_fallback(|| async {
@@ -106,7 +108,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared);
-    Router::new().nest("/api/v1", api).merge(metrics)
+    Router::new().nest("/api/v1", api).merge(metrics).merge(crate::live::dashboard())
 }
 
 /// OpenMetrics text (what prometheus-client writes; Prometheus scrapes it).
@@ -161,6 +163,7 @@ fn live(s: &Shared, group: &GroupId, members: &[MemberReport]) -> Option<LiveRep
         min: spec.min,
         max: spec.max,
         policy: spec.policy.kind().to_string(),
+        scaling: crate::live::scaling(spec),
         size: u32::try_from(members.iter().filter(|m| capacity(&m.state)).count()).unwrap_or(u32::MAX),
         last_decision: status.last.as_ref().map(|e| {
             let (outcome, reason) = outcome_of(&e.decision);
@@ -215,6 +218,10 @@ pub(crate) async fn full_report(s: &Shared, group: &GroupId, events: usize) -> R
     let pending = store.unfinished_operations().await?;
     let mut r = report::group_report(store, group, events, &pending).await?;
     r.live = live(s, group, &r.members);
+    let failing = s.controller.health_view(group).await;
+    for m in &mut r.members {
+        m.failing_since_ms = failing.iter().find(|u| u.id.as_str() == m.name).map(|u| u.since.as_millis());
+    }
     Ok(r)
 }
 

@@ -123,6 +123,8 @@ pub struct Controller {
     pub(crate) slots: BTreeMap<GroupId, Slot>,
     /// One control change at a time: each is a read-modify-write of the stored controls.
     controls_lock: tokio::sync::Mutex<()>,
+    /// Counts what a watcher would want to see again (an event, a decision): live views wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Controller {
@@ -151,6 +153,7 @@ impl Controller {
             options: parts.options,
             slots,
             controls_lock: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -235,6 +238,26 @@ impl Controller {
         if let Some(slot) = self.slots.get(group) {
             slot.wake.notify_one();
         }
+    }
+
+    /// The members the group's balancer sees failing their health check, and since when (none
+    /// when it cannot tell, or the group has no balancer).
+    pub async fn health_view(&self, group: &GroupId) -> Vec<flotilla_model::Unhealthy> {
+        self.balancer.unhealthy(group, self.clock.now()).await.unwrap_or_default()
+    }
+
+    /// The controller's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Ticks whenever something a live view shows changed (an event was recorded, a pass decided).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The group's counters since start (decisions, operations, source failures).
@@ -430,6 +453,7 @@ impl Controller {
             st.decision_key = Some(key);
             changed
         };
+        self.changed();
         if changed {
             let message = match &evaluation.decision {
                 Decision::Hold(h) => format!("hold ({}): {summary}", hold_words(h)),

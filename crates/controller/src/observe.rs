@@ -244,6 +244,7 @@ impl Controller {
         if let Err(e) = self.store.record_event(&ev).await {
             tracing::warn!(group = %spec.id, error = %e, "could not record event");
         }
+        self.changed();
     }
 }
 

@@ -37,6 +37,13 @@ pub fn create(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create state dir {}", dir.display()))
 }
 
+/// Writes a file only its owner may read (a token), replacing any earlier one.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(bytes)
+}
+
 /// This process's hold on a state directory, for as long as it lives.
 #[derive(Debug)]
 pub struct Claim {

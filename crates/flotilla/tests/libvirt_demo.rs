@@ -22,7 +22,18 @@ fn seed_000_on_libvirt_guests_drops_no_request() {
     require_lab!(Lab::Libvirt);
     let env = Env::serial();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let out = env.run(&["demo", "--provider", "libvirt", "--listen", &listen.to_string(), "--split-secs", "6"]);
+    let api = support::free_port().to_string();
+    let out = env.run(&[
+        "demo",
+        "--provider",
+        "libvirt",
+        "--listen",
+        &listen.to_string(),
+        "--split-secs",
+        "6",
+        "--api",
+        &api,
+    ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "demo failed: {}\n{stdout}\n{}", out.status, text(&out.stderr));
     println!("{stdout}");

@@ -67,10 +67,12 @@ async fn seed_timeline_with_run_load_and_restart() {
 async fn demo_runs_end_to_end_and_leaves_nothing_behind() {
     let env = Env::serial();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let out = env.run(&["demo", "--split-secs", "6", "--listen", &listen]);
+    let api = support::free_port().to_string();
+    let out = env.run(&["demo", "--split-secs", "6", "--listen", &listen, "--api", &api]);
     let stdout = support::text(&out.stdout);
     let stderr = support::text(&out.stderr);
     assert!(out.status.success(), "demo failed\n{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("[demo] dashboard: http://{api}/dashboard/")), "{stdout}");
     assert!(
         stdout.contains("handover complete: vm-test_1 drained and deleted, vm-test_clone_1 is the primary"),
         "{stdout}"

@@ -25,7 +25,7 @@ pub fn member_value(choice: MetricChoice, sample: &Sample) -> Option<f64> {
 
 /// A member's value for any policy: the threshold's metric, the target's metric, or the requests
 /// within the window. Also what `Victim::LeastBusy` ranks by.
-pub(crate) fn policy_value(policy: &PolicySpec, sample: &Sample) -> Option<f64> {
+pub fn policy_value(policy: &PolicySpec, sample: &Sample) -> Option<f64> {
     match policy {
         PolicySpec::Threshold(t) => member_value(t.metric, sample),
         PolicySpec::TargetTracking(t) => get(sample, t.metric.metric()),

@@ -55,7 +55,7 @@ mod tests;
 
 use flotilla_model::{Evaluation, GroupSpec, PolicySpec, PolicyState, Timestamp};
 
-pub use aggregate::member_value;
+pub use aggregate::{member_value, policy_value};
 pub use requests::RequestCountPolicy;
 pub use target::{TargetTrackingPolicy, TARGET_TOLERANCE};
 pub use threshold::ThresholdPolicy;

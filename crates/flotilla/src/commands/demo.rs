@@ -55,6 +55,13 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
     let built = wiring::build(&config, &state_dir).await?;
     say(format!("state in {}; group {group}: {}", state_dir.display(), describe(&config.groups[0].spec)));
 
+    let api = super::run::start_api(&demo_api(&args, &state_dir)?, &built).await?;
+    say(format!(
+        "dashboard: http://{}/dashboard/ (live; its controls take the admin token in {})",
+        api.addr,
+        state_dir.join(TOKEN_FILE).display()
+    ));
+
     let shutdown = Shutdown::default();
     let loop_task =
         tokio::spawn(flotilla_controller::run(built.controller.clone(), shutdown.clone(), Duration::from_secs(10)));
@@ -87,7 +94,27 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
         stopped?;
         say("members stopped".into());
     }
+    api.stop().await;
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// The demo's admin token, in its state directory (readable by its owner only).
+const TOKEN_FILE: &str = "api-token";
+
+/// The demo's API: anonymous reads on loopback (a newcomer opens the URL and watches), and a fresh
+/// admin token for the controls, written to the state directory, never printed.
+fn demo_api(args: &DemoArgs, state_dir: &Path) -> anyhow::Result<flotilla_config::ApiConfig> {
+    if !args.api.ip().is_loopback() {
+        bail!("--api: the demo serves its dashboard on loopback only (got {})", args.api);
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the demo's token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = state_dir.join(TOKEN_FILE);
+    crate::state_dir::write_private(&path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let tokens = flotilla_listener::auth::Tokens::parse(&format!("admin {token}")).map_err(anyhow::Error::msg)?;
+    Ok(flotilla_config::ApiConfig { listen: args.api, tokens, anonymous_read: true })
 }
 
 fn describe(g: &flotilla_model::GroupSpec) -> String {

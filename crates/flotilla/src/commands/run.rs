@@ -18,36 +18,53 @@ pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<Exi
     let state_dir = crate::state_dir::resolve(state_flag, config.state_dir.as_deref());
     let built = wiring::build(&config, &state_dir).await?;
     tracing::info!(state_dir = %state_dir.display(), groups = config.groups.len(), "flotilla controller starting");
-    let (api_stop, api_task) = match &config.api {
-        Some(api) => {
-            let exporter = crate::prom::Exporter {
-                controller: built.controller.clone(),
-                lb: built.lb.clone(),
-                calls: built.calls.clone(),
-            };
-            let settings = flotilla_api::ApiSettings {
-                listen: api.listen,
-                tokens: api.tokens.clone(),
-                anonymous_read: api.anonymous_read,
-                metrics: Some(Arc::new(move || exporter.render())),
-            };
-            let listener = flotilla_api::bind(&settings)
-                .await
-                .with_context(|| format!("api.listen: cannot listen on {}", api.listen))?;
-            let addr = listener.local_addr()?;
-            tracing::info!("API at http://{addr}/api/v1 (OpenAPI: http://{addr}/api/v1/openapi.json)");
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            let task = tokio::spawn(flotilla_api::serve(listener, built.controller.clone(), settings, rx));
-            (Some(tx), Some(task))
-        }
-        None => (None, None),
+    let api = match &config.api {
+        Some(api) => Some(start_api(api, &built).await?),
+        None => None,
     };
     let result = serve(built, args.stop_members).await;
-    if let (Some(tx), Some(task)) = (api_stop, api_task) {
-        let _ = tx.send(true);
-        let _ = task.await;
+    if let Some(api) = api {
+        api.stop().await;
     }
     result
+}
+
+/// The API, its dashboard and `/metrics`, served beside the controller.
+pub(crate) struct ApiHandle {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiHandle {
+    /// Ends live streams, waits for requests in flight, and closes the listener.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+pub(crate) async fn start_api(api: &flotilla_config::ApiConfig, built: &wiring::Built) -> anyhow::Result<ApiHandle> {
+    let exporter = crate::prom::Exporter {
+        controller: built.controller.clone(),
+        lb: built.lb.clone(),
+        calls: built.calls.clone(),
+    };
+    let settings = flotilla_api::ApiSettings {
+        listen: api.listen,
+        tokens: api.tokens.clone(),
+        anonymous_read: api.anonymous_read,
+        metrics: Some(Arc::new(move || exporter.render())),
+    };
+    let listener =
+        flotilla_api::bind(&settings).await.with_context(|| format!("api.listen: cannot listen on {}", api.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        "API at http://{addr}/api/v1 (OpenAPI: http://{addr}/api/v1/openapi.json); dashboard at http://{addr}/dashboard/"
+    );
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(flotilla_api::serve(listener, built.controller.clone(), settings, rx));
+    Ok(ApiHandle { addr, stop, task })
 }
 
 /// Runs the loop until SIGINT/SIGTERM, then optionally deletes the members.
