@@ -274,4 +274,5 @@ pub(crate) fn dashboard() -> Router {
             "/dashboard/app.css",
             get(|| async { file(include_str!("dashboard/app.css"), "text/css; charset=utf-8") }),
         )
+        .route("/dashboard/favicon.svg", get(|| async { file(include_str!("dashboard/favicon.svg"), "image/svg+xml") }))
 }

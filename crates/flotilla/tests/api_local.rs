@@ -380,3 +380,92 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
     assert!(out.status.success(), "schemathesis found something:\n{said}");
     assert_eq!(env.stop(daemon).await, Some(0));
 }
+
+/// Reads a server-sent event stream until `want` shows in it or `limit` passes; what it read.
+async fn stream_until(api: SocketAddr, token: Option<&str>, limit: Duration, want: impl Fn(&str) -> bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{auth}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 16384];
+    while !want(&String::from_utf8_lossy(&seen)) {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// What the dashboard reads: the live stream (a snapshot on connect, another on each change), the
+/// scaling value over time, and the embedded files with their security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_the_series_and_the_dashboard_files() {
+    let mut env = Env::serial();
+    let api = support::free_port();
+    let cfg = config(&env, api);
+    let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
+
+    // The stream: no token, no stream; with one, a snapshot at once and a new one on a pause.
+    let denied = stream_until(api, None, Duration::from_secs(5), |s| s.contains("\r\n\r\n")).await;
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    let reader = tokio::spawn(async move {
+        stream_until(api, Some(READ), Duration::from_secs(10), |s| s.contains("\"paused\":true")).await
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(call(api, "POST", "/api/v1/groups/web/pause", Some(ADMIN), None).await.status, 200);
+    let seen = reader.await.unwrap();
+    assert!(seen.to_lowercase().contains("content-type: text/event-stream"), "{seen}");
+    let snapshots: Vec<Value> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(snapshots.len() >= 2, "a snapshot on connect and one after the pause:\n{seen}");
+    assert_eq!(
+        (snapshots[0]["groups"][0]["name"].as_str(), snapshots[0]["groups"][0]["paused"].as_bool()),
+        (Some("web"), Some(false))
+    );
+    assert_eq!(snapshots.last().unwrap()["groups"][0]["paused"], true, "{seen}");
+
+    // The series: the policy's metric, one point per step with the members that reported.
+    let r = call(api, "GET", "/api/v1/groups/web/series?step_ms=1000", Some(READ), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.body["metric"].as_str(), r.body["step_ms"].as_u64()), (Some("cpu"), Some(1000)), "{}", r.body);
+    let points = r.body["points"].as_array().unwrap();
+    assert!(!points.is_empty() && points.iter().all(|p| p["members"] == 1 && p["value"].is_number()), "{}", r.body);
+    assert!(points.windows(2).all(|w| w[1]["at_ms"].as_u64() > w[0]["at_ms"].as_u64()), "{}", r.body);
+    let r = call(api, "GET", "/api/v1/groups/web/series?member=web_1&metric=mem", Some(READ), None).await;
+    assert_eq!((r.status, r.body["combine"].as_str(), r.body["metric"].as_str()), (200, Some("member"), Some("mem")));
+    let series = "/api/v1/groups/web/series";
+    is_problem(&call(api, "GET", &format!("{series}?step_ms=5"), Some(READ), None).await, 400, "`step_ms` must be");
+    is_problem(&call(api, "GET", &format!("{series}?metric=bogus"), Some(READ), None).await, 400, "`metric`");
+    is_problem(
+        &call(api, "GET", &format!("{series}?since_ms=9&until_ms=5"), Some(READ), None).await,
+        400,
+        "`since_ms`",
+    );
+    let huge = format!("{series}?since_ms=0&until_ms=100000000000&step_ms=100");
+    is_problem(&call(api, "GET", &huge, Some(READ), None).await, 400, "points asked for");
+    is_problem(&call(api, "GET", &format!("{series}?member=ghost"), Some(READ), None).await, 404, "ghost");
+    is_problem(&call(api, "GET", &format!("{series}?bogus=1"), Some(READ), None).await, 400, "bogus");
+
+    // The dashboard's files: no token needed (they hold no data), locked down by headers.
+    let r = call(api, "GET", "/", None, None).await;
+    assert!(r.status == 303 && r.head.to_lowercase().contains("location: /dashboard/"), "{}", r.head);
+    for (path, kind) in
+        [("/dashboard/", "text/html"), ("/dashboard/app.js", "javascript"), ("/dashboard/app.css", "text/css")]
+    {
+        let r = call(api, "GET", path, None, None).await;
+        let head = r.head.to_lowercase();
+        assert_eq!(r.status, 200, "{path}: {head}");
+        assert!(head.contains(&format!("content-type: {kind}")) || head.contains(kind), "{path}: {head}");
+        assert!(head.contains("content-security-policy: default-src 'self'"), "{path}: {head}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{path}: {head}");
+    }
+    assert_eq!(env.stop(daemon).await, Some(0));
+}

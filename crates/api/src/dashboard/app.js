@@ -3,7 +3,9 @@
 "use strict";
 
 const API = "/api/v1";
-const WINDOW_MS = 15 * 60 * 1000; // what the chart shows
+// What the chart shows: `?window=2m` in the address (the demo's link) or the last choice, else 15 min.
+const WINDOWS = { "2m": 2 * 60_000, "15m": 15 * 60_000, "1h": 3_600_000, "6h": 6 * 3_600_000 };
+const LONGEST = WINDOWS["6h"];
 const KEY = "flotilla.token";
 
 const state = {
@@ -11,7 +13,10 @@ const state = {
   groups: new Map(), // name -> {el, history: [{at, value, size}], seeded}
   retryMs: 1000,
   abort: null,
+  window: [new URLSearchParams(location.search).get("window"), localStorage.getItem("flotilla.window"), "15m"]
+    .find((w) => w in WINDOWS),
 };
+const windowMs = () => WINDOWS[state.window];
 
 // A token handed over in the URL's fragment (`#token=...`, what `flotilla demo` prints) is taken
 // once and removed from the address bar; the fragment never reaches the server.
@@ -27,6 +32,7 @@ const state = {
 const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const fmt = (v, digits = 1) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toFixed(digits));
+const count = (n) => (n === 1 ? "1 member" : `${n} members`);
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
 function headers(extra = {}) {
@@ -144,7 +150,7 @@ function render(snap) {
 function overviewCard(g) {
   const l = g.live || {};
   const flags = [g.paused && "paused", g.dry_run && "dry run", g.pending_operation && "busy"].filter(Boolean).join(", ");
-  return `<a href="#g-${esc(g.name)}"><b>${esc(g.name)}</b><small>${l.size ?? g.members.length} members` +
+  return `<a href="#g-${esc(g.name)}"><b>${esc(g.name)}</b><small>${count(l.size ?? g.members.length)}` +
     (l.max ? ` (${l.min}–${l.max})` : "") + (flags ? ` · ${esc(flags)}` : "") + `</small></a>`;
 }
 
@@ -234,13 +240,17 @@ async function act(group, method, path, body) {
 
 // The chart's history: the store's series first, then each decision the snapshots carry.
 async function seed(name, entry) {
-  const since = Date.now() - WINDOW_MS;
+  const since = Date.now() - windowMs();
+  const step = Math.max(1000, Math.round(windowMs() / 240));
   try {
-    const res = await fetch(`${API}/groups/${enc(name)}/series?since_ms=${since}&step_ms=5000`, { headers: headers() });
+    const res = await fetch(`${API}/groups/${enc(name)}/series?since_ms=${since}&step_ms=${step}`, { headers: headers() });
     if (!res.ok) return;
     const s = await res.json();
     const old = s.points.map((p) => ({ at: p.at_ms, value: p.value, size: p.members }));
-    entry.history = old.concat(entry.history.filter((h) => !old.length || h.at > old[old.length - 1].at));
+    const first = old.length ? old[0].at : Infinity;
+    const last = old.length ? old[old.length - 1].at : -Infinity;
+    // The store's points replace what the page held for their span; live points before and after stay.
+    entry.history = entry.history.filter((h) => h.at < first).concat(old, entry.history.filter((h) => h.at > last));
     entry.seeded = true;
     if (entry.last) fill(entry, entry.last, Date.now());
   } catch (_) { /* the live points still come */ }
@@ -256,7 +266,7 @@ function record(entry, g, now) {
   } else {
     h.push({ at, value: d?.value ?? null, size });
   }
-  while (h.length && h[0].at < now - WINDOW_MS) h.shift();
+  while (h.length && h[0].at < now - LONGEST) h.shift();
 }
 
 function fill(entry, g, now) {
@@ -274,8 +284,8 @@ function fill(entry, g, now) {
   $("h2", el).innerHTML = `${esc(g.name)} ${badges}`;
   const sc = l.scaling;
   const lines = sc ? [sc.high != null && `out at ≥ ${sc.high}`, sc.low != null && `in at ≤ ${sc.low}`, sc.target != null && `target ${sc.target}`].filter(Boolean).join(", ") : "";
-  $(".facts", el).textContent = `${l.size ?? g.members.length} members (min ${l.min ?? "?"}, max ${l.max ?? "?"})` +
-    (sc ? ` · ${sc.combine} ${sc.metric}${lines ? ": " + lines : ""}` : "") +
+  $(".facts", el).textContent = `${count(l.size ?? g.members.length)} (min ${l.min ?? "?"}, max ${l.max ?? "?"})` +
+    (sc ? ` · ${scaledOn(sc)}${lines ? ": " + lines : ""}` : "") +
     (g.primary ? ` · primary ${g.primary}` : "");
   const d = l.last_decision;
   $(".decision", el).textContent = d
@@ -310,13 +320,19 @@ function memberRow(m, g) {
     `<td><span class="state-${esc(st)}" title="${esc(title)}">${esc(failing ? "failing" : m.state)}</span></td>` +
     `<td class="num">${fmt(m.rps)}</td><td class="num hide-narrow">${bar}</td>` +
     `<td class="num">${fmt(m.cpu)}</td><td class="num">${fmt(m.mem)}</td>` +
-    `<td>${protect} <button type="button" data-act="drain" data-member="${esc(m.name)}" class="danger">Drain</button> ` +
+    `<td class="acts">${protect} <button type="button" data-act="drain" data-member="${esc(m.name)}" class="danger">Drain</button> ` +
     `<button type="button" data-act="replace" data-member="${esc(m.name)}">Replace</button></td></tr>`;
+}
+
+// What the policy reads, in words: "max of cpu, mem (mean over members)", "cpu (max over members)".
+function scaledOn(sc) {
+  const metric = sc.metric === "max" ? "max of cpu, mem" : sc.metric;
+  return sc.combine === "member" ? metric : `${metric} (${sc.combine} over members)`;
 }
 
 function legend(sc) {
   if (!sc) return "";
-  return [`<span><i class="lg-value"></i>${esc(sc.combine)} ${esc(sc.metric)}</span>`, '<span><i class="lg-count"></i>members</span>',
+  return [`<span><i class="lg-value"></i>${esc(scaledOn(sc))}</span>`, '<span><i class="lg-count"></i>members</span>',
     sc.high != null ? '<span><i class="lg-high"></i>high</span>' : "", sc.low != null ? '<span><i class="lg-low"></i>low</span>' : "",
     sc.target != null ? '<span><i class="lg-target"></i>target</span>' : ""].join("");
 }
@@ -325,8 +341,9 @@ function legend(sc) {
 // lines, and a mark on the time axis for each scale event.
 function chart(history, sc, live, events, now) {
   const W = 640, H = 200, L = 40, R = 30, T = 10, B = 22;
-  const x0 = now - WINDOW_MS;
-  const x = (t) => L + ((t - x0) / WINDOW_MS) * (W - L - R);
+  const span = windowMs();
+  const x0 = now - span;
+  const x = (t) => L + ((t - x0) / span) * (W - L - R);
   const values = history.filter((h) => h.value != null).map((h) => h.value);
   const lines = sc ? [sc.high, sc.low, sc.target].filter((v) => v != null) : [];
   let top = Math.max(1, ...values, ...lines) * 1.1;
@@ -345,11 +362,12 @@ function chart(history, sc, live, events, now) {
   const hline = (v, cls) => `<line class="${cls}" x1="${L}" x2="${W - R}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}"/>`;
   const marks = (events || []).filter((e) => ["scale-out", "scale-in", "handover"].includes(e.kind) && e.at_ms >= x0)
     .map((e) => `<line class="mark mark-${e.kind}" x1="${x(e.at_ms).toFixed(1)}" x2="${x(e.at_ms).toFixed(1)}" y1="${T}" y2="${H - B + 4}"><title>${esc(clock(e.at_ms) + " " + e.message)}</title></line>`);
-  const ticks = [0, 5, 10, 15].map((m) => {
-    const t = x0 + m * 60000;
-    return `<text x="${x(t).toFixed(1)}" y="${H - 6}" text-anchor="middle">${m === 15 ? "now" : "-" + (15 - m) + "m"}</text>`;
+  const ago = (ms) => (ms >= 3_600_000 ? `-${+(ms / 3_600_000).toFixed(1)}h` : `-${+(ms / 60_000).toFixed(1)}m`);
+  const ticks = [0, 1, 2, 3].map((i) => {
+    const back = span - (i * span) / 3;
+    return `<text x="${x(now - back).toFixed(1)}" y="${H - 6}" text-anchor="middle">${back ? ago(back) : "now"}</text>`;
   });
-  return `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="scaling value and member count over 15 minutes">
+  return `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="scaling value and member count over the last ${state.window}">
     <line class="axis" x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}"/>
     <text x="${L - 4}" y="${T + 8}" text-anchor="end">${fmt(top, 0)}</text><text x="${L - 4}" y="${H - B}" text-anchor="end">0</text>
     <text x="${W - R + 4}" y="${T + 8}">${maxCount}</text>
@@ -369,12 +387,39 @@ $("#token-form").addEventListener("submit", (e) => {
   $("#token").value = "";
   if (state.token) sessionStorage.setItem(KEY, state.token);
   else sessionStorage.removeItem(KEY);
-  connect();
+  // The chart's window: each group's history is fetched again for the new span.
+const picker = $("#window");
+picker.value = state.window;
+picker.addEventListener("change", () => {
+  state.window = picker.value;
+  localStorage.setItem("flotilla.window", state.window);
+  for (const [name, entry] of state.groups) seed(name, entry);
+});
+
+connect();
 });
 $("#forget").addEventListener("click", () => {
   state.token = "";
   sessionStorage.removeItem(KEY);
-  connect();
+  // The chart's window: each group's history is fetched again for the new span.
+const picker = $("#window");
+picker.value = state.window;
+picker.addEventListener("change", () => {
+  state.window = picker.value;
+  localStorage.setItem("flotilla.window", state.window);
+  for (const [name, entry] of state.groups) seed(name, entry);
+});
+
+connect();
+});
+
+// The chart's window: each group's history is fetched again for the new span.
+const picker = $("#window");
+picker.value = state.window;
+picker.addEventListener("change", () => {
+  state.window = picker.value;
+  localStorage.setItem("flotilla.window", state.window);
+  for (const [name, entry] of state.groups) seed(name, entry);
 });
 
 connect();

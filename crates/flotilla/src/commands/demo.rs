@@ -57,7 +57,7 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
 
     let api = super::run::start_api(&demo_api(&args, &state_dir)?, &built).await?;
     say(format!(
-        "dashboard: http://{}/dashboard/ (live; its controls take the admin token in {})",
+        "dashboard: http://{}/dashboard/?window=2m (live; its controls take the admin token in {})",
         api.addr,
         state_dir.join(TOKEN_FILE).display()
     ));
