@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use flotilla_model::{GroupId, Metric, OpState, Store, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusReport {
     pub groups: Vec<GroupReport>,
     /// The provider's hosts, when status was given the config (`--config`) and the provider has
@@ -19,7 +19,7 @@ pub struct StatusReport {
 }
 
 /// One provider host as the provider saw it just now.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HostReport {
     pub name: String,
     pub uri: String,
@@ -36,7 +36,7 @@ pub struct HostReport {
     pub driver: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GroupReport {
     pub name: String,
     /// The configured shape and the last decision: from a running daemon (the API) only.
@@ -60,7 +60,7 @@ pub struct GroupReport {
 }
 
 /// What only a running daemon knows of a group.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LiveReport {
     /// `scale` or `handover`.
     pub mode: String,
@@ -78,7 +78,7 @@ pub struct LiveReport {
 }
 
 /// The policy's metric, how members' values combine, and its lines.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScalingReport {
     /// `cpu`, `mem`, `max` (of cpu and mem), `rps`, or `requests` (within the window).
     pub metric: String,
@@ -93,7 +93,7 @@ pub struct ScalingReport {
 }
 
 /// One decision of the core, with the numbers behind it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DecisionReport {
     pub at_ms: u64,
     /// `hold`, `scale-out`, `scale-in`, `handover` or `replace`.
@@ -120,7 +120,7 @@ pub struct DecisionReport {
 }
 
 /// One running member's readings at the decision.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InputReport {
     pub member: String,
     /// Fresh enough to count (younger than the group's `stale_after`).
@@ -129,14 +129,14 @@ pub struct InputReport {
 }
 
 /// One reading: `cpu`, `mem`, `rps`, ...
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReadingReport {
     pub metric: String,
     pub value: f64,
     pub age_ms: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MemberReport {
     pub name: String,
     pub state: String,
@@ -155,7 +155,7 @@ pub struct MemberReport {
     pub tags: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventReport {
     pub at_ms: u64,
     pub kind: String,
@@ -251,7 +251,30 @@ pub fn render_text(report: &StatusReport) -> String {
             g.members.len(),
             g.primary.as_deref().unwrap_or("-")
         );
+        if let Some(l) = &g.live {
+            let _ = writeln!(
+                out,
+                "  {} mode, {} policy, {} counted (min {}, max {})",
+                l.mode, l.policy, l.size, l.min, l.max
+            );
+        }
         let _ = writeln!(out, "  streaks: up {} down {}", g.up_count, g.down_count);
+        if let Some(d) = g.live.as_ref().and_then(|l| l.last_decision.as_ref()) {
+            let reason = if d.reason.is_empty() { String::new() } else { format!(" ({})", d.reason) };
+            let _ = writeln!(
+                out,
+                "  last decision {}: {}{reason}: {}",
+                Timestamp::from_millis(d.at_ms),
+                d.outcome,
+                d.summary
+            );
+        }
+        if let Some(e) = g.live.as_ref().and_then(|l| l.last_error.as_ref()) {
+            let _ = writeln!(out, "  last pass failed: {e}");
+        }
+        if let Some(r) = &g.request {
+            let _ = writeln!(out, "  queued: {r}");
+        }
         match (g.paused, g.dry_run) {
             (true, _) => out.push_str("  PAUSED by an operator: decides, acts on nothing\n"),
             (false, true) => out.push_str("  DRY RUN: decides and records what it would do, acts on nothing\n"),

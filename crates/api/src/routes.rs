@@ -225,13 +225,30 @@ pub(crate) async fn full_report(s: &Shared, group: &GroupId, events: usize) -> R
     Ok(r)
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GroupsQuery {
+    /// Each group's newest events to include, 0 to 200 (default 0).
+    #[param(maximum = 200)]
+    events: Option<usize>,
+}
+
 /// Every configured group, with its members and last decision.
-#[utoipa::path(get, path = "/api/v1/groups", responses((status = 200, body = Vec<GroupReport>), Problems))]
-async fn list_groups(State(s): S) -> Result<Json<Vec<GroupReport>>, Problem> {
+#[utoipa::path(get, path = "/api/v1/groups", params(GroupsQuery), responses((status = 200, body = Vec<GroupReport>), Problems))]
+async fn list_groups(
+    State(s): S,
+    query: Result<Query<GroupsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<GroupReport>>, Problem> {
+    let Query(q) = query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let events = q.events.unwrap_or(0);
+    if events > 200 {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, format!("`events` must be 0 to 200 (got {events})")));
+    }
     let mut out = Vec::new();
     let ids: Vec<GroupId> = s.controller.groups().map(|g| g.id.clone()).collect();
     for g in ids {
-        out.push(full_report(&s, &g, 0).await?);
+        out.push(full_report(&s, &g, events).await?);
     }
     Ok(Json(out))
 }

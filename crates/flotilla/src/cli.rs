@@ -46,6 +46,13 @@ pub enum Command {
     Load(LoadArgs),
     /// Groups, members, states, last metrics, recent events.
     Status(StatusArgs),
+    /// Steer a group: pause, resume, dry-run, desired (through a running daemon's API; pause,
+    /// resume and dry-run also with no daemon, in the store).
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Steer a member: protect, unprotect, drain, replace (drain and replace need a running daemon).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -366,10 +373,73 @@ pub enum OutputFormat {
     Json,
 }
 
+/// How the CLI reaches a running daemon.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DaemonArgs {
+    /// The daemon's API, e.g. http://127.0.0.1:8070 (default: the daemon running on this state
+    /// directory, if it serves an API).
+    #[arg(long = "api", env = "FLOTILLA_API")]
+    pub api: Option<String>,
+    /// A file (0600) holding the API token, alone or as a tokens-file line `admin <token>` (default:
+    /// $FLOTILLA_API_TOKEN).
+    #[arg(long, env = "FLOTILLA_API_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Keep deciding, act on nothing (records once what it would do).
+    Pause(GroupArg),
+    Resume(GroupArg),
+    /// Dry run on or off: decide and record what would be done, act on nothing.
+    DryRun {
+        group: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Resize the group to N members (within min..max; needs a running daemon).
+    Desired {
+        group: String,
+        desired: u32,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GroupArg {
+    pub group: String,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Never pick this member as a scale-in victim.
+    Protect(MemberArg),
+    Unprotect(MemberArg),
+    /// Drain the member and remove it (never below min; needs a running daemon).
+    Drain(MemberArg),
+    /// A new member first, then this one drained and removed (needs a running daemon).
+    Replace(MemberArg),
+}
+
+#[derive(Debug, Args)]
+pub struct MemberArg {
+    pub group: String,
+    pub member: String,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
     /// Events to show per group.
     #[arg(long, default_value_t = 10)]
     pub events: usize,

@@ -10,6 +10,7 @@ pub use flotilla_config as config;
 pub mod balancer_router;
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod failpoint;
 pub mod faults;
 pub mod libvirt;

@@ -89,34 +89,56 @@ pub fn claim(dir: &Path) -> anyhow::Result<Claimed> {
 
 /// The directory for a controller that runs a loop (`run`, `watch`, `demo`): refused while another
 /// one has it, since two would resume and run the same operations.
-pub fn claim_for_controller(dir: &Path) -> anyhow::Result<Claim> {
-    match claim(dir)? {
-        Claimed::Ours(c) => Ok(c),
-        Claimed::Held(pid) => {
-            let who = pid.map_or_else(|| "another flotilla".to_string(), |p| format!("another flotilla (pid {p})"));
-            anyhow::bail!(
-                "{who} is running with the state directory {}: stop it first, or give this one its own --state-dir",
-                dir.display()
-            )
+pub async fn claim_for_controller(dir: &Path) -> anyhow::Result<Claim> {
+    // A CLI verb that saves a control with no daemon running holds the lock for milliseconds:
+    // wait that out rather than refuse to start.
+    let mut tries = 0;
+    let pid = loop {
+        match claim(dir)? {
+            Claimed::Ours(c) => return Ok(c),
+            Claimed::Held(pid) if tries >= 20 => break pid,
+            Claimed::Held(_) => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
-    }
+    };
+    let who = pid.map_or_else(|| "another flotilla".to_string(), |p| format!("another flotilla (pid {p})"));
+    anyhow::bail!(
+        "{who} is running with the state directory {}: stop it first, or give this one its own --state-dir",
+        dir.display()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_claimed_directory_is_refused_until_released() {
+    #[tokio::test]
+    async fn a_claimed_directory_is_refused_until_released() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("a/b");
-        let first = claim_for_controller(&state).unwrap();
+        let first = claim_for_controller(&state).await.unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
-        let e = claim_for_controller(&state).unwrap_err().to_string();
+        let e = claim_for_controller(&state).await.unwrap_err().to_string();
         assert!(e.contains(&format!("another flotilla (pid {}) is running", std::process::id())), "{e}");
         assert!(matches!(claim(&state).unwrap(), Claimed::Held(Some(_))));
         drop(first);
         assert!(matches!(claim(&state).unwrap(), Claimed::Ours(_)));
+    }
+
+    /// A CLI verb holding the lock for a moment (saving a control offline) does not stop a daemon
+    /// from starting: the daemon waits it out.
+    #[tokio::test]
+    async fn a_brief_holder_is_waited_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let Claimed::Ours(brief) = claim(dir.path()).unwrap() else { panic!("free") };
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+            drop(brief);
+        });
+        claim_for_controller(dir.path()).await.expect("waited for the brief holder");
+        release.await.unwrap();
     }
 }

@@ -211,7 +211,7 @@ pub async fn push_source(settings: flotilla_metrics_push::PushSettings) -> anyho
 
 /// Everything `config` names, for its groups.
 pub async fn build(config: &Config, state_dir: &Path) -> anyhow::Result<Built> {
-    let claim = crate::state_dir::claim_for_controller(state_dir)?;
+    let claim = crate::state_dir::claim_for_controller(state_dir).await?;
     let store = open_store(state_dir, &config.store)?;
     let parts = provider_parts(config, state_dir).await?;
     let StoreConfig::Sqlite { sample_window, .. } = &config.store;

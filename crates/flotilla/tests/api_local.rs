@@ -469,3 +469,91 @@ async fn the_stream_the_series_and_the_dashboard_files() {
     }
     assert_eq!(env.stop(daemon).await, Some(0));
 }
+
+/// One CLI verb with (or without) a token: exit code, stdout, stderr.
+fn cli_with(env: &Env, token: Option<&str>, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut c = env.cmd(args);
+    c.env_remove("FLOTILLA_API").env_remove("FLOTILLA_API_TOKEN_FILE");
+    match token {
+        Some(t) => c.env("FLOTILLA_API_TOKEN", t),
+        None => c.env_remove("FLOTILLA_API_TOKEN"),
+    };
+    let out = c.output().unwrap();
+    (out.status.code(), support::text(&out.stdout), support::text(&out.stderr))
+}
+
+/// The CLI on a running daemon finds its API through the state directory: `status` shows what only
+/// the daemon knows (the last decision), `group` and `member` steer it with an admin token and are
+/// refused without one. With the daemon stopped, settings are saved in the store and one-shot
+/// actions say they need a daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_steers_a_running_daemon_and_the_store_when_none_runs() {
+    let mut env = Env::serial();
+    let api = support::free_port();
+    let cfg = config(&env, api);
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replace("cooldown_down: 0s", "cooldown_down: 300s");
+    std::fs::write(&cfg, yaml).unwrap();
+    let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
+
+    // Status through the API: the live shape and the last decision.
+    let mut said = cli_with(&env, Some(READ), &["status"]);
+    for _ in 0..20 {
+        if said.1.contains("last decision") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        said = cli_with(&env, Some(READ), &["status"]);
+    }
+    let (code, out, err) = said;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("scale mode, threshold policy, 1 counted (min 1, max 3)"), "{out}");
+    assert!(out.contains("last decision") && out.contains("[metrics] cpu="), "{out}");
+    // Without a token: said, and the store is read instead.
+    let (code, out, err) = cli_with(&env, None, &["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("the daemon refused (401)") && err.contains("reading the store instead"), "{err}");
+    assert!(out.contains("group web (1 member(s)") && !out.contains("last decision"), "{out}");
+
+    // Steering: refused with a read token, done with the admin one.
+    let (code, _, err) = cli_with(&env, Some(READ), &["group", "pause", "web"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("refused (403)") && err.contains("admin token"), "{err}");
+    let (code, out, err) = cli_with(&env, Some(ADMIN), &["group", "pause", "web"]);
+    assert_eq!((code, out.trim()), (Some(0), "web: pause done"), "{err}");
+    assert!(cli_with(&env, Some(READ), &["status"]).1.contains("PAUSED by an operator"));
+    cli_with(&env, Some(ADMIN), &["group", "resume", "web"]);
+    let (code, out, err) = cli_with(&env, Some(ADMIN), &["group", "desired", "web", "3"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("queued: desired 3"), "{out}");
+    wait_until(Duration::from_secs(30), "three members", || env.member_names("web").len() == 3).await;
+    let (code, _, err) = cli_with(&env, Some(ADMIN), &["group", "desired", "web", "9"]);
+    assert!(code != Some(0) && err.contains("refused (409)") && err.contains("9"), "{err}");
+    assert_eq!(cli_with(&env, Some(ADMIN), &["member", "protect", "web", "web_1"]).0, Some(0));
+    let (code, _, err) = cli_with(&env, Some(ADMIN), &["member", "drain", "web", "ghost"]);
+    assert!(code != Some(0) && err.contains("refused (404)") && err.contains("ghost"), "{err}");
+    assert_eq!(cli_with(&env, Some(ADMIN), &["member", "drain", "web", "web_2"]).0, Some(0));
+    wait_until(Duration::from_secs(30), "web_2 drained", || env.member_names("web") == ["web_1", "web_3"]).await;
+    assert_eq!(env.stop(daemon).await, Some(0));
+    assert!(!env.path().join("state/api.url").exists(), "the daemon withdrew its address");
+
+    // No daemon: settings go to the store, one-shot actions need a daemon.
+    let (code, out, err) = cli_with(&env, None, &["group", "pause", "web"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("web: pause saved in") && out.contains("no daemon runs"), "{out}");
+    let (code, _, err) = cli_with(&env, None, &["member", "drain", "web", "web_1"]);
+    assert!(code != Some(0) && err.contains("no daemon runs on") && err.contains("drain web_1"), "{err}");
+    let (code, _, err) = cli_with(&env, None, &["member", "protect", "web", "ghost"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("MEMBER: no member `ghost` in group `web`"), "{err}");
+    let (code, _, err) = cli_with(&env, None, &["group", "pause", "nope"]);
+    assert!(code == Some(2) && err.contains("GROUP: no group `nope`"), "{err}");
+    let out = cli_with(&env, None, &["status"]).1;
+    assert!(out.contains("PAUSED by an operator") && out.contains("web_1 (protected)"), "{out}");
+    assert!(out.contains("operator (offline): pause"), "{out}");
+    // A started daemon honours what was saved: it stays paused.
+    let daemon = env.spawn(&["run", "-c", &cfg], "run2.log", None);
+    wait_until(Duration::from_secs(30), "the API", || env.path().join("state/api.url").exists()).await;
+    assert_eq!(call(api, "GET", "/api/v1/groups/web", Some(READ), None).await.body["paused"], true);
+    assert_eq!(env.stop(daemon).await, Some(0));
+}

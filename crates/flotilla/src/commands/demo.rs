@@ -137,7 +137,7 @@ async fn fresh_state(dir: &PathBuf, config: &crate::config::Config) -> anyhow::R
         if built.claim.is_none() {
             // Another demo runs there: its members are not ours to remove.
             drop(built);
-            crate::state_dir::claim_for_controller(dir)?;
+            crate::state_dir::claim_for_controller(dir).await?;
             anyhow::bail!("{} was in use by another flotilla a moment ago; try again", dir.display());
         }
         if let Err(e) = built.controller.recover().await {

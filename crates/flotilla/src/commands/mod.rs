@@ -2,6 +2,7 @@
 
 mod cleanup;
 mod config_check;
+mod control;
 mod demo;
 mod deploy;
 mod lb;
@@ -28,6 +29,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(ImageCommand::Golden(args)) => openstack::golden(args).await,
         Command::Load(args) => load::load(state_flag, args).await,
         Command::Status(args) => status::status(state_flag, args).await,
+        Command::Group(cmd) => control::group(state_flag, cmd).await,
+        Command::Member(cmd) => control::member(state_flag, cmd).await,
         Command::Config(ConfigCommand::Check { file }) => config_check::check(&file),
         Command::Lb(args) => lb::lb(args).await,
         Command::Workload(args) => {

@@ -22,8 +22,14 @@ pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<Exi
         Some(api) => Some(start_api(api, &built).await?),
         None => None,
     };
+    if let Some(api) = &api {
+        // `flotilla status`, `group` and `member` on this state directory find the daemon here.
+        crate::daemon::advertise(&state_dir, api.addr)
+            .with_context(|| format!("cannot write {}", state_dir.join(crate::daemon::URL_FILE).display()))?;
+    }
     let result = serve(built, args.stop_members).await;
     if let Some(api) = api {
+        crate::daemon::withdraw(&state_dir);
         api.stop().await;
     }
     result

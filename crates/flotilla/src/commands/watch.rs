@@ -17,7 +17,7 @@ pub async fn watch(state_flag: Option<&Path>, args: WatchArgs) -> anyhow::Result
 
     let config = args.target.load_config()?;
     let state_dir = crate::state_dir::resolve(state_flag, config.as_ref().and_then(|c| c.state_dir.as_deref()));
-    let claim = crate::state_dir::claim_for_controller(&state_dir)?;
+    let claim = crate::state_dir::claim_for_controller(&state_dir).await?;
     let (store, local) = wiring::store_and_provider(&state_dir, config.as_ref())?;
     let parts = if let Some(c) = &config {
         if !args.sources.is_empty() {
