@@ -9,6 +9,7 @@
 //! - Served with the listener limits every Flotilla listener has (`flotilla-listener`).
 
 mod actions;
+pub mod config;
 mod live;
 mod problem;
 pub mod report;
@@ -38,6 +39,10 @@ pub struct ApiSettings {
     pub anonymous_read: bool,
     /// What `/metrics` serves (read scope, like every read); none: 404.
     pub metrics: Option<Exposition>,
+    /// HTTPS, when a certificate is configured.
+    pub tls: Option<flotilla_listener::tls::TlsAcceptor>,
+    /// The file the daemon runs from, for `/config`.
+    pub config: Option<config::ConfigSource>,
 }
 
 /// What the handlers share.
@@ -46,6 +51,9 @@ pub(crate) struct Shared {
     pub tokens: Tokens,
     pub anonymous_read: bool,
     pub metrics: Option<Exposition>,
+    pub config: Option<config::ConfigSource>,
+    pub listen: SocketAddr,
+    pub tls: bool,
     /// Turns true when the daemon stops: live streams end (a graceful shutdown waits for them).
     pub stop: watch::Receiver<bool>,
 }
@@ -57,6 +65,9 @@ pub fn router(controller: Arc<Controller>, settings: &ApiSettings, stop: watch::
         tokens: settings.tokens.clone(),
         anonymous_read: settings.anonymous_read,
         metrics: settings.metrics.clone(),
+        config: settings.config.clone(),
+        listen: settings.listen,
+        tls: settings.tls.is_some(),
         stop,
     }))
 }
@@ -74,5 +85,6 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let app = router(controller, &settings, stop.clone());
-    flotilla_listener::serve("api", listener, app, flotilla_listener::Limits::default(), stop).await;
+    let tls = settings.tls.clone();
+    flotilla_listener::serve("api", listener, app, flotilla_listener::Limits::default(), tls, stop).await;
 }

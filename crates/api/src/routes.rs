@@ -36,8 +36,9 @@ const MAX_SCAN: usize = 100_000;
 #[openapi(
     info(title = "Flotilla API", description = "Groups, members, events, operations and operator controls of a running Flotilla daemon."),
     paths(list_groups, get_group, pause, resume, set_dry_run, list_members, protect, unprotect, list_events, list_operations,
-        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace, crate::live::series),
-    components(schemas(GroupReport, LiveReport, report::ScalingReport, crate::live::Series, crate::live::Point, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, actions::Desired, EventsPage, OperationReport, Problem)),
+        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace, crate::live::series, crate::config::get_config),
+    components(schemas(GroupReport, LiveReport, report::ScalingReport, crate::live::Series, crate::live::Point, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, actions::Desired, EventsPage, OperationReport, Problem,
+        crate::config::EffectiveConfig, crate::config::EffectiveGroup, crate::config::EffectivePolicy, crate::config::EffectiveApi)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -97,6 +98,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/events", get(list_events))
         .route("/stream", get(crate::live::stream))
         .route("/groups/{group}/series", get(crate::live::series))
+        .route("/config", get(crate::config::get_config))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint under /api/v1") })
         .method_not_allowed_fallback(|| async {

@@ -70,6 +70,7 @@
 
 mod locate;
 pub mod raw;
+pub mod redact;
 mod seed004;
 pub mod validate;
 
@@ -110,12 +111,16 @@ pub struct ApiConfig {
     pub listen: std::net::SocketAddr,
     pub tokens: flotilla_listener::auth::Tokens,
     pub anonymous_read: bool,
+    /// HTTPS with this certificate (loaded and checked at validation).
+    pub tls: Option<flotilla_listener::tls::Tls>,
 }
 
 impl PartialEq for ApiConfig {
     /// Tokens are compared by count only: their hashes are not exposed.
     fn eq(&self, other: &Self) -> bool {
-        self.listen == other.listen && self.anonymous_read == other.anonymous_read
+        self.listen == other.listen
+            && self.anonymous_read == other.anonymous_read
+            && self.tls.as_ref().map(|t| (&t.cert, &t.key)) == other.tls.as_ref().map(|t| (&t.cert, &t.key))
     }
 }
 

@@ -382,7 +382,26 @@ fn check_api(
             return None;
         }
     };
-    Some(crate::ApiConfig { listen: listen?, tokens, anonymous_read: raw.anonymous_read })
+    let tls = match &raw.tls {
+        None => None,
+        Some(t) => {
+            if let Some(w) = readable_by_others(&t.key) {
+                warnings.push(ConfigError::at("api.tls.key", w));
+            }
+            match flotilla_listener::tls::Tls::load(&t.cert, &t.key) {
+                Ok(tls) => Some(tls),
+                Err(flotilla_listener::tls::TlsError::Cert(why)) => {
+                    err(errors, "api.tls.cert", why);
+                    return None;
+                }
+                Err(flotilla_listener::tls::TlsError::Key(why)) => {
+                    err(errors, "api.tls.key", why);
+                    return None;
+                }
+            }
+        }
+    };
+    Some(crate::ApiConfig { listen: listen?, tokens, anonymous_read: raw.anonymous_read, tls })
 }
 
 /// A secret's file that users other than its owner may read: what to say about it. (A warning,

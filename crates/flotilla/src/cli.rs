@@ -384,6 +384,10 @@ pub struct DaemonArgs {
     /// $FLOTILLA_API_TOKEN).
     #[arg(long, env = "FLOTILLA_API_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// A PEM certificate to trust for an https API beside the usual roots (a private CA, or the
+    /// daemon's own self-signed certificate); verification is never turned off.
+    #[arg(long, env = "FLOTILLA_API_CA")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,13 +16,11 @@ use crate::state_dir::{self, Claim, Claimed};
 /// The file in the state directory that says where the daemon's API answers.
 pub const URL_FILE: &str = "api.url";
 
-/// Says where this daemon's API answers (an unspecified listen address is reached on loopback).
-pub fn advertise(state_dir: &Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
-    }
-    state_dir::write_private(&state_dir.join(URL_FILE), format!("http://{addr}\n").as_bytes())
+/// Says where this daemon's API answers (`url` as it logs it; an unspecified listen address is
+/// reached on loopback).
+pub fn advertise(state_dir: &Path, url: &str) -> std::io::Result<()> {
+    let url = url.replacen("://0.0.0.0:", "://127.0.0.1:", 1).replacen("://[::]:", "://[::1]:", 1);
+    state_dir::write_private(&state_dir.join(URL_FILE), format!("{url}\n").as_bytes())
 }
 
 /// The daemon no longer answers there.
@@ -43,10 +41,10 @@ pub enum Target {
 pub fn find_for_read(state_dir: &Path, args: &DaemonArgs) -> anyhow::Result<Option<Daemon>> {
     let token = token(args)?;
     if let Some(url) = args.api.as_deref().filter(|u| !u.is_empty()) {
-        return Ok(Some(Daemon::new(url, token)?));
+        return Ok(Some(Daemon::new(url, token, args)?));
     }
     match std::fs::read_to_string(state_dir.join(URL_FILE)) {
-        Ok(url) => Ok(Some(Daemon::new(url.trim(), token)?)),
+        Ok(url) => Ok(Some(Daemon::new(url.trim(), token, args)?)),
         Err(_) => Ok(None),
     }
 }
@@ -56,14 +54,14 @@ pub fn find_for_read(state_dir: &Path, args: &DaemonArgs) -> anyhow::Result<Opti
 pub fn find(state_dir: &Path, args: &DaemonArgs) -> anyhow::Result<Target> {
     let token = token(args)?;
     if let Some(url) = args.api.as_deref().filter(|u| !u.is_empty()) {
-        return Ok(Target::Daemon(Daemon::new(url, token)?));
+        return Ok(Target::Daemon(Daemon::new(url, token, args)?));
     }
     match state_dir::claim(state_dir)? {
         Claimed::Ours(claim) => Ok(Target::Offline(claim)),
         Claimed::Held(pid) => {
             let who = pid.map_or_else(|| "a flotilla".to_string(), |p| format!("a flotilla (pid {p})"));
             match std::fs::read_to_string(state_dir.join(URL_FILE)) {
-                Ok(url) => Ok(Target::Daemon(Daemon::new(url.trim(), token)?)),
+                Ok(url) => Ok(Target::Daemon(Daemon::new(url.trim(), token, args)?)),
                 Err(_) => bail!(
                     "{who} runs on {} without an API: give its config an `api:` section to steer it while it runs, \
                      or stop it first",
@@ -92,6 +90,18 @@ fn token(args: &DaemonArgs) -> anyhow::Result<Option<String>> {
         Some(t) => Ok(Some(t.to_string())),
         None => bail!("--token-file: {} holds no token", path.display()),
     }
+}
+
+/// An error with its causes (reqwest's own message hides why a TLS handshake failed).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A running daemon's API.
@@ -127,17 +137,26 @@ impl std::fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 impl Daemon {
-    fn new(url: &str, token: Option<String>) -> anyhow::Result<Daemon> {
+    fn new(url: &str, token: Option<String>, args: &DaemonArgs) -> anyhow::Result<Daemon> {
         let parsed = reqwest::Url::parse(url).with_context(|| format!("the API address {url:?} is not a URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             bail!("the API address {url:?} is not http(s)");
         }
-        // TLS verification stays on (reqwest's default with rustls and the webpki roots).
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .context("cannot build the HTTP client")?;
+        // TLS verification stays on (rustls with the webpki roots), plus the certificate given.
+        let mut http =
+            reqwest::Client::builder().timeout(Duration::from_secs(15)).connect_timeout(Duration::from_secs(3));
+        if let Some(ca) = &args.ca_file {
+            let pem = std::fs::read(ca).with_context(|| format!("--ca-file: cannot read {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-file: {} is not a PEM certificate", ca.display()))?;
+            if certs.is_empty() {
+                bail!("--ca-file: {} holds no certificate", ca.display());
+            }
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        let http = http.build().context("cannot build the HTTP client")?;
         Ok(Daemon { base: url.trim_end_matches('/').to_string(), token, http })
     }
 
@@ -159,7 +178,7 @@ impl Daemon {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.map_err(|e| CallError::Unreachable(e.without_url().to_string()))?;
+        let res = req.send().await.map_err(|e| CallError::Unreachable(chain(&e.without_url())))?;
         let status = res.status().as_u16();
         let bytes = res.bytes().await.map_err(|e| CallError::Unreachable(e.without_url().to_string()))?;
         if !(200..300).contains(&status) {

@@ -34,7 +34,8 @@ async fn call(api: SocketAddr, method: &str, path: &str, token: Option<&str>, bo
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    // A TLS port resets a plain request: nothing read is status 0.
+    let _ = s.read_to_string(&mut out).await;
     let (head, rest) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Reply { status, head: head.to_string(), body: serde_json::from_str(rest).unwrap_or(Value::Null) }
@@ -555,5 +556,90 @@ async fn the_cli_steers_a_running_daemon_and_the_store_when_none_runs() {
     let daemon = env.spawn(&["run", "-c", &cfg], "run2.log", None);
     wait_until(Duration::from_secs(30), "the API", || env.path().join("state/api.url").exists()).await;
     assert_eq!(call(api, "GET", "/api/v1/groups/web", Some(READ), None).await.body["paused"], true);
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+/// `api.tls`: the daemon serves HTTPS with the configured certificate; the CLI verifies it (refused
+/// without the certificate to trust, fine with it), plain HTTP gets no answer, and a key that does
+/// not fit is a config error naming the field. `/config` shows what the daemon runs by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_the_configured_certificate_and_the_effective_config() {
+    let mut env = Env::serial();
+    let api = support::free_port();
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = env.file("api.crt", &c.cert.pem());
+    let key = env.file("api.key", &c.key_pair.serialize_pem());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = config(&env, api);
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "api:\n",
+        &format!("api:\n  tls: {{ cert: {}, key: {} }}\n", cert.display(), key.display()),
+        1,
+    );
+    std::fs::write(&cfg, &yaml).unwrap();
+
+    // A key from another certificate: refused before anything starts, naming the field.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let wrong_key = env.file("other.key", &other.key_pair.serialize_pem());
+    let bad = env.file("bad.yaml", &yaml.replace(&key.display().to_string(), &wrong_key.display().to_string()));
+    let out = env.run(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(support::text(&out.stderr).contains("api.tls.key:"), "{}", support::text(&out.stderr));
+
+    let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
+    assert!(env.log("run.log").contains(&format!("API at https://{api}/api/v1")), "{}", env.log("run.log"));
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let plain = call(api, "GET", "/api/v1/groups", Some(READ), None).await;
+    assert_eq!(plain.status, 0, "{}", plain.head);
+
+    let status = |ca: Option<&std::path::Path>| {
+        let mut c = env.cmd(&["status"]);
+        c.env("FLOTILLA_API_TOKEN", READ).env_remove("FLOTILLA_API").env_remove("FLOTILLA_API_TOKEN_FILE");
+        match ca {
+            Some(p) => c.env("FLOTILLA_API_CA", p),
+            None => c.env_remove("FLOTILLA_API_CA"),
+        };
+        let out = c.output().unwrap();
+        (support::text(&out.stdout), support::text(&out.stderr))
+    };
+    // Not trusted: the CLI says why and reads the store.
+    let (out, err) = status(None);
+    assert!(err.contains("does not answer") && err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!out.contains("last decision"), "{out}");
+    // Trusted: through the API.
+    let (mut out, mut err) = status(Some(&cert));
+    for _ in 0..20 {
+        if out.contains("last decision") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        (out, err) = status(Some(&cert));
+    }
+    assert!(out.contains("last decision"), "{out}\n{err}");
+
+    // The effective config, over HTTPS with the same trust.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(c.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let get = |token: Option<&'static str>| {
+        let mut r = http.get(format!("https://{api}/api/v1/config"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    let v: Value = get(Some(READ)).await.unwrap().json().await.unwrap();
+    assert_eq!(v["file"], cfg.as_str(), "{v}");
+    assert_eq!(v["source"]["api"]["tls"]["key"], key.display().to_string(), "where the key is, not what: {v}");
+    let g = &v["groups"][0];
+    assert_eq!((g["name"].as_str(), g["min"].as_u64(), g["max"].as_u64()), (Some("web"), Some(1), Some(3)), "{v}");
+    assert_eq!((g["policy"]["kind"].as_str(), g["policy"]["high"].as_f64()), (Some("threshold"), Some(70.0)), "{v}");
+    assert_eq!(g["interval_ms"], 500, "{v}");
+    assert_eq!(g["victim"], "oldest", "a default filled in: {v}");
+    assert_eq!((v["api"]["tls"].as_bool(), v["api"]["tokens"].as_u64()), (Some(true), Some(2)), "{v}");
+    assert!(!v.to_string().contains(ADMIN) && !v.to_string().contains(READ), "no token in {v}");
     assert_eq!(env.stop(daemon).await, Some(0));
 }

@@ -88,6 +88,11 @@ impl Tokens {
         found
     }
 
+    /// How many tokens (their values are never exposed).
+    pub fn len(&self) -> usize {
+        self.hashed.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hashed.is_empty()
     }

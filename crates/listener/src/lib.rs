@@ -7,11 +7,13 @@
 //! - at most [`Limits::max_connections`] connections at once; more are closed at accept, and the
 //!   refusals are logged at most once per [`Limits::log_every`] with a count ([`Throttled`]);
 //! - a connection lives at most [`Limits::max_connection_age`], then is closed between requests;
-//! - on stop, connections finish the request in flight and close.
+//! - on stop, connections finish the request in flight and close;
+//! - with [`tls::Tls`], every connection is TLS; its handshake must end within the header timeout.
 //!
 //! Handlers see the peer address as axum's `ConnectInfo<SocketAddr>`.
 
 pub mod auth;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -122,12 +124,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves `app` on `listener` until `stop` turns true, within `limits`. `name` is for the logs.
+/// Serves `app` on `listener` until `stop` turns true, within `limits`, over TLS when `tls` is
+/// given. `name` is for the logs.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -158,42 +162,17 @@ pub async fn serve(
             continue;
         };
         let app = app.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                let mut app = app.clone();
-                async move {
-                    let res = tower_service::Service::call(&mut app, req.map(Body::new)).await;
-                    Ok::<_, Infallible>(res.unwrap_or_else(|e| match e {}))
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let age = tokio::time::sleep(limits.max_connection_age);
-            tokio::pin!(age);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(listener = name, %peer, error = %e, "connection ended");
-                        }
-                        break;
-                    }
-                    _ = &mut age, if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    _ = stopped(&mut stop), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
+            match tls {
+                None => connection(name, stream, peer, app, limits, stop).await,
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(name, stream, peer, app, limits, stop).await,
+                    Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(listener = name, %peer, "TLS handshake too slow"),
+                },
             }
         });
         // Reap finished connection tasks as we go.
@@ -201,4 +180,51 @@ pub async fn serve(
     }
     drop(listener);
     while conns.join_next().await.is_some() {}
+}
+
+/// One client connection (plain or TLS), served until it ends, ages out or the listener stops.
+async fn connection<I>(
+    name: &'static str,
+    io: I,
+    peer: std::net::SocketAddr,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut app = app.clone();
+        async move {
+            let res = tower_service::Service::call(&mut app, req.map(Body::new)).await;
+            Ok::<_, Infallible>(res.unwrap_or_else(|e| match e {}))
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let age = tokio::time::sleep(limits.max_connection_age);
+    tokio::pin!(age);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(listener = name, %peer, error = %e, "connection ended");
+                }
+                break;
+            }
+            _ = &mut age, if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = stopped(&mut stop), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }

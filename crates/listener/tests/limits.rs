@@ -36,7 +36,7 @@ async fn start(limits: Limits) -> (SocketAddr, watch::Sender<bool>, tokio::task:
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(serve("test", listener, app, limits, rx));
+    let task = tokio::spawn(serve("test", listener, app, limits, None, rx));
     (addr, stop, task)
 }
 

@@ -117,7 +117,7 @@ impl PushSource {
         });
         let app = router(Arc::clone(&shared));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(flotilla_listener::serve("metrics push", listener, app, LIMITS, stopped));
+        let task = tokio::spawn(flotilla_listener::serve("metrics push", listener, app, LIMITS, None, stopped));
         tracing::info!(%addr, max_age = ?settings.max_age, "metrics push endpoint listening");
         let source = Arc::new(PushSource { shared, addr, stop, task: Mutex::new(Some(task)) });
         Ok((source, addr))

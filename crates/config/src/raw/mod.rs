@@ -48,7 +48,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with `listen` and `tokens_file` or `tokens_env`, and optional `anonymous_read`"
+    expecting = "a mapping with `listen` and `tokens_file` or `tokens_env`, and optional `anonymous_read` and `tls`"
 )]
 pub struct RawApi {
     /// Where the API listens, e.g. `127.0.0.1:8070` (the default).
@@ -63,6 +63,19 @@ pub struct RawApi {
     /// Reads without a token, from loopback only (the listener must be on loopback too).
     #[serde(default)]
     pub anonymous_read: bool,
+    /// Serve HTTPS with this certificate and key.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+/// `api.tls`: PEM files; the key kept `0600`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `cert` and `key` (PEM files)")]
+pub struct RawTls {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 pub fn default_api_listen() -> String {

@@ -55,7 +55,7 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
     let built = wiring::build(&config, &state_dir).await?;
     say(format!("state in {}; group {group}: {}", state_dir.display(), describe(&config.groups[0].spec)));
 
-    let api = super::run::start_api(&demo_api(&args, &state_dir)?, &built).await?;
+    let api = super::run::start_api(&demo_api(&args, &state_dir)?, &built, None).await?;
     say(format!(
         "dashboard: http://{}/dashboard/?window=2m (live; its controls take the admin token in {})",
         api.addr,
@@ -114,7 +114,7 @@ fn demo_api(args: &DemoArgs, state_dir: &Path) -> anyhow::Result<flotilla_config
     crate::state_dir::write_private(&path, format!("{token}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     let tokens = flotilla_listener::auth::Tokens::parse(&format!("admin {token}")).map_err(anyhow::Error::msg)?;
-    Ok(flotilla_config::ApiConfig { listen: args.api, tokens, anonymous_read: true })
+    Ok(flotilla_config::ApiConfig { listen: args.api, tokens, anonymous_read: true, tls: None })
 }
 
 fn describe(g: &flotilla_model::GroupSpec) -> String {

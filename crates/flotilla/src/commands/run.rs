@@ -19,12 +19,20 @@ pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<Exi
     let built = wiring::build(&config, &state_dir).await?;
     tracing::info!(state_dir = %state_dir.display(), groups = config.groups.len(), "flotilla controller starting");
     let api = match &config.api {
-        Some(api) => Some(start_api(api, &built).await?),
+        Some(api) => {
+            // `/config` shows the file as written, secrets redacted, beside the validated groups.
+            let src = std::fs::read_to_string(&args.config).unwrap_or_default();
+            let source = flotilla_api::config::ConfigSource {
+                file: args.config.display().to_string(),
+                source: flotilla_config::redact::redacted(&src),
+            };
+            Some(start_api(api, &built, Some(source)).await?)
+        }
         None => None,
     };
     if let Some(api) = &api {
         // `flotilla status`, `group` and `member` on this state directory find the daemon here.
-        crate::daemon::advertise(&state_dir, api.addr)
+        crate::daemon::advertise(&state_dir, &api.url)
             .with_context(|| format!("cannot write {}", state_dir.join(crate::daemon::URL_FILE).display()))?;
     }
     let result = serve(built, args.stop_members).await;
@@ -38,6 +46,8 @@ pub async fn run(state_flag: Option<&Path>, args: RunArgs) -> anyhow::Result<Exi
 /// The API, its dashboard and `/metrics`, served beside the controller.
 pub(crate) struct ApiHandle {
     pub addr: std::net::SocketAddr,
+    /// `http://addr` or `https://addr`.
+    pub url: String,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -50,7 +60,11 @@ impl ApiHandle {
     }
 }
 
-pub(crate) async fn start_api(api: &flotilla_config::ApiConfig, built: &wiring::Built) -> anyhow::Result<ApiHandle> {
+pub(crate) async fn start_api(
+    api: &flotilla_config::ApiConfig,
+    built: &wiring::Built,
+    config: Option<flotilla_api::config::ConfigSource>,
+) -> anyhow::Result<ApiHandle> {
     let exporter = crate::prom::Exporter {
         controller: built.controller.clone(),
         lb: built.lb.clone(),
@@ -61,16 +75,18 @@ pub(crate) async fn start_api(api: &flotilla_config::ApiConfig, built: &wiring::
         tokens: api.tokens.clone(),
         anonymous_read: api.anonymous_read,
         metrics: Some(Arc::new(move || exporter.render())),
+        tls: api.tls.as_ref().map(|t| t.acceptor.clone()),
+        config,
     };
     let listener =
         flotilla_api::bind(&settings).await.with_context(|| format!("api.listen: cannot listen on {}", api.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(
-        "API at http://{addr}/api/v1 (OpenAPI: http://{addr}/api/v1/openapi.json); dashboard at http://{addr}/dashboard/"
-    );
+    let scheme = if api.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}");
+    tracing::info!("API at {url}/api/v1 (OpenAPI: {url}/api/v1/openapi.json); dashboard at {url}/dashboard/");
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(flotilla_api::serve(listener, built.controller.clone(), settings, rx));
-    Ok(ApiHandle { addr, stop, task })
+    Ok(ApiHandle { addr, url, stop, task })
 }
 
 /// Runs the loop until SIGINT/SIGTERM, then optionally deletes the members.
