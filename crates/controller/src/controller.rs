@@ -129,6 +129,11 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(parts: ControllerParts) -> Arc<Self> {
+        // Every source's error count starts at 0, so a rate over it is defined from the start.
+        let counters = crate::GroupCounters {
+            source_errors: parts.sources.iter().map(|s| (s.name().to_string(), 0)).collect(),
+            ..Default::default()
+        };
         let slots = parts
             .groups
             .into_iter()
@@ -138,7 +143,7 @@ impl Controller {
                     spec,
                     status: Mutex::new(GroupStatus::default()),
                     backoff: Mutex::new(Backoff::default()),
-                    counters: Mutex::new(crate::GroupCounters::default()),
+                    counters: Mutex::new(counters.clone()),
                     wake: tokio::sync::Notify::new(),
                 };
                 (slot.spec.id.clone(), slot)

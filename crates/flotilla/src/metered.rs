@@ -51,8 +51,10 @@ impl Metered {
         let started = tokio::time::Instant::now();
         let out = f.await;
         self.calls.seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        // Every call's error count exists from its first call (at 0), so a rate over it is defined.
+        let errors = self.calls.errors.get_or_create(&labels);
         if out.is_err() {
-            self.calls.errors.get_or_create(&labels).inc();
+            errors.inc();
         }
         out
     }

@@ -56,6 +56,11 @@ impl Exporter {
         let op_secs: Seconds = add(&mut reg, "operation_seconds", "Seconds spent in operations, by kind and result");
         let source_errors: Counters = add(&mut reg, "metric_source_errors", "Failed reads of a metric source");
         let pass_errors: Counters = add(&mut reg, "pass_errors", "Passes that ended in an error");
+        let age: Values = add(
+            &mut reg,
+            "member_sample_age_seconds",
+            "Age of the member's oldest reading at the last pass (a quiet source shows here first)",
+        );
         for spec in self.controller.groups() {
             let g = spec.id.as_str();
             let group = l(&[("group", g)]);
@@ -71,6 +76,13 @@ impl Exporter {
                 }
                 if let Some(v) = e.value {
                     value.get_or_create(&group).set(v);
+                }
+            }
+            for input in &status.inputs {
+                if let Some(oldest) = input.values.iter().map(|(_, _, age_ms)| *age_ms).max() {
+                    #[allow(clippy::cast_precision_loss)] // ages in ms fit f64 exactly below 2^53
+                    age.get_or_create(&l(&[("group", g), ("member", input.member.as_str())]))
+                        .set(oldest as f64 / 1000.0);
                 }
             }
             let c = self.controller.counters(&spec.id).unwrap_or_default();

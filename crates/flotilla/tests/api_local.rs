@@ -275,8 +275,10 @@ async fn metrics_carry_the_groups_the_operations_the_provider_and_the_balancer()
     let api = support::free_port();
     let listen = support::free_port();
     let cfg = config(&env, api);
+    // A second group tracks a target: the `desired` series is a target policy's.
     let cfg = std::fs::read_to_string(&cfg).unwrap()
-        + &format!("    balancer: {{ listen: {listen}, health: {{ path: /healthz, interval: 250ms }} }}\n");
+        + &format!("    balancer: {{ listen: {listen}, health: {{ path: /healthz, interval: 250ms }} }}\n")
+        + "  - { name: tracked, min: 1, max: 2, interval: 500ms, policy: { kind: target, metric: cpu, target: 50 } }\n";
     let cfg = env.file("m.yaml", &cfg);
     let daemon = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", None);
     wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
@@ -313,15 +315,49 @@ async fn metrics_carry_the_groups_the_operations_the_provider_and_the_balancer()
         "flotilla_decisions_total{group=\"web\",outcome=\"scale-out\"} 1",
         "flotilla_operations_total{group=\"web\",kind=\"scale-out\",result=\"done\"} 1",
         "flotilla_operation_seconds_total{group=\"web\",kind=\"scale-out\",result=\"done\"}",
-        "flotilla_provider_call_seconds_count{provider=\"local\",call=\"create\"} 1",
+        "flotilla_provider_call_seconds_count{provider=\"local\",call=\"create\"} 2",
         "flotilla_provider_call_seconds_bucket{le=\"0.005\",provider=\"local\",call=\"list\"}",
         "flotilla_balancer_requests_total{group=\"web\",member=\"web_1\"} 20",
         "flotilla_balancer_backend_healthy{group=\"web\",member=\"web_1\"} 1",
         "flotilla_balancer_latency_p99_seconds{group=\"web\",member=\"web_1\"}",
+        "flotilla_member_sample_age_seconds{group=\"web\",member=\"web_1\"}",
         "# EOF",
     ] {
         assert!(text.contains(series), "no {series} in:\n{text}");
     }
+    // The Grafana dashboard in the repository queries only metrics this daemon exports.
+    let dashboard = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/flotilla.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .collect();
+    queries.extend(
+        dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["definition"].as_str().map(String::from)),
+    );
+    assert!(queries.len() >= 14, "{queries:?}");
+    let mut checked = 0;
+    for q in &queries {
+        for name in q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("flotilla_")) {
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "the Grafana dashboard queries {name}, which /metrics lacks:\n{q}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 29, "{checked} metric references checked");
+
     // A real parser: the official Python client's OpenMetrics parser reads every family.
     let parse = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
                  fams = list(p(sys.stdin.read()))\nprint(len(fams), sum(len(f.samples) for f in fams))";
