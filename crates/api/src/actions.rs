@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use flotilla_controller::RequestError;
 use flotilla_model::{Mode, OperatorRequest};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::problem::Problem;
@@ -135,4 +135,68 @@ pub(crate) async fn replace(State(s): S, Path((group, member)): Path<(String, St
     let g = group_of(&s, &group)?;
     let id = member_of(&s, &g, &member).await?;
     queue(&s, &g, OperatorRequest::Replace(id)).await
+}
+
+/// What a member says when it checks in (no body: it serves).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckIn {
+    /// It serves (default true); false: it knows it fails, and wants replacing.
+    #[serde(default = "yes")]
+    pub ok: bool,
+    /// A word on its state, at most 200 characters (shown in the event).
+    pub note: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the daemon took in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckedIn {
+    pub member: String,
+    pub at_ms: u64,
+    pub ok: bool,
+    /// The longest silence before the member counts as failing, in ms.
+    pub every_ms: u64,
+}
+
+/// A member reports in (seed 004): when it is up, then at least every `checkin.every`. A silent
+/// member, or one that says it fails, is replaced like one failing its health check. Takes a
+/// `checkin` token (or any other).
+#[utoipa::path(post, path = "/api/v1/groups/{group}/members/{member}/check-in",
+    params(("group" = String, Path), ("member" = String, Path)), request_body(content = Option<CheckIn>),
+    responses((status = 200, body = CheckedIn), Problems))]
+pub(crate) async fn check_in(
+    State(s): S,
+    Path((group, member)): Path<(String, String)>,
+    req: Request,
+) -> Result<Json<CheckedIn>, Problem> {
+    let g = group_of(&s, &group)?;
+    let spec = s.controller.groups().find(|x| x.id == g).expect("group_of found it");
+    let Some(policy) = spec.checkin else {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("group `{group}` expects no check-ins (give it a `checkin:` section)"),
+        ));
+    };
+    let (parts, body) = req.into_parts();
+    let CheckIn { ok, note } = json_body(&parts.headers, body).await?;
+    if let Some(n) = &note {
+        if n.chars().count() > 200 || n.chars().any(char::is_control) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "field `note`: at most 200 characters, no control characters",
+            ));
+        }
+    }
+    let id = member_of(&s, &g, &member).await?;
+    let state = s.controller.check_in(&g, &id, ok, note).await?;
+    Ok(Json(CheckedIn {
+        member: id.to_string(),
+        at_ms: state.at.as_millis(),
+        ok,
+        every_ms: u64::try_from(policy.every.as_millis()).unwrap_or(u64::MAX),
+    }))
 }

@@ -151,6 +151,12 @@ pub struct MemberReport {
     /// Failing the balancer's health check since then (from a running daemon only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failing_since_ms: Option<u64>,
+    /// Its last check-in (groups with `checkin`; from a running daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_in_ms: Option<u64>,
+    /// Whether that check-in said it serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_in_ok: Option<bool>,
     pub sampled_at_ms: Option<u64>,
     pub tags: BTreeMap<String, String>,
 }
@@ -201,6 +207,8 @@ pub async fn group_report(
                 mem: last.and_then(|s| s.get(Metric::Mem)),
                 rps: last.and_then(|s| s.get(Metric::RequestRate)),
                 failing_since_ms: None,
+                checked_in_ms: None,
+                checked_in_ok: None,
                 sampled_at_ms: last.map(|s| s.at.as_millis()),
                 tags: i.tags.clone(),
             }

@@ -36,8 +36,8 @@ const MAX_SCAN: usize = 100_000;
 #[openapi(
     info(title = "Flotilla API", description = "Groups, members, events, operations and operator controls of a running Flotilla daemon."),
     paths(list_groups, get_group, pause, resume, set_dry_run, list_members, protect, unprotect, list_events, list_operations,
-        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace, crate::live::series, crate::config::get_config),
-    components(schemas(GroupReport, LiveReport, report::ScalingReport, crate::live::Series, crate::live::Point, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, actions::Desired, EventsPage, OperationReport, Problem,
+        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace, actions::check_in, crate::live::series, crate::config::get_config),
+    components(schemas(GroupReport, LiveReport, report::ScalingReport, crate::live::Series, crate::live::Point, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, actions::Desired, EventsPage, OperationReport, Problem, actions::CheckIn, actions::CheckedIn,
         crate::config::EffectiveConfig, crate::config::EffectiveGroup, crate::config::EffectivePolicy, crate::config::EffectiveApi)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -95,6 +95,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/groups/{group}/members/{member}", get(actions::get_member))
         .route("/groups/{group}/members/{member}/drain", post(actions::drain))
         .route("/groups/{group}/members/{member}/replace", post(actions::replace))
+        .route("/groups/{group}/members/{member}/check-in", post(actions::check_in))
         .route("/events", get(list_events))
         .route("/stream", get(crate::live::stream))
         .route("/groups/{group}/series", get(crate::live::series))
@@ -126,7 +127,11 @@ async fn metrics(State(s): S) -> Response {
 
 /// Reads need `read`, everything else `admin`.
 async fn auth(State(s): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
-    let needs = if matches!(*req.method(), Method::GET | Method::HEAD) { Scope::Read } else { Scope::Admin };
+    let needs = match *req.method() {
+        Method::GET | Method::HEAD => Scope::Read,
+        Method::POST if req.uri().path().ends_with("/check-in") => Scope::CheckIn,
+        _ => Scope::Admin,
+    };
     let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match authorize(&s.tokens, s.anonymous_read, presented, peer, needs) {
         Ok(_) => next.run(req).await,
@@ -223,6 +228,9 @@ pub(crate) async fn full_report(s: &Shared, group: &GroupId, events: usize) -> R
     let failing = s.controller.health_view(group).await;
     for m in &mut r.members {
         m.failing_since_ms = failing.iter().find(|u| u.id.as_str() == m.name).map(|u| u.since.as_millis());
+        let last = s.controller.last_check_in(group, &InstanceId::new(m.name.clone()));
+        m.checked_in_ms = last.as_ref().map(|c| c.at.as_millis());
+        m.checked_in_ok = last.map(|c| c.ok);
     }
     Ok(r)
 }
@@ -321,7 +329,9 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMa
     let bytes = flotilla_listener::read_body(body, headers, MAX_BODY, Duration::from_secs(10))
         .await
         .map_err(|e| Problem::new(e.status(), format!("the body could not be read ({e:?})")))?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    // No body reads as `{}`: the fields it needs are then named as missing, the optional ones default.
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." || path == "?" { "the body".to_string() } else { format!("field `{path}`") };

@@ -588,6 +588,16 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         );
     }
 
+    if let Some(c) = &g.checkin {
+        let hour = Duration::from_secs(3600);
+        if c.every < Duration::from_secs(1) || c.every > hour {
+            err(errors, p("checkin.every"), format!("must be 1s to 1h (got {})", dur(c.every)));
+        }
+        if c.grace > hour {
+            err(errors, p("checkin.grace"), format!("must be at most 1h (got {})", dur(c.grace)));
+        }
+    }
+
     let (policy, aggregation) = check_policy(i, &g.policy, errors);
 
     let base_name = g.template.base_name.clone().unwrap_or_else(|| g.name.clone());
@@ -639,11 +649,15 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         instance: InstanceSpec { base_name, clone_base, vcpus: g.template.vcpus },
         template_version: template_version(&g.template),
         rollout,
+        // The balancer's health replacement if it has one, else check-ins alone drive it: a
+        // silent member is failing from the end of its `every`, and replaced then.
         health_replace: g
             .balancer
             .as_ref()
             .filter(|b| b.health.replace)
-            .map(|b| HealthReplace { grace: b.health.grace, after: b.health.replace_after }),
+            .map(|b| HealthReplace { grace: b.health.grace, after: b.health.replace_after })
+            .or(g.checkin.as_ref().map(|c| HealthReplace { grace: c.grace, after: Duration::ZERO })),
+        checkin: g.checkin.as_ref().map(|c| flotilla_model::Checkin { every: c.every, grace: c.grace }),
     }
 }
 

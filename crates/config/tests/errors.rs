@@ -56,7 +56,7 @@ const CASES: &[Case] = &[
             3,
             5,
             "unknown field `speed`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, \
-             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`",
+             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`, `checkin`",
         )],
     },
     Case {
@@ -491,7 +491,7 @@ groups:
     template: {vcpus: 65}
 ",
         errors: &[
-            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`"),
+            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`, `checkin`"),
             ("groups[0].min", 4, 10, "invalid type: string \"lots\", expected u32"),
             ("groups[0].policy.hgih", 5, 14, "unknown field `hgih`, expected one of `kind`, `metric`, `aggregation`, `high`, `low`, `min_up`, `min_down`"),
             ("groups[0].policy.low", 5, 28, "invalid type: string \"x\", expected f64"),

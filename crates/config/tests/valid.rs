@@ -101,6 +101,7 @@ groups:
                 template_version: version(64),
                 rollout: Some(Rollout { max_unavailable: 1 }),
                 health_replace: None,
+                checkin: None,
             },
         }],
     };
@@ -140,6 +141,7 @@ fn defaults_fill_everything_but_the_name() {
         template_version: version(1),
         rollout: Some(Rollout { max_unavailable: 1 }),
         health_replace: None,
+        checkin: None,
     };
     assert_eq!(a, &expected_a);
 
@@ -210,6 +212,7 @@ fn defaults_with(name: &str, policy: PolicySpec) -> GroupSpec {
         template_version: version(1),
         rollout: Some(Rollout { max_unavailable: 1 }),
         health_replace: None,
+        checkin: None,
     }
 }
 
@@ -258,6 +261,7 @@ groups:
     // Groups with a balancer replace members failing its health check.
     let balanced = |spec: GroupSpec| GroupSpec {
         health_replace: Some(HealthReplace { grace: secs(300), after: secs(60) }),
+        checkin: None,
         ..spec
     };
     let expected = vec![

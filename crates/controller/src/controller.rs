@@ -125,6 +125,9 @@ pub struct Controller {
     controls_lock: tokio::sync::Mutex<()>,
     /// Counts what a watcher would want to see again (an event, a decision): live views wait on it.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Members' check-ins (`checkin.rs`), and when this daemon started (silence counts from then).
+    pub(crate) checkins: crate::checkin::Checkins,
+    pub(crate) started: Timestamp,
 }
 
 impl Controller {
@@ -154,11 +157,13 @@ impl Controller {
             provider: parts.provider,
             sources: parts.sources,
             balancer: parts.balancer,
-            clock: parts.clock,
+            clock: parts.clock.clone(),
             options: parts.options,
             slots,
             controls_lock: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
+            checkins: Default::default(),
+            started: parts.clock.now(),
         })
     }
 

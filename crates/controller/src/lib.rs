@@ -11,6 +11,7 @@
 
 mod apply;
 mod backoff;
+mod checkin;
 mod controller;
 mod counters;
 mod naming;
@@ -18,6 +19,7 @@ mod observe;
 mod run;
 
 pub use backoff::Backoff;
+pub use checkin::CheckinState;
 pub use controller::{
     hold_words, Controller, ControllerParts, Failpoint, GroupStatus, MemberInput, Options, ReconcileOutcome,
     RequestError, FAILPOINTS,

@@ -162,16 +162,35 @@ impl Controller {
         }))
     }
 
-    /// Members failing their health check, as the balancer sees them; a balancer that cannot tell
-    /// reports none (nobody is replaced on a guess).
+    /// Members failing their health check, as the balancer sees them, and by their check-ins
+    /// when the group expects them (each member once, from the earlier of the two). A balancer that
+    /// cannot tell reports none (nobody is replaced on a guess).
     pub(crate) async fn unhealthy(&self, spec: &GroupSpec, now: Timestamp) -> Vec<Unhealthy> {
         if spec.health_replace.is_none() {
             return Vec::new();
         }
-        self.balancer.unhealthy(&spec.id, now).await.unwrap_or_else(|e| {
+        let mut out = self.balancer.unhealthy(&spec.id, now).await.unwrap_or_else(|e| {
             tracing::warn!(group = %spec.id, error = %e, "could not read the balancer's health view");
             Vec::new()
-        })
+        });
+        if let Some(policy) = spec.checkin {
+            let members = match self.store.instances(&spec.id).await {
+                Ok(m) => m.into_iter().filter(Instance::is_running).collect::<Vec<_>>(),
+                Err(e) => {
+                    tracing::warn!(group = %spec.id, error = %e, "could not list members for their check-ins");
+                    return out;
+                }
+            };
+            self.forget_check_ins(&spec.id, &members);
+            let last = |id: &InstanceId| self.last_check_in(&spec.id, id);
+            for u in crate::checkin::silent_or_failing(policy, &members, last, self.started, now) {
+                match out.iter_mut().find(|o| o.id == u.id) {
+                    Some(o) => o.since = o.since.min(u.since),
+                    None => out.push(u),
+                }
+            }
+        }
+        out
     }
 
     /// A health replacement whose new member never served (and was removed again) waits the

@@ -264,6 +264,11 @@ async fn a_bad_tokens_file_is_a_field_error_that_never_shows_a_token() {
     let cfg = env.file("g.yaml", "api: { listen: 0.0.0.0:8070, anonymous_read: true }\ngroups: [{ name: web }]\n");
     let err = support::text(&env.run(&["config", "check", cfg.to_str().unwrap()]).stderr);
     assert!(err.contains("api.anonymous_read: only on a loopback listener"), "{err}");
+    // Check-in periods have bounds.
+    let cfg = env.file("h.yaml", "groups: [{ name: web, checkin: { every: 0s, grace: 2h } }]\n");
+    let err = support::text(&env.run(&["config", "check", cfg.to_str().unwrap()]).stderr);
+    assert!(err.contains("groups[0].checkin.every: must be 1s to 1h (got 0s)"), "{err}");
+    assert!(err.contains("groups[0].checkin.grace: must be at most 1h (got 2h)"), "{err}");
 }
 
 /// `/metrics` after a scale-out through the balancer: the series are there, with the numbers the
@@ -677,5 +682,69 @@ async fn https_with_the_configured_certificate_and_the_effective_config() {
     assert_eq!(g["victim"], "oldest", "a default filled in: {v}");
     assert_eq!((v["api"]["tls"].as_bool(), v["api"]["tokens"].as_u64()), (Some(true), Some(2)), "{v}");
     assert!(!v.to_string().contains(ADMIN) && !v.to_string().contains(READ), "no token in {v}");
+    assert_eq!(env.stop(daemon).await, Some(0));
+}
+
+/// Check-ins (seed 004): a member that reports in stays; one that says it fails is replaced, new
+/// before old; one that stays silent past `every` (once older than its grace) is replaced too. A
+/// `checkin` token may check in and do nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_that_check_in_stay_and_silent_or_failing_ones_are_replaced() {
+    const CHECKIN: &str = "checkin-token-0123456789abcdef";
+    let mut env = Env::serial();
+    let api = support::free_port();
+    let cfg = config(&env, api);
+    let tokens = env.path().join("api.tokens");
+    let mut t = std::fs::read_to_string(&tokens).unwrap();
+    t.push_str(&format!("checkin {CHECKIN}\n"));
+    std::fs::write(&tokens, t).unwrap();
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replace("cooldown_down: 0s", "cooldown_down: 300s")
+        + "    checkin: { every: 2s, grace: 3s }\n";
+    std::fs::write(&cfg, yaml).unwrap();
+    let daemon = env.spawn(&["run", "-c", &cfg], "run.log", None);
+    wait_until(Duration::from_secs(30), "web_1", || env.running_members("web").len() == 1).await;
+    let check_in = |member: &'static str, body: Option<&'static str>| async move {
+        call(api, "POST", &format!("/api/v1/groups/web/members/{member}/check-in"), Some(CHECKIN), body).await
+    };
+
+    // The check-in token: checks in, reads nothing.
+    is_problem(&call(api, "GET", "/api/v1/groups", Some(CHECKIN), None).await, 403, "checkin");
+    let r = check_in("web_1", None).await;
+    assert_eq!(
+        (r.status, r.body["ok"].as_bool(), r.body["every_ms"].as_u64()),
+        (200, Some(true), Some(2000)),
+        "{}",
+        r.body
+    );
+    is_problem(&check_in("ghost", None).await, 404, "ghost");
+    is_problem(&check_in("web_1", Some(r#"{"ok":"yes"}"#)).await, 400, "field `ok`");
+    let long = Box::leak(format!(r#"{{"note":"{}"}}"#, "x".repeat(201)).into_boxed_str());
+    is_problem(&check_in("web_1", Some(long)).await, 400, "field `note`");
+
+    // Reporting in every 500 ms for 6 s (past grace and `every`): it stays.
+    for _ in 0..12 {
+        assert_eq!(check_in("web_1", None).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(env.member_names("web"), ["web_1"], "a member checking in was replaced:\n{}", env.log("run.log"));
+    let r = call(api, "GET", "/api/v1/groups/web/members/web_1", Some(READ), None).await;
+    assert_eq!(r.body["checked_in_ok"], true, "{}", r.body);
+    assert!(r.body["checked_in_ms"].as_u64().is_some(), "{}", r.body);
+
+    // It says it fails: replaced, new before old.
+    let r = check_in("web_1", Some(r#"{"ok":false,"note":"disk full"}"#)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(Duration::from_secs(15), "web_1 replaced", || env.member_names("web") == ["web_2"]).await;
+    // web_2 never checks in: once older than its grace it is replaced too.
+    wait_until(Duration::from_secs(20), "silent web_2 replaced", || env.member_names("web") == ["web_3"]).await;
+
+    let r = call(api, "GET", "/api/v1/events?group=web&limit=200", Some(READ), None).await;
+    let said: Vec<&str> = r.body["events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(said.contains(&"check-in: web_1 checked in"), "{said:?}");
+    assert!(said.contains(&"check-in: web_1 checked in failing: disk full"), "{said:?}");
+    let r = call(api, "GET", "/api/v1/groups/web/operations?limit=20", Some(READ), None).await;
+    let replaced = r.body.as_array().unwrap().iter().filter(|o| o["kind"] == "replace" && o["state"] == "done").count();
+    assert!(replaced >= 2, "{}", r.body);
+    assert_eq!(env.live_member_names().len(), 1, "nothing left behind: {:?}", env.live_member_names());
     assert_eq!(env.stop(daemon).await, Some(0));
 }

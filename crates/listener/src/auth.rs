@@ -1,6 +1,6 @@
-//! Bearer tokens with two scopes. Tokens come from a file or an environment variable (never the
-//! YAML), one per line as `<scope> <token>`; only their SHA-256 is kept. `read` may look, `admin`
-//! may also change. Anonymous reads are possible only when the operator opts in, and only from
+//! Bearer tokens with three scopes. Tokens come from a file or an environment variable (never the
+//! YAML), one per line as `<scope> <token>`; only their SHA-256 is kept. `checkin` may only report a
+//! member in, `read` may look, `admin` may also change. Anonymous reads are possible only when the operator opts in, and only from
 //! loopback.
 
 use std::net::SocketAddr;
@@ -10,8 +10,11 @@ use sha2::{Digest, Sha256};
 /// The least length of a token: guessing must be hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// Ordered: a scope may do what the ones below it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
+    /// A member reporting in (`POST …/check-in`), nothing else: the token a VM image carries.
+    CheckIn,
     Read,
     Admin,
 }
@@ -19,6 +22,7 @@ pub enum Scope {
 impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
+            Scope::CheckIn => "checkin",
             Scope::Read => "read",
             Scope::Admin => "admin",
         }
@@ -56,9 +60,10 @@ impl Tokens {
                 return Err(format!("line {n}: expected `<scope> <token>` (scope `read` or `admin`)"));
             };
             let scope = match scope {
+                "checkin" => Scope::CheckIn,
                 "read" => Scope::Read,
                 "admin" => Scope::Admin,
-                other => return Err(format!("line {n}: unknown scope `{other}` (`read` or `admin`)")),
+                other => return Err(format!("line {n}: unknown scope `{other}` (`read`, `admin` or `checkin`)")),
             };
             let token = token.trim();
             if token.len() < MIN_TOKEN_LEN || token.contains(char::is_whitespace) {
@@ -123,11 +128,18 @@ pub fn authorize(
             };
             tokens.scope_of(token).ok_or(Refusal::Unauthenticated("unknown token"))?
         }
-        None if anonymous_read && peer.ip().is_loopback() => Scope::Read,
+        // Anonymous: reads only (a check-in changes a member's health, so it needs a token).
+        None if anonymous_read && peer.ip().is_loopback() && needs == Scope::Read => Scope::Read,
+        None if anonymous_read && peer.ip().is_loopback() && needs == Scope::Admin => {
+            return Err(Refusal::Forbidden("this needs a token with the `admin` scope"))
+        }
         None => return Err(Refusal::Unauthenticated("a bearer token is needed")),
     };
     if scope < needs {
-        return Err(Refusal::Forbidden("this needs a token with the `admin` scope"));
+        return Err(Refusal::Forbidden(match needs {
+            Scope::Admin => "this needs a token with the `admin` scope",
+            _ => "this needs a token with the `read` scope (a `checkin` token may only check in)",
+        }));
     }
     Ok(scope)
 }
@@ -138,6 +150,7 @@ mod tests {
 
     const ADMIN: &str = "admin-0123456789abcdef";
     const READ: &str = "read-0123456789abcdefgh";
+    const CHECKIN: &str = "checkin-0123456789abcdef";
 
     fn tokens() -> Tokens {
         Tokens::parse(&format!("# ours\nadmin {ADMIN}\n\nread  {READ}\n")).unwrap()
@@ -177,5 +190,13 @@ mod tests {
         assert_eq!(authorize(&t, true, None, lo, Scope::Read), Ok(Scope::Read));
         assert!(matches!(authorize(&t, true, None, far, Scope::Read), Err(Refusal::Unauthenticated(_))));
         assert!(matches!(authorize(&t, true, None, lo, Scope::Admin), Err(Refusal::Forbidden(_))));
+        assert!(matches!(authorize(&t, true, None, lo, Scope::CheckIn), Err(Refusal::Unauthenticated(_))));
+        // A check-in token checks in, and does nothing else.
+        let t = Tokens::parse(&format!("admin {ADMIN}\ncheckin {CHECKIN}\n")).unwrap();
+        assert_eq!(authorize(&t, false, Some(&bearer(CHECKIN)), far, Scope::CheckIn), Ok(Scope::CheckIn));
+        assert!(
+            matches!(authorize(&t, false, Some(&bearer(CHECKIN)), far, Scope::Read), Err(Refusal::Forbidden(m)) if m.contains("checkin"))
+        );
+        assert_eq!(authorize(&t, false, Some(&bearer(ADMIN)), far, Scope::CheckIn), Ok(Scope::Admin));
     }
 }

@@ -191,6 +191,8 @@ pub struct GroupSpec {
     /// When a member failing its balancer health check is replaced; `None`: never (no balancer,
     /// or turned off).
     pub health_replace: Option<HealthReplace>,
+    /// Members report in through the API (`checkin`); `None`: no check-ins expected.
+    pub checkin: Option<Checkin>,
 }
 
 /// The instance tag holding the template version a member was made from.
@@ -223,6 +225,15 @@ pub struct HealthReplace {
     pub after: Duration,
 }
 
+/// Check-ins (seed 004's idea): each member calls the API when it is up and then every `every`; a
+/// member that stays silent past `every` (or reports that it fails) counts as failing its health
+/// check, and is replaced like one once it is older than `grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkin {
+    pub every: Duration,
+    pub grace: Duration,
+}
+
 impl GroupSpec {
     /// A spec with the seed's defaults, for tests and the built-in demo.
     pub fn example(id: &str) -> Self {
@@ -250,6 +261,7 @@ impl GroupSpec {
             template_version: String::new(),
             rollout: Some(Rollout { max_unavailable: 1 }),
             health_replace: None,
+            checkin: None,
         }
     }
 }

@@ -18,8 +18,8 @@ pub mod vocab;
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ErrorKind, SeamError};
 pub use group::{
-    Aggregation, GroupId, GroupSpec, HealthReplace, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec,
-    Rollout, TargetMetric, TargetSpec, ThresholdSpec, Victim, CREATE_TAGS, READY_TAG, TEMPLATE_TAG,
+    Aggregation, Checkin, GroupId, GroupSpec, HealthReplace, InstanceSpec, MetricChoice, Mode, PolicySpec,
+    RequestCountSpec, Rollout, TargetMetric, TargetSpec, ThresholdSpec, Victim, CREATE_TAGS, READY_TAG, TEMPLATE_TAG,
 };
 pub use instance::{Instance, InstanceId, InstanceState};
 pub use operation::{Event, EventKind, OpId, OpKind, OpState, Operation, ReplaceCause};

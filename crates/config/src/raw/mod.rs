@@ -290,6 +290,25 @@ pub struct RawGroup {
     /// How members made from an older template are replaced.
     #[serde(default)]
     pub replacement: RawReplacement,
+    /// Members check in through the API; silent ones are replaced.
+    #[serde(default)]
+    pub checkin: Option<RawCheckin>,
+}
+
+/// A group's `checkin`: how often members must report in, and how long a new one has to start.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `every` and optional `grace`")]
+pub struct RawCheckin {
+    /// The longest silence between a member's check-ins (1s to 1h), e.g. `30s`.
+    #[serde(with = "flotilla_duration")]
+    pub every: Duration,
+    /// From a member's creation, how long before it is judged (up to 1h; default 5m).
+    #[serde(default = "default_checkin_grace", with = "flotilla_duration")]
+    pub grace: Duration,
+}
+
+pub fn default_checkin_grace() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// A group's `replacement`: what happens to members when the template changes.
