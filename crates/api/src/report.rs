@@ -166,6 +166,23 @@ pub struct EventReport {
     pub at_ms: u64,
     pub kind: String,
     pub message: String,
+    /// Its machine-readable detail, when it has one: for a decision, what it saw (each member's
+    /// readings with their ages), the numbers it compared, the bounds and cooldown, the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+}
+
+impl From<flotilla_model::Event> for EventReport {
+    fn from(e: flotilla_model::Event) -> Self {
+        EventReport {
+            at_ms: e.at.as_millis(),
+            kind: e.kind.as_str().into(),
+            message: e.message,
+            // Unreadable detail (never written by this build) is left out rather than failing the read.
+            data: e.data.and_then(|d| serde_json::from_str(&d).ok()),
+        }
+    }
 }
 
 /// Every group the store knows.
@@ -233,12 +250,7 @@ pub async fn group_report(
         last_scale_out_ms: state.last_scale_out.map(Timestamp::as_millis),
         last_scale_in_ms: state.last_scale_in.map(Timestamp::as_millis),
         pending_operation,
-        events: store
-            .events(Some(g), events)
-            .await?
-            .into_iter()
-            .map(|e| EventReport { at_ms: e.at.as_millis(), kind: e.kind.as_str().into(), message: e.message })
-            .collect(),
+        events: store.events(Some(g), events).await?.into_iter().map(EventReport::from).collect(),
     })
 }
 

@@ -452,18 +452,14 @@ async fn list_events(
             && q.since_ms.is_none_or(|t| e.at.as_millis() >= t)
             && q.before_ms.is_none_or(|t| e.at.as_millis() < t)
     });
-    let mut events: Vec<EventReport> = matching
-        .by_ref()
-        .take(limit)
-        .map(|e| EventReport { at_ms: e.at.as_millis(), kind: e.kind.as_str().into(), message: e.message })
-        .collect();
+    let mut events: Vec<EventReport> = matching.by_ref().take(limit).map(EventReport::from).collect();
     // Events of the same millisecond as the page's last one go on this page, so a `before_ms`
     // cursor never skips one.
     let last = events.last().map(|e| e.at_ms);
     let mut more = false;
     for e in matching {
         if Some(e.at.as_millis()) == last {
-            events.push(EventReport { at_ms: e.at.as_millis(), kind: e.kind.as_str().into(), message: e.message });
+            events.push(EventReport::from(e));
         } else {
             more = true;
             break;

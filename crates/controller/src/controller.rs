@@ -454,6 +454,7 @@ impl Controller {
             .collect();
         let summary = metrics_line(spec, evaluation);
         let key = decision_key(&evaluation.decision);
+        let data = decision_data(spec, evaluation, &inputs, &summary);
         let changed = {
             let mut st = slot.status.lock().expect("status lock");
             st.last = Some(evaluation.clone());
@@ -469,7 +470,7 @@ impl Controller {
                 Decision::Hold(h) => format!("hold ({}): {summary}", hold_words(h)),
                 d => format!("{}: {}; {summary}", crate::outcome(d), describe(d, true)),
             };
-            self.event(spec, now, EventKind::Decision, message).await;
+            self.event_with(spec, now, EventKind::Decision, message, Some(data)).await;
         }
     }
 
@@ -604,6 +605,60 @@ fn metrics_line(spec: &GroupSpec, e: &Evaluation) -> String {
             format!("[metrics] requests in {:?}={requests} (trigger {}, {members})", r.window, r.requests)
         }
     }
+}
+
+/// A decision's event detail, for programs: what it saw (per member, each reading with its age),
+/// the numbers it compared, the bounds and cooldown that shaped it, and what it decided.
+fn decision_data(
+    spec: &GroupSpec,
+    evaluation: &Evaluation,
+    inputs: &[MemberInput],
+    summary: &str,
+) -> serde_json::Value {
+    use serde_json::json;
+    let d = &evaluation.decision;
+    let (reason, cooldown_remaining_ms) = match d {
+        Decision::Hold(h @ flotilla_model::HoldReason::Cooldown { remaining_ms }) => {
+            (hold_words(h).to_string(), Some(*remaining_ms))
+        }
+        Decision::Hold(h) => (hold_words(h).to_string(), None),
+        Decision::ScaleOut { reason, .. }
+        | Decision::ScaleIn { reason, .. }
+        | Decision::Handover { reason, .. }
+        | Decision::Replace { reason, .. } => (reason.clone(), None),
+    };
+    let inputs: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|i| {
+            let values: serde_json::Map<String, serde_json::Value> = i
+                .values
+                .iter()
+                .map(|(metric, value, age_ms)| {
+                    (metric.as_str().to_string(), json!({ "value": value, "age_ms": age_ms }))
+                })
+                .collect();
+            json!({ "member": i.member.as_str(), "fresh": i.fresh, "values": values })
+        })
+        .collect();
+    json!({
+        "outcome": crate::outcome(d),
+        "reason": reason,
+        "action": match d { Decision::Hold(_) => None, d => Some(describe(d, true)) },
+        "numbers": summary,
+        "policy": spec.policy.kind(),
+        "value": evaluation.value,
+        "cpu": evaluation.cpu,
+        "mem": evaluation.mem,
+        "desired": evaluation.desired,
+        "sampled": evaluation.sampled,
+        "running": evaluation.running,
+        "up_count": evaluation.up_count,
+        "down_count": evaluation.down_count,
+        "min": spec.min,
+        "max": spec.max,
+        "cooldown_remaining_ms": cooldown_remaining_ms,
+        "inputs": inputs,
+    })
 }
 
 #[cfg(test)]

@@ -259,7 +259,19 @@ impl Controller {
 
     /// Records a history event; a store failure here is logged, never fatal to the loop.
     pub(crate) async fn event(&self, spec: &GroupSpec, at: Timestamp, kind: EventKind, message: String) {
-        let ev = Event { at, group: spec.id.clone(), kind, message };
+        self.event_with(spec, at, kind, message, None).await;
+    }
+
+    /// An event with its machine-readable detail (JSON).
+    pub(crate) async fn event_with(
+        &self,
+        spec: &GroupSpec,
+        at: Timestamp,
+        kind: EventKind,
+        message: String,
+        data: Option<serde_json::Value>,
+    ) {
+        let ev = Event { at, group: spec.id.clone(), kind, message, data: data.map(|d| d.to_string()) };
         if let Err(e) = self.store.record_event(&ev).await {
             tracing::warn!(group = %spec.id, error = %e, "could not record event");
         }

@@ -119,6 +119,17 @@ async fn the_api_reads_steers_and_refuses_what_it_must() {
     let r = call(api, "GET", "/api/v1/events?group=web&kind=decision", Some(READ), None).await;
     let first = r.body["events"].as_array().unwrap().last().cloned().unwrap_or_default();
     assert!(first["message"].as_str().unwrap_or("").starts_with("scale-out: scale out by 1 (below min)"), "{}", r.body);
+    // Each decision event carries its detail for programs: outcome, rule, bounds, inputs.
+    let data = &first["data"];
+    assert_eq!((data["outcome"].as_str(), data["reason"].as_str()), (Some("scale-out"), Some("below min")), "{first}");
+    assert_eq!((data["min"].as_u64(), data["max"].as_u64(), data["running"].as_u64()), (Some(1), Some(3), Some(0)));
+    assert!(data["numbers"].as_str().unwrap().starts_with("[metrics]") && data["inputs"].is_array(), "{first}");
+    let hold = r.body["events"].as_array().unwrap().iter().find(|e| e["data"]["outcome"] == "hold").expect("a hold");
+    assert_eq!(
+        (hold["data"]["reason"].as_str(), hold["data"]["running"].as_u64()),
+        (Some("steady"), Some(1)),
+        "{hold}"
+    );
     is_problem(&call(api, "GET", "/api/v1/groups/nope", Some(READ), None).await, 404, "no group `nope`");
     is_problem(&call(api, "GET", "/api/v1/nowhere", Some(READ), None).await, 404, "no such endpoint");
     let r = call(api, "GET", "/api/v1/openapi.json", Some(READ), None).await;

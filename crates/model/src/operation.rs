@@ -163,4 +163,7 @@ pub struct Event {
     pub group: GroupId,
     pub kind: EventKind,
     pub message: String,
+    /// A machine-readable detail, as JSON text (a decision's inputs, rule and outcome); the model
+    /// carries no serde, so it is text here and parsed by whoever shows it.
+    pub data: Option<String>,
 }

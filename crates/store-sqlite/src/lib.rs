@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_name_numbers.sql"),
     include_str!("../migrations/0003_group_controls.sql"),
     include_str!("../migrations/0004_operator_requests.sql"),
+    include_str!("../migrations/0005_event_data.sql"),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after [`SqliteStore::open`]).
@@ -681,8 +682,10 @@ impl SqliteStore {
         let at_ms = ts_to_sql(ctx, event.at)?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(ctx, e))?;
-        tx.prepare_cached("INSERT INTO events (at_ms, group_name, kind, message) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut s| s.execute(params![at_ms, event.group.as_str(), event.kind.as_str(), event.message]))
+        tx.prepare_cached("INSERT INTO events (at_ms, group_name, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .and_then(|mut s| {
+                s.execute(params![at_ms, event.group.as_str(), event.kind.as_str(), event.message, event.data])
+            })
             .map_err(|e| db_err(ctx, e))?;
         tx.prepare_cached(
             "DELETE FROM events WHERE group_name = ?1 AND id <= (
@@ -704,25 +707,28 @@ impl SqliteStore {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             };
             let rows = match group {
                 Some(g) => conn
                     .prepare_cached(
-                        "SELECT id, at_ms, group_name, kind, message FROM events
+                        "SELECT id, at_ms, group_name, kind, message, data FROM events
                          WHERE group_name = ?1 ORDER BY id DESC LIMIT ?2",
                     )
                     .and_then(|mut s| {
                         s.query_map(params![g.as_str(), limit(max)], map)?.collect::<rusqlite::Result<Vec<_>>>()
                     }),
                 None => conn
-                    .prepare_cached("SELECT id, at_ms, group_name, kind, message FROM events ORDER BY id DESC LIMIT ?1")
+                    .prepare_cached(
+                        "SELECT id, at_ms, group_name, kind, message, data FROM events ORDER BY id DESC LIMIT ?1",
+                    )
                     .and_then(|mut s| s.query_map([limit(max)], map)?.collect::<rusqlite::Result<Vec<_>>>()),
             };
             rows.map_err(|e| db_err(ctx, e))?
         };
         raws.into_iter()
-            .map(|(id, at_ms, group, kind, message)| {
+            .map(|(id, at_ms, group, kind, message, data)| {
                 let row = format!("events row {id} (group {group})");
                 Ok(Event {
                     at: ts_from_sql(ctx, &row, "at_ms", at_ms)?,
@@ -730,6 +736,7 @@ impl SqliteStore {
                         .ok_or_else(|| bad_row(ctx, &row, format!("unknown event kind {kind:?}")))?,
                     group: GroupId(group),
                     message,
+                    data,
                 })
             })
             .collect()

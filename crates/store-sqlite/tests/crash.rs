@@ -37,7 +37,13 @@ fn crash_child() {
                 (0..20).map(|i| Sample::new(InstanceId::new(&name), now).with(Metric::Cpu, i as f64)).collect();
             store.push_samples(&group, &samples, 50).await.unwrap();
             store
-                .record_event(&Event { at: now, group: group.clone(), kind: EventKind::ScaleOut, message: name })
+                .record_event(&Event {
+                    at: now,
+                    group: group.clone(),
+                    kind: EventKind::ScaleOut,
+                    message: name,
+                    data: None,
+                })
                 .await
                 .unwrap();
             store.finish_operation(op.id, &OpState::Done, now).await.unwrap();

@@ -50,7 +50,8 @@ async fn write_everything(store: &dyn Store) -> Written {
         last_scale_in: None,
     };
     store.save_policy_state(&group, &policy).await.unwrap();
-    let event = Event { at: t(3), group: group.clone(), kind: EventKind::ScaleOut, message: "added web_2".into() };
+    let event =
+        Event { at: t(3), group: group.clone(), kind: EventKind::ScaleOut, message: "added web_2".into(), data: None };
     store.record_event(&event).await.unwrap();
     let done = store
         .begin_operation(&group, &OpKind::ScaleIn { victims: vec![InstanceId::new("web_0")] }, t(4))
@@ -131,7 +132,13 @@ async fn two_handles_share_one_file() {
     status.finish_operation(written.pending.id, &OpState::Done, t(51)).await.unwrap();
     assert!(daemon.unfinished_operations().await.unwrap().is_empty());
     status
-        .record_event(&Event { at: t(52), group: written.group.clone(), kind: EventKind::Info, message: "hi".into() })
+        .record_event(&Event {
+            at: t(52),
+            group: written.group.clone(),
+            kind: EventKind::Info,
+            message: "hi".into(),
+            data: None,
+        })
         .await
         .unwrap();
     assert_eq!(daemon.events(Some(&written.group), 1).await.unwrap()[0].message, "hi");
@@ -156,8 +163,13 @@ async fn concurrent_writers_on_two_handles() {
                 for n in 0..100u64 {
                     let s = Sample::new(InstanceId::new(who), t(n)).with(Metric::Cpu, n as f64);
                     store.push_samples(&group, &[s], 1000).await.unwrap();
-                    let e =
-                        Event { at: t(n), group: group.clone(), kind: EventKind::Info, message: format!("{who} {n}") };
+                    let e = Event {
+                        at: t(n),
+                        group: group.clone(),
+                        kind: EventKind::Info,
+                        message: format!("{who} {n}"),
+                        data: None,
+                    };
                     store.record_event(&e).await.unwrap();
                 }
                 store.begin_operation(&group, &OpKind::ScaleIn { victims: vec![] }, t(0)).await.map(|_| ())
@@ -336,13 +348,25 @@ async fn events_are_trimmed_per_group() {
     let (a, b) = (GroupId::new("a"), GroupId::new("b"));
     for n in 0..3 {
         store
-            .record_event(&Event { at: t(n), group: b.clone(), kind: EventKind::Info, message: format!("b{n}") })
+            .record_event(&Event {
+                at: t(n),
+                group: b.clone(),
+                kind: EventKind::Info,
+                message: format!("b{n}"),
+                data: None,
+            })
             .await
             .unwrap();
     }
     for n in 0..20 {
         store
-            .record_event(&Event { at: t(n), group: a.clone(), kind: EventKind::Info, message: format!("a{n}") })
+            .record_event(&Event {
+                at: t(n),
+                group: a.clone(),
+                kind: EventKind::Info,
+                message: format!("a{n}"),
+                data: None,
+            })
             .await
             .unwrap();
     }

@@ -385,6 +385,8 @@ pub async fn check_events(store: &dyn Store) {
             group: group.clone(),
             kind: *kind,
             message: format!("event {n}: {} «ü» \"quoted\"\nsecond line", kind.as_str()),
+            // Every other event carries its detail, which comes back as it went in.
+            data: (n % 2 == 0).then(|| format!(r#"{{"n":{n},"why":"«ü»"}}"#)),
         };
         store.record_event(&e).await.expect("check_events: record");
         written.push(e);

@@ -173,6 +173,14 @@ async fn offline(
     change(&mut controls);
     store.save_controls(group, &controls).await?;
     let message = format!("operator (offline): {what}");
-    store.record_event(&Event { at: SystemClock.now(), group: group.clone(), kind: EventKind::Info, message }).await?;
+    store
+        .record_event(&Event {
+            at: SystemClock.now(),
+            group: group.clone(),
+            kind: EventKind::Info,
+            message,
+            data: None,
+        })
+        .await?;
     Ok(())
 }
