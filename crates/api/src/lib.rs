@@ -54,6 +54,9 @@ pub(crate) struct Shared {
     pub config: Option<config::ConfigSource>,
     pub listen: SocketAddr,
     pub tls: bool,
+    /// The newest stream snapshot and the change count it was built at: every connected dashboard
+    /// shares it instead of building its own (built once per change, not once per stream).
+    pub snapshot: tokio::sync::Mutex<Option<(u64, axum::response::sse::Event)>>,
     /// Turns true when the daemon stops: live streams end (a graceful shutdown waits for them).
     pub stop: watch::Receiver<bool>,
 }
@@ -68,6 +71,7 @@ pub fn router(controller: Arc<Controller>, settings: &ApiSettings, stop: watch::
         config: settings.config.clone(),
         listen: settings.listen,
         tls: settings.tls.is_some(),
+        snapshot: tokio::sync::Mutex::new(None),
         stop,
     }))
 }

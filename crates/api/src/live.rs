@@ -205,7 +205,12 @@ async fn snapshot(s: &Shared) -> Event {
     let mut groups = Vec::with_capacity(ids.len());
     for g in &ids {
         match full_report(s, g, SNAPSHOT_EVENTS).await {
-            Ok(r) => groups.push(r),
+            Ok(mut r) => {
+                // The page shows each event's message; its detail is for `/events` (a fifth of
+                // the bytes, sent to every dashboard at every change).
+                r.events.iter_mut().for_each(|e| e.data = None);
+                groups.push(r);
+            }
             Err(p) => return Event::default().event("problem").data(p.detail),
         }
     }
@@ -214,6 +219,20 @@ async fn snapshot(s: &Shared) -> Event {
         .event("snapshot")
         .json_data(&snap)
         .unwrap_or_else(|e| Event::default().event("problem").data(e.to_string()))
+}
+
+/// The snapshot as of change `version` or later: the one already built if it is that new, else a
+/// fresh one (built under the lock, so streams woken by the same change wait for one build).
+async fn shared_snapshot(s: &Shared, version: u64) -> Event {
+    let mut cache = s.snapshot.lock().await;
+    if let Some((built_at, event)) = cache.as_ref() {
+        if *built_at >= version {
+            return event.clone();
+        }
+    }
+    let event = snapshot(s).await;
+    *cache = Some((version, event.clone()));
+    event
 }
 
 /// Server-sent events: a `snapshot` of every group at once, then again whenever something changed
@@ -236,8 +255,8 @@ pub(crate) async fn stream(State(s): S) -> Sse<impl Stream<Item = Result<Event, 
         if *stop.borrow() {
             return None;
         }
-        changes.borrow_and_update();
-        let event = snapshot(&s).await;
+        let version = *changes.borrow_and_update();
+        let event = shared_snapshot(&s, version).await;
         Some((Ok(event), (s, changes, stop, false)))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

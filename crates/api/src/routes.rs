@@ -11,7 +11,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use flotilla_model::{Decision, EventKind, GroupControls, GroupId, HoldReason, InstanceId, OpState};
+use flotilla_model::{
+    Decision, EventFilter, EventKind, GroupControls, GroupId, HoldReason, InstanceId, OpState, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -29,7 +31,7 @@ pub(crate) type S = State<Arc<Shared>>;
 const MAX_BODY: usize = 16 * 1024;
 /// Events per page, at most.
 const MAX_PAGE: usize = 1000;
-/// Events looked through for one filtered page.
+/// At most this many events of one millisecond join a page (a page never splits a millisecond).
 const MAX_SCAN: usize = 100_000;
 
 #[derive(OpenApi)]
@@ -397,9 +399,9 @@ async fn unprotect(
 pub struct EventsQuery {
     /// Only this group's events (also a group no longer configured); empty: every group.
     group: Option<String>,
-    /// Only events of this kind (`scale-out`, `scale-in`, `handover`, `member-up`, `member-gone`,
+    /// Only events of this kind (`decision`, `scale-out`, `scale-in`, `handover`, `member-up`, `member-gone`,
     /// `recovered`, `error`, `info`); empty: any.
-    #[param(pattern = "^(|scale-out|scale-in|handover|member-up|member-gone|recovered|error|info)$")]
+    #[param(pattern = "^(|decision|scale-out|scale-in|handover|member-up|member-gone|recovered|error|info)$")]
     kind: Option<String>,
     /// Only events at or after this time (Unix ms).
     since_ms: Option<u64>,
@@ -446,25 +448,30 @@ async fn list_events(
         }
     }
     let group = q.group.as_deref().filter(|g| !g.is_empty()).map(GroupId::new);
-    let scanned = s.controller.store().events(group.as_ref(), MAX_SCAN).await?;
-    let mut matching = scanned.into_iter().filter(|e| {
-        kind.is_none_or(|k| e.kind == k)
-            && q.since_ms.is_none_or(|t| e.at.as_millis() >= t)
-            && q.before_ms.is_none_or(|t| e.at.as_millis() < t)
-    });
-    let mut events: Vec<EventReport> = matching.by_ref().take(limit).map(EventReport::from).collect();
-    // Events of the same millisecond as the page's last one go on this page, so a `before_ms`
-    // cursor never skips one.
-    let last = events.last().map(|e| e.at_ms);
-    let mut more = false;
-    for e in matching {
-        if Some(e.at.as_millis()) == last {
-            events.push(EventReport::from(e));
-        } else {
-            more = true;
-            break;
-        }
+    let filter = EventFilter {
+        group,
+        kind,
+        since: q.since_ms.map(Timestamp::from_millis),
+        before: q.before_ms.map(Timestamp::from_millis),
+    };
+    let store = s.controller.store();
+    let mut page = store.find_events(&filter, limit + 1).await?;
+    let more_than_a_page = page.len() > limit;
+    page.truncate(limit);
+    let last = page.last().map(|e| e.at);
+    let mut more = more_than_a_page;
+    if let (true, Some(last)) = (more_than_a_page, last) {
+        // Events of the same millisecond as the page's last one go on this page, so a `before_ms`
+        // cursor never skips one.
+        let same_ms =
+            EventFilter { since: Some(last), before: Some(last.plus(Duration::from_millis(1))), ..filter.clone() };
+        page.retain(|e| e.at != last);
+        page.extend(store.find_events(&same_ms, MAX_SCAN).await?);
+        let older = EventFilter { before: Some(last), ..filter };
+        more = !store.find_events(&older, 1).await?.is_empty();
     }
+    let events: Vec<EventReport> = page.into_iter().map(EventReport::from).collect();
+    let last = last.map(Timestamp::as_millis);
     let next_before_ms = if more { last } else { None };
     Ok(Json(EventsPage { events, next_before_ms }))
 }

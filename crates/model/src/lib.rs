@@ -22,7 +22,7 @@ pub use group::{
     RequestCountSpec, Rollout, TargetMetric, TargetSpec, ThresholdSpec, Victim, CREATE_TAGS, READY_TAG, TEMPLATE_TAG,
 };
 pub use instance::{Instance, InstanceId, InstanceState};
-pub use operation::{Event, EventKind, OpId, OpKind, OpState, Operation, ReplaceCause};
+pub use operation::{Event, EventFilter, EventKind, OpId, OpKind, OpState, Operation, ReplaceCause};
 pub use sample::{Metric, Sample};
 pub use seams::{Backend, Balancer, DrainReport, MetricSource, Provider, Store, Unhealthy};
 

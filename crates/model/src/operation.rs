@@ -156,6 +156,17 @@ impl EventKind {
     }
 }
 
+/// Which events to read ([`crate::Store::find_events`]); every field left empty matches all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub group: Option<GroupId>,
+    pub kind: Option<EventKind>,
+    /// At or after this time.
+    pub since: Option<Timestamp>,
+    /// Strictly before this time (a page's cursor).
+    pub before: Option<Timestamp>,
+}
+
 /// One line of scaling history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    Event, GroupControls, GroupId, Instance, InstanceId, InstanceSpec, OpId, OpKind, OpState, Operation, PolicyState,
-    Sample, SeamError, Timestamp,
+    Event, EventFilter, GroupControls, GroupId, Instance, InstanceId, InstanceSpec, OpId, OpKind, OpState, Operation,
+    PolicyState, Sample, SeamError, Timestamp,
 };
 
 /// Makes and removes members. Only `provider-*` crates talk to clouds or spawn members.
@@ -132,7 +132,12 @@ pub trait Store: Send + Sync {
 
     async fn record_event(&self, event: &Event) -> Result<(), SeamError>;
     /// Newest first, at most `limit`; all groups when `group` is `None`.
-    async fn events(&self, group: Option<&GroupId>, limit: usize) -> Result<Vec<Event>, SeamError>;
+    async fn events(&self, group: Option<&GroupId>, limit: usize) -> Result<Vec<Event>, SeamError> {
+        self.find_events(&EventFilter { group: group.cloned(), ..EventFilter::default() }, limit).await
+    }
+    /// The events `filter` matches, newest first (by time, then by order of recording), at most
+    /// `limit`: the filter is the store's to apply, so a page costs its size, not the history's.
+    async fn find_events(&self, filter: &EventFilter, limit: usize) -> Result<Vec<Event>, SeamError>;
 
     /// Writes the intent (state Pending) and returns it with its id. Refuses (Conflict) if the group
     /// already has a pending operation: one change per group at a time.

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_model::{
-    ErrorKind, Event, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, OpId, OpKind, OpState,
-    Operation, OperatorRequest, PolicyState, Sample, SeamError, Store, Timestamp,
+    ErrorKind, Event, EventFilter, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, OpId,
+    OpKind, OpState, Operation, OperatorRequest, PolicyState, Sample, SeamError, Store, Timestamp,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -696,8 +696,11 @@ impl SqliteStore {
         tx.commit().map_err(|e| db_err(ctx, e))
     }
 
-    fn events_sync(&self, group: Option<&GroupId>, max: usize) -> Result<Vec<Event>> {
-        let ctx = "events";
+    fn find_events_sync(&self, filter: &EventFilter, max: usize) -> Result<Vec<Event>> {
+        let ctx = "find_events";
+        let since = filter.since.map(|t| ts_to_sql(ctx, t)).transpose()?.unwrap_or(i64::MIN);
+        let before = filter.before.map(|t| ts_to_sql(ctx, t)).transpose()?.unwrap_or(i64::MAX);
+        let kind = filter.kind.map(EventKind::as_str);
         let raws = {
             let conn = self.conn();
             let map = |r: &rusqlite::Row<'_>| {
@@ -710,20 +713,28 @@ impl SqliteStore {
                     r.get::<_, Option<String>>(5)?,
                 ))
             };
-            let rows = match group {
+            // Two statements, so each walks its own index (events_group_at, events_at) newest first.
+            let rows = match &filter.group {
                 Some(g) => conn
                     .prepare_cached(
                         "SELECT id, at_ms, group_name, kind, message, data FROM events
-                         WHERE group_name = ?1 ORDER BY id DESC LIMIT ?2",
+                         WHERE group_name = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND (?4 IS NULL OR kind = ?4)
+                         ORDER BY at_ms DESC, id DESC LIMIT ?5",
                     )
                     .and_then(|mut s| {
-                        s.query_map(params![g.as_str(), limit(max)], map)?.collect::<rusqlite::Result<Vec<_>>>()
+                        s.query_map(params![g.as_str(), since, before, kind, limit(max)], map)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
                     }),
                 None => conn
                     .prepare_cached(
-                        "SELECT id, at_ms, group_name, kind, message, data FROM events ORDER BY id DESC LIMIT ?1",
+                        "SELECT id, at_ms, group_name, kind, message, data FROM events
+                         WHERE at_ms >= ?1 AND at_ms < ?2 AND (?3 IS NULL OR kind = ?3)
+                         ORDER BY at_ms DESC, id DESC LIMIT ?4",
                     )
-                    .and_then(|mut s| s.query_map([limit(max)], map)?.collect::<rusqlite::Result<Vec<_>>>()),
+                    .and_then(|mut s| {
+                        s.query_map(params![since, before, kind, limit(max)], map)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    }),
             };
             rows.map_err(|e| db_err(ctx, e))?
         };
@@ -876,8 +887,8 @@ impl Store for SqliteStore {
     async fn record_event(&self, event: &Event) -> Result<()> {
         self.record_event_sync(event)
     }
-    async fn events(&self, group: Option<&GroupId>, limit: usize) -> Result<Vec<Event>> {
-        self.events_sync(group, limit)
+    async fn find_events(&self, filter: &EventFilter, limit: usize) -> Result<Vec<Event>> {
+        self.find_events_sync(filter, limit)
     }
     async fn begin_operation(&self, group: &GroupId, kind: &OpKind, now: Timestamp) -> Result<Operation> {
         self.begin_operation_sync(group, kind, now)

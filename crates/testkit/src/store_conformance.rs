@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flotilla_model::{
-    ErrorKind, Event, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, Metric, OpId, OpKind,
-    OpState, OperatorRequest, PolicyState, Sample, Store, Timestamp,
+    ErrorKind, Event, EventFilter, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, Metric,
+    OpId, OpKind, OpState, OperatorRequest, PolicyState, Sample, Store, Timestamp,
 };
 
 /// A base time for the checks' timestamps (2023-11-14), well inside every backend's range.
@@ -418,6 +418,32 @@ pub async fn check_events(store: &dyn Store) {
     assert_eq!(ours, newest_first(None), "check_events: all groups, newest first");
     let two = store.events(None, 2).await.expect("check_events: all limit 2");
     assert_eq!(two.len(), 2, "check_events: all groups honours limit");
+
+    // Filters the store applies: each the same as filtering the whole history.
+    let by = |f: &dyn Fn(&Event) -> bool| -> Vec<Event> { newest_first(None).into_iter().filter(|e| f(e)).collect() };
+    let cases: Vec<(EventFilter, Vec<Event>)> = vec![
+        (EventFilter { group: Some(a.clone()), ..EventFilter::default() }, by(&|e| e.group == a)),
+        (
+            EventFilter { group: Some(a.clone()), kind: Some(EventKind::Error), ..EventFilter::default() },
+            by(&|e| e.group == a && e.kind == EventKind::Error),
+        ),
+        (
+            EventFilter { group: Some(b.clone()), since: Some(t(20)), before: Some(t(60)), ..EventFilter::default() },
+            by(&|e| e.group == b && e.at >= t(20) && e.at < t(60)),
+        ),
+        (
+            EventFilter { group: Some(a.clone()), before: Some(t(40)), ..EventFilter::default() },
+            by(&|e| e.group == a && e.at < t(40)),
+        ),
+    ];
+    for (filter, want) in cases {
+        let got = store.find_events(&filter, 100).await.expect("check_events: find_events");
+        assert_eq!(got, want, "check_events: find_events {filter:?}");
+    }
+    let all_before = EventFilter { before: Some(t(30)), ..EventFilter::default() };
+    let got = store.find_events(&all_before, 10_000).await.expect("check_events: find_events, all groups");
+    let ours: Vec<Event> = got.into_iter().filter(|e| e.group == a || e.group == b).collect();
+    assert_eq!(ours, by(&|e| e.at < t(30)), "check_events: find_events across groups");
 }
 
 /// begin writes a pending intent listed by `unfinished_operations` (oldest first over all groups);
