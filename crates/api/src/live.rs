@@ -75,17 +75,22 @@ pub(crate) fn scaling(spec: &flotilla_model::GroupSpec) -> ScalingReport {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
-    /// From this time (Unix ms); default 15 minutes ago.
+    /// From this time (Unix ms); default 15 minutes before `until_ms`. A range with nothing in it
+    /// (`since_ms` at or after `until_ms`) has no points.
+    #[param(maximum = 9_223_372_036_854_775_807_i64)]
     since_ms: Option<u64>,
     /// Up to this time (Unix ms); default now.
+    #[param(maximum = 9_223_372_036_854_775_807_i64)]
     until_ms: Option<u64>,
-    /// Width of one point in ms, 100 to 86400000 (default: the range over 300, at least 1000).
+    /// Width of one point in ms, 100 to 86400000 (default: the range over 300, at least 1000);
+    /// widened when the range would need more than 5000 points (the answer's `step_ms` says which).
     #[param(minimum = 100, maximum = 86_400_000)]
     step_ms: Option<u64>,
     /// Only this member's values (default: the group's, combined as the policy combines them).
     member: Option<String>,
     /// A metric (`cpu`, `mem`, `rps`, `requests`, `inflight`, `p50_ms`, `p95_ms`, `p99_ms`,
     /// `error_pct`) instead of the policy's value.
+    #[param(pattern = "^(|cpu|mem|rps|requests|inflight|p50_ms|p95_ms|p99_ms|error_pct)$")]
     metric: Option<String>,
 }
 
@@ -124,22 +129,18 @@ pub(crate) async fn series(
     let now = s.controller.now().as_millis();
     let until = q.until_ms.unwrap_or(now);
     let since = q.since_ms.unwrap_or(until.saturating_sub(15 * 60_000));
-    if i64::try_from(until).is_err() {
-        return Err(bad("`until_ms` is past the largest time (2^63 - 1 ms)".into()));
+    for (name, v) in [("since_ms", since), ("until_ms", until)] {
+        if i64::try_from(v).is_err() {
+            return Err(bad(format!("`{name}` is past the largest time (2^63 - 1 ms)")));
+        }
     }
-    if since >= until {
-        return Err(bad(format!("`since_ms` ({since}) must be before `until_ms` ({until})")));
-    }
-    let step = q.step_ms.unwrap_or(((until - since) / 300).max(1000));
-    if !(100..=86_400_000).contains(&step) {
+    let range = until.saturating_sub(since);
+    if let Some(step) = q.step_ms.filter(|s| !(100..=86_400_000).contains(s)) {
         return Err(bad(format!("`step_ms` must be 100 to 86400000 (got {step})")));
     }
-    let points = (until - since).div_ceil(step);
-    if points > MAX_POINTS {
-        return Err(bad(format!(
-            "{points} points asked for (range / step_ms); at most {MAX_POINTS}: widen `step_ms` or narrow the range"
-        )));
-    }
+    let step = q.step_ms.unwrap_or((range / 300).max(1000));
+    // At most MAX_POINTS points: a wider step rather than a refusal (the answer says which).
+    let step = step.max(range.div_ceil(MAX_POINTS));
     let metric = match q.metric.as_deref().filter(|m| !m.is_empty()) {
         Some(m) => Some(Metric::parse(m).ok_or_else(|| bad(format!("`metric`: unknown metric `{m}`")))?),
         None => None,
