@@ -21,6 +21,38 @@ type Counters = Family<Labels, Counter>;
 type Seconds = Family<Labels, Counter<f64, AtomicU64>>;
 type Gauges = Family<Labels, Gauge>;
 type Values = Family<Labels, Gauge<f64, AtomicU64>>;
+type Latencies = Family<Labels, KeptHistogram>;
+
+/// A histogram the balancer already keeps (its buckets since a member was added), handed to the
+/// encoder as it is: prometheus-client's own `Histogram` only counts what it observes itself.
+#[derive(Debug, Default)]
+struct KeptHistogram(std::sync::Mutex<flotilla_lb::LatencyHistogram>);
+
+impl KeptHistogram {
+    fn set(&self, h: &flotilla_lb::LatencyHistogram) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = h.clone();
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for KeptHistogram {
+    const TYPE: prometheus_client::metrics::MetricType = prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for KeptHistogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Per-bucket counts, then the overflow as +Inf (f64::MAX is the encoder's +Inf).
+        let mut buckets: Vec<(f64, u64)> = flotilla_lb::LATENCY_BOUNDS_S.iter().copied().zip(h.buckets).collect();
+        buckets.push((f64::MAX, h.count - h.buckets.iter().sum::<u64>()));
+        #[allow(clippy::cast_precision_loss)] // a sum of microseconds, far below 2^53 in practice
+        let sum = h.sum_us as f64 / 1e6;
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, h.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
 
 /// What a scrape reads.
 pub struct Exporter {
@@ -133,6 +165,8 @@ impl Exporter {
         let p95: Values = add(reg, "balancer_latency_p95_seconds", "95th percentile latency over the rate window");
         let p99: Values = add(reg, "balancer_latency_p99_seconds", "99th percentile latency over the rate window");
         let healthy: Gauges = add(reg, "balancer_backend_healthy", "1 while a member passes its health check");
+        let latency: Latencies =
+            add(reg, "balancer_latency_seconds", "Latency of every answered request since the member joined");
         for group in self.lb.groups() {
             let Some(gb) = self.lb.group(&group) else { continue };
             let st = gb.stats();
@@ -146,6 +180,7 @@ impl Exporter {
                 errors.get_or_create(&m).inc_by(b.traffic.errors_total);
                 inflight.get_or_create(&m).set(i64::try_from(b.traffic.inflight).unwrap_or(i64::MAX));
                 rps.get_or_create(&m).set(b.traffic.rps);
+                latency.get_or_create(&m).set(&b.traffic.latency);
                 for (family, v) in [(&p50, b.traffic.p50_ms), (&p95, b.traffic.p95_ms), (&p99, b.traffic.p99_ms)] {
                     if let Some(ms) = v {
                         family.get_or_create(&m).set(ms / 1000.0);

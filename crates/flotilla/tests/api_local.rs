@@ -337,6 +337,8 @@ async fn metrics_carry_the_groups_the_operations_the_provider_and_the_balancer()
         "flotilla_balancer_backend_healthy{group=\"web\",member=\"web_1\"} 1",
         "flotilla_balancer_latency_p99_seconds{group=\"web\",member=\"web_1\"}",
         "flotilla_member_sample_age_seconds{group=\"web\",member=\"web_1\"}",
+        "flotilla_balancer_latency_seconds_count{group=\"web\",member=\"web_1\"} 20",
+        "flotilla_balancer_latency_seconds_bucket{le=\"+Inf\",group=\"web\",member=\"web_1\"} 20",
         "# EOF",
     ] {
         assert!(text.contains(series), "no {series} in:\n{text}");

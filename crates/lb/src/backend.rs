@@ -340,10 +340,21 @@ impl Backend {
 
     /// Adds this backend's rate window into `agg` and returns its count-window count.
     pub(crate) fn window(&self, now: Instant, rate_secs: u64, count_secs: u64, agg: &mut Window) -> u64 {
+        self.window_and_latency(now, rate_secs, count_secs, agg).0
+    }
+
+    /// [`Self::window`], with the latency histogram since the backend was added (one lock).
+    fn window_and_latency(
+        &self,
+        now: Instant,
+        rate_secs: u64,
+        count_secs: u64,
+        agg: &mut Window,
+    ) -> (u64, crate::stats::LatencyHistogram) {
         let sec = self.epoch.sec(now);
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         ring.merge_into(sec, rate_secs, agg);
-        ring.count(sec, count_secs).0
+        (ring.count(sec, count_secs).0, ring.lifetime.clone())
     }
 
     /// Its figures, with the rate window's aggregate added into `agg` (for the group's total).
@@ -352,12 +363,13 @@ impl Backend {
     /// fraction of the window it was there.
     pub(crate) fn traffic(&self, now: Instant, rate_secs: u64, count_secs: u64, agg: &mut Window) -> TrafficStats {
         let mut w = Window::new();
-        let in_count = self.window(now, rate_secs, count_secs, &mut w);
+        let (in_count, latency) = self.window_and_latency(now, rate_secs, count_secs, &mut w);
         let (requests_total, errors_total) = self.totals();
         let mut t = TrafficStats {
             requests_total,
             errors_total,
             inflight: u64::from(self.inflight()),
+            latency,
             ..TrafficStats::default()
         };
         t.fill(&w, self.epoch.watched(now, rate_secs, self.added), in_count);

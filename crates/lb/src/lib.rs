@@ -75,4 +75,4 @@ pub use embedded::EmbeddedBalancer;
 pub use group::GroupBalancer;
 pub use recording::{BalancerCall, RecordingBalancer};
 pub use standalone::run_standalone;
-pub use stats::{BackendStats, GroupStats, TrafficStats, MIN_WATCHED};
+pub use stats::{BackendStats, GroupStats, LatencyHistogram, TrafficStats, LATENCY_BOUNDS_S, MIN_WATCHED};

@@ -36,6 +36,32 @@ fn bucket_mid_us(idx: usize) -> f64 {
     ((8 + sub) * width) as f64 + width as f64 / 2.0
 }
 
+/// Upper bounds (seconds) of the latency histogram kept since a backend was added: Prometheus's
+/// usual buckets, so `histogram_quantile` over any range works beside the ring's own percentiles.
+pub const LATENCY_BOUNDS_S: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Every request's latency since the backend was added, in [`LATENCY_BOUNDS_S`] buckets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LatencyHistogram {
+    /// Requests per bucket (not cumulative): `buckets[i]` took at most `LATENCY_BOUNDS_S[i]` and
+    /// more than the bound before; slower ones are only in `count`.
+    pub buckets: [u64; LATENCY_BOUNDS_S.len()],
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+impl LatencyHistogram {
+    fn record(&mut self, us: u64) {
+        #[allow(clippy::cast_precision_loss)] // microseconds far below 2^53
+        let s = us as f64 / 1e6;
+        if let Some(i) = LATENCY_BOUNDS_S.iter().position(|&b| s <= b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Second {
     /// Which second (since the group's epoch) this slot holds; `u64::MAX` = never used.
@@ -52,11 +78,16 @@ impl Second {
 /// The last [`RING_SECS`] seconds of one backend (or of a group's own answers).
 pub(crate) struct Ring {
     slots: Box<[Second]>,
+    /// Since the ring was made, not only its window.
+    pub(crate) lifetime: LatencyHistogram,
 }
 
 impl Ring {
     pub(crate) fn new() -> Self {
-        Ring { slots: vec![Second::EMPTY; RING_SECS as usize].into_boxed_slice() }
+        Ring {
+            slots: vec![Second::EMPTY; RING_SECS as usize].into_boxed_slice(),
+            lifetime: LatencyHistogram::default(),
+        }
     }
 
     pub(crate) fn record(&mut self, sec: u64, latency_us: u64, error: bool) {
@@ -72,6 +103,7 @@ impl Ring {
         }
         let b = &mut slot.hist[bucket_of(latency_us)];
         *b = b.saturating_add(1);
+        self.lifetime.record(latency_us);
     }
 
     /// Requests (and errors) in the seconds `(now_sec - secs, now_sec]`.
@@ -184,6 +216,8 @@ pub struct TrafficStats {
     pub requests_in_rate_window: u64,
     /// Requests in the count window (`Metric::Requests`).
     pub requests_in_count_window: u64,
+    /// Every answered request's latency since the backend was added (a group's total: empty).
+    pub latency: LatencyHistogram,
 }
 
 impl TrafficStats {
@@ -226,6 +260,20 @@ pub struct GroupStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kept_histogram_puts_each_latency_at_its_bound_and_counts_the_slow_ones() {
+        let mut r = Ring::new();
+        for us in [500, 1_000, 1_001, 30_000, 20_000_000] {
+            r.record(1, us, false);
+        }
+        let h = &r.lifetime;
+        assert_eq!((h.count, h.sum_us), (5, 20_032_501));
+        assert_eq!(h.buckets[0], 2, "0.5 ms and exactly 1 ms are at most 1 ms");
+        assert_eq!(h.buckets[1], 1, "1.001 ms is in the 2.5 ms bucket");
+        assert_eq!(h.buckets[5], 1, "30 ms is in the 50 ms bucket");
+        assert_eq!(h.buckets.iter().sum::<u64>(), 4, "20 s is above every bound: only in the count");
+    }
 
     #[test]
     fn buckets_are_monotonic_and_close() {
