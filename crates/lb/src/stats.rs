@@ -39,6 +39,10 @@ fn bucket_mid_us(idx: usize) -> f64 {
 /// Upper bounds (seconds) of the latency histogram kept since a backend was added: Prometheus's
 /// usual buckets, so `histogram_quantile` over any range works beside the ring's own percentiles.
 pub const LATENCY_BOUNDS_S: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// The same bounds in microseconds, for the request path (integer compares only).
+const LATENCY_BOUNDS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
 
 /// Every request's latency since the backend was added, in [`LATENCY_BOUNDS_S`] buckets.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -52,9 +56,7 @@ pub struct LatencyHistogram {
 
 impl LatencyHistogram {
     fn record(&mut self, us: u64) {
-        #[allow(clippy::cast_precision_loss)] // microseconds far below 2^53
-        let s = us as f64 / 1e6;
-        if let Some(i) = LATENCY_BOUNDS_S.iter().position(|&b| s <= b) {
+        if let Some(i) = LATENCY_BOUNDS_US.iter().position(|&b| us <= b) {
             self.buckets[i] += 1;
         }
         self.count += 1;
@@ -263,6 +265,9 @@ mod tests {
 
     #[test]
     fn the_kept_histogram_puts_each_latency_at_its_bound_and_counts_the_slow_ones() {
+        #[allow(clippy::cast_precision_loss)]
+        let same = LATENCY_BOUNDS_US.iter().map(|&us| us as f64 / 1e6).collect::<Vec<_>>();
+        assert_eq!(same, LATENCY_BOUNDS_S, "the two tables say the same");
         let mut r = Ring::new();
         for us in [500, 1_000, 1_001, 30_000, 20_000_000] {
             r.record(1, us, false);
