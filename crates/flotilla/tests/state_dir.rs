@@ -41,3 +41,15 @@ async fn a_second_controller_on_one_state_dir_is_refused() {
     assert!(!env.log("second.log").contains("another flotilla"), "{}", env.log("second.log"));
     assert_eq!(env.stop(pid).await, Some(0));
 }
+
+/// `flotilla status | head`: a reader that went away is no error (it used to panic, exit 101).
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let env = Env::new();
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = env.cmd(&["status"]).stdout(std::process::Stdio::from(write)).output().unwrap();
+    let err = support::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

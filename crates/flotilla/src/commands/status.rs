@@ -32,9 +32,10 @@ pub async fn status(state_flag: Option<&Path>, args: StatusArgs) -> anyhow::Resu
     if let Some(config) = &config {
         report.hosts = crate::libvirt::hosts(config, &state_dir).await?;
     }
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => print!("{}", status::render_text(&report)),
-    }
+    let text = match args.output {
+        OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        OutputFormat::Text => status::render_text(&report),
+    };
+    super::print_out(&text)?;
     Ok(ExitCode::SUCCESS)
 }
