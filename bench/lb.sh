@@ -51,7 +51,7 @@ wait_port() {
 wait_port $B0; wait_port $B1
 
 start_flotilla() {
-  "$FLOTILLA" lb --threads "$1" --listen 127.0.0.1:$P_FLOTILLA \
+  "$FLOTILLA" lb --threads "$1" --listen 127.0.0.1:$P_FLOTILLA --health-path /healthz \
     --backend 127.0.0.1:$B0 --backend 127.0.0.1:$B1 >"$WORK/flotilla.log" 2>&1 &
   echo $!
 }

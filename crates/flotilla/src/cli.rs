@@ -78,9 +78,14 @@ pub struct LbArgs {
     /// `least-outstanding`, `round-robin` or `weighted`.
     #[arg(long, default_value = "least-outstanding")]
     pub selection: flotilla_lb::Selection,
-    /// HTTP health-check path; with `--mode tcp` the check is a TCP connect.
-    #[arg(long, default_value = "/healthz")]
-    pub health_path: String,
+    /// Active health checks: `none` (the default, as HAProxy without `check`: every backend serves
+    /// at once, passive ejection takes out a failing one and it is tried again a second later),
+    /// `http` (GET `--health-path`) or `tcp` (a connect).
+    #[arg(long, value_parser = ["none", "http", "tcp"])]
+    pub health: Option<String>,
+    /// The HTTP health-check path (implies `--health http`), e.g. /healthz.
+    #[arg(long)]
+    pub health_path: Option<String>,
 }
 
 #[derive(Debug, Args)]

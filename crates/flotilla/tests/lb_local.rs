@@ -301,3 +301,41 @@ async fn a_template_change_rolls_the_group_without_dropping_a_request() {
     assert!(before.iter().any(|n| report.by_backend.contains_key(n)), "{}", report.summary());
     assert_eq!(env.stop(daemon).await, Some(0));
 }
+
+/// `flotilla lb` in front of an ordinary web server (one with no `/healthz`) serves at once, as
+/// HAProxy does without `check`; it used to wait for a health check that never passed and answer
+/// 503 after 30 s. Asking for checks that cannot apply is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flotilla_lb_serves_an_ordinary_web_server_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = server.local_addr().unwrap().to_string();
+    let web = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = server.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let answer = if head.starts_with("GET /healthz") {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let mut env = Env::new();
+    let listen = support::free_port().to_string();
+    env.spawn(&["lb", "--listen", &listen, "--backend", &backend], "lb.log", None);
+    wait_until(Duration::from_secs(10), "the listener", || std::net::TcpStream::connect(&listen).is_ok()).await;
+    let answer = tokio::time::timeout(Duration::from_secs(2), support::raw_request(&listen, "GET", "/")).await;
+    let answer = answer.unwrap_or_else(|_| panic!("no answer within 2 s:\n{}", env.log("lb.log")));
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello"), "{answer}");
+
+    let out = env.run(&["lb", "--listen", "127.0.0.1:0", "--backend", &backend, "--mode", "tcp", "--health", "http"]);
+    assert_eq!(out.status.code(), Some(2), "{}", support::text(&out.stderr));
+    assert!(support::text(&out.stderr).contains("HTTP checks need --mode http"));
+    web.abort();
+}

@@ -169,7 +169,7 @@ impl Backend {
         self.serving_tx.send_if_modified(|s| std::mem::replace(s, serving) != serving);
     }
 
-    fn admit(&self) {
+    pub(crate) fn admit(&self) {
         if !self.healthy.swap(true, Ordering::AcqRel) {
             tracing::info!(backend = %self.id, addr = %self.addr, "backend healthy: serving");
             *self.unhealthy_since.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -73,6 +73,10 @@ pub enum HealthCheck {
     Http { path: String },
     /// A TCP connect that succeeds within the timeout passes.
     Tcp,
+    /// No active check (HAProxy's servers without `check`): a backend serves as soon as it is
+    /// added; passive ejection (connect errors, consecutive 5xx) takes it out, and it is tried
+    /// again after `rise` × `interval`.
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -225,7 +225,8 @@ impl GroupBalancer {
         self.local_addr
     }
 
-    /// Adds a backend; it gets traffic once its active check passed `rise` times. Re-adding a
+    /// Adds a backend; it gets traffic once its active check passed `rise` times (at once with
+    /// [`crate::HealthCheck::None`]). Re-adding a
     /// known id only updates its weight; re-adding a draining id is ignored (remove it first).
     pub fn add_backend(&self, id: String, addr: SocketAddr, weight: u32) {
         if let Some(b) = self.shared.find(&id) {
@@ -241,8 +242,16 @@ impl GroupBalancer {
             return;
         }
         let b = Backend::new(id, addr, weight, &self.shared.cfg, self.shared.queue.capacity.clone(), self.shared.epoch);
-        tracing::info!(group = %self.shared.name, backend = %b.id, %addr, weight, "backend added (not serving until healthy)");
+        let unchecked = self.shared.cfg.health.check == crate::config::HealthCheck::None;
+        if unchecked {
+            tracing::info!(group = %self.shared.name, backend = %b.id, %addr, weight, "backend added (no active check: serving)");
+        } else {
+            tracing::info!(group = %self.shared.name, backend = %b.id, %addr, weight, "backend added (not serving until healthy)");
+        }
         self.shared.update_set(|list| list.push(b.clone()));
+        if unchecked {
+            b.admit();
+        }
         crate::health::spawn(&self.shared, &b, &self.shared.rt);
     }
 

@@ -1,7 +1,8 @@
 //! Active health checks: one task per backend, every `interval`, on a fresh connection (so a dead
 //! listener is noticed even while pooled connections linger). `rise` consecutive passes admit a
 //! backend (new or ejected), `fall` consecutive failures take it out. Passive ejections
-//! (connect errors, consecutive 5xx) are in `backend.rs`; only this task re-admits.
+//! (connect errors, consecutive 5xx) are in `backend.rs`; only this task re-admits. With
+//! [`HealthCheck::None`] every tick passes: a backend ejected by passive checks is tried again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub(crate) async fn check(hc: &HealthConfig, addr: SocketAddr) -> bool {
         match &hc.check {
             HealthCheck::Tcp => TcpStream::connect(addr).await.is_ok(),
             HealthCheck::Http { path } => http_get(addr, path).await.unwrap_or(false),
+            // Nothing to ask: each tick counts as a pass, so an ejected backend is tried again.
+            HealthCheck::None => true,
         }
     };
     tokio::time::timeout(hc.timeout, probe).await.unwrap_or(false)

@@ -93,3 +93,32 @@ async fn consecutive_5xx_eject_the_backend_passively() {
     assert_eq!(st.errors_total, 3);
     lb.shutdown().await;
 }
+
+/// No active check (`flotilla lb`'s default, like HAProxy's servers without `check`): a backend
+/// serves at once whatever its `/healthz` says (an ordinary web server has none); passive ejection
+/// still takes out one that fails, and it is tried again after `interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_active_checks_a_backend_serves_at_once_and_passive_ejection_still_works() {
+    let plain = TestBackend::start("plain").await;
+    plain.set_healthy(false); // its /healthz answers 503, as a server without one would 404
+    let mut cfg = fast_cfg();
+    cfg.health.check = flotilla_lb::HealthCheck::None;
+    cfg.health.interval = Duration::from_millis(300);
+    cfg.queue_timeout = Duration::from_secs(2);
+    cfg.passive_5xx = 2;
+    cfg.retries = 0;
+    let lb = balancer_with(cfg, &[&plain]).await;
+    let c = client();
+    let first = tokio::time::timeout(Duration::from_millis(500), get(&c, lb.local_addr(), "/")).await;
+    assert_eq!(first.expect("answered at once").unwrap().status, 200, "in rotation without a check");
+
+    // Two 500s in a row: ejected; no traffic until `interval` has passed, then back.
+    plain.set_fail(true);
+    for _ in 0..2 {
+        assert_eq!(get(&c, lb.local_addr(), "/").await.unwrap().status, 500);
+    }
+    assert!(!lb.backends()[0].healthy, "ejected by passive checks");
+    plain.set_fail(false);
+    assert!(lb.wait_healthy("plain", Duration::from_secs(3)).await, "tried again after the interval");
+    assert_eq!(get(&c, lb.local_addr(), "/").await.unwrap().status, 200);
+}
