@@ -64,7 +64,10 @@ try {
   await page.locator("#conn[data-state=live]").waitFor({ timeout: 5_000 });
   await section.locator("tbody tr[data-member]").first().waitFor({ timeout: 15_000 });
   await section.locator(".chart svg path.value").waitFor({ state: "attached" });
-  check("group shown live without a token");
+  // The last decision opens onto what it saw, member by member, with the age of each reading.
+  await section.locator(".decision summary").click();
+  await section.locator('.decision .inputs tr[data-input] td', { hasText: "cpu" }).first().waitFor({ timeout: 5_000 });
+  check("group shown live without a token, its last decision explained");
 
   // A scale-out made elsewhere (through the API) shows in the chart and the timeline within 3 s.
   const before = await section.locator("tbody tr[data-member]").count();

@@ -162,7 +162,9 @@ function groupShell(name) {
   el.innerHTML = `
     <h2></h2>
     <p class="facts"></p>
-    <div class="decision"></div>
+    <details class="decision"><summary></summary>
+      <table class="inputs"><thead><tr><th>Member</th><th>Fresh</th><th>Readings (age)</th></tr></thead><tbody></tbody></table>
+    </details>
     <div class="cols">
       <div>
         <div class="chart"></div>
@@ -176,7 +178,7 @@ function groupShell(name) {
           <button type="button" data-act="rollout">Roll out</button>
         </form>
         <h3>Members</h3>
-        <div class="table-wrap"><table>
+        <div class="table-wrap"><table class="members">
           <thead><tr><th>Member</th><th>State</th><th class="num">Req/s</th><th class="num hide-narrow">Share</th>
           <th class="num">CPU %</th><th class="num">MEM %</th><th></th></tr></thead>
           <tbody></tbody></table></div>
@@ -288,9 +290,14 @@ function fill(entry, g, now) {
     (sc ? ` · ${scaledOn(sc)}${lines ? ": " + lines : ""}` : "") +
     (g.primary ? ` · primary ${g.primary}` : "");
   const d = l.last_decision;
-  $(".decision", el).textContent = d
+  $(".decision summary", el).textContent = d
     ? `${clock(d.at_ms)} ${d.outcome}${d.reason ? " (" + d.reason + ")" : ""}: ${d.summary}${d.held_back ? " · held back: " + d.held_back : ""}`
     : "no decision yet";
+  // What the decision saw, member by member (opened by a click on the line above).
+  $(".decision .inputs tbody", el).innerHTML = (d?.inputs || []).map((i) =>
+    `<tr data-input="${esc(i.member)}"><td>${esc(i.member)}</td><td>${i.fresh ? "yes" : "stale"}</td><td>` +
+    i.values.map((v) => `${esc(v.metric)} ${fmt(v.value)} (${(v.age_ms / 1000).toFixed(1)} s)`).join(", ") +
+    "</td></tr>").join("") || '<tr><td colspan="3" class="empty">no member reported</td></tr>';
   const pause = $('[data-act="pause"]', el);
   pause.textContent = g.paused ? "Resume" : "Pause";
   $('[data-act="dry"]', el).textContent = g.dry_run ? "Dry run off" : "Dry run on";
@@ -300,7 +307,7 @@ function fill(entry, g, now) {
   if (document.activeElement !== desired) desired.value = l.size ?? g.members.length;
   $(".chart", el).innerHTML = chart(entry.history, sc, l, g.events, now);
   $(".legend", el).innerHTML = legend(sc);
-  $("tbody", el).innerHTML = g.members.map((m) => memberRow(m, g)).join("") ||
+  $(".members tbody", el).innerHTML = g.members.map((m) => memberRow(m, g)).join("") ||
     '<tr><td colspan="7" class="empty">no members</td></tr>';
   $(".events", el).innerHTML = g.events.map((e) =>
     `<li><time datetime="${new Date(e.at_ms).toISOString()}">${clock(e.at_ms)}</time><span class="k k-${esc(e.kind)}">${esc(e.kind)}</span>${esc(e.message)}</li>`).join("");
