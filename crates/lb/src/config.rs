@@ -119,6 +119,10 @@ pub struct LbConfig {
     /// Consecutive 5xx responses (or proxy failures) that eject a backend; 0 disables.
     pub passive_5xx: u32,
     pub connect_timeout: Duration,
+    /// How long a sent request may wait for the backend's response head; then the client gets
+    /// 504 and the backend a passive failure (nginx's `proxy_read_timeout`, HAProxy's
+    /// `timeout server`). A response that has begun streams on.
+    pub response_timeout: Duration,
     /// Idle keep-alive connections to backends are closed after this long.
     pub idle_timeout: Duration,
     /// Largest request head accepted (431 beyond). hyper's floor is 8 KiB.
@@ -149,6 +153,7 @@ impl LbConfig {
             retry_buffer: 64 * 1024,
             passive_5xx: 5,
             connect_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             rate_window: Duration::from_secs(10),

@@ -161,7 +161,16 @@ async fn proxy(
             tried.push(&backend);
             continue;
         };
-        match sent.await {
+        let Ok(sent) = tokio::time::timeout(cfg.response_timeout, sent).await else {
+            // Sent and never answered: not retried (it may have been acted on), never waited on
+            // past the timeout (a drain's deadline holds).
+            backend.on_failure(cfg.passive_5xx);
+            drop(attempt);
+            tracing::warn!(group = %shared.name, backend = %backend.id, timeout = ?cfg.response_timeout,
+                "backend did not answer in time: 504");
+            return Ok(gateway_timeout(&backend, start));
+        };
+        match sent {
             Ok(resp) => return Ok(respond(resp, attempt, start, cfg.passive_5xx)),
             Err(e) => {
                 let connect = e.is_connect();
@@ -300,6 +309,13 @@ fn unavailable(e: QueueError) -> Response<RespBody> {
     let mut resp = local(StatusCode::SERVICE_UNAVAILABLE, text);
     resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     resp
+}
+
+/// The backend took the request and did not answer within the response timeout.
+fn gateway_timeout(b: &Backend, start: Instant) -> Response<RespBody> {
+    let now = Instant::now();
+    b.record(now.saturating_duration_since(start), true, now);
+    local(StatusCode::GATEWAY_TIMEOUT, "backend did not answer in time\n")
 }
 
 /// Every allowed attempt failed: the failure counts against the last backend tried.

@@ -90,3 +90,31 @@ async fn drain_with_a_short_deadline_reports_what_is_left() {
     assert!(lb.backends()[0].draining);
     lb.shutdown().await;
 }
+
+/// A backend that takes a request and never answers: the client gets 504 at the response timeout
+/// (not a hung connection), the backend a passive failure, and a drain of it still ends by its
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_never_answers_gives_504_and_does_not_hold_a_drain() {
+    let slow = TestBackend::start("slow").await;
+    slow.set_delay(30_000);
+    let mut cfg = fast_cfg();
+    cfg.response_timeout = Duration::from_millis(400);
+    let lb = balancer_with(cfg, &[&slow]).await;
+    assert!(lb.wait_healthy("slow", Duration::from_secs(5)).await);
+    let c = client();
+    let asked = Instant::now();
+    let a = get(&c, lb.local_addr(), "/").await.unwrap();
+    assert_eq!(a.status, 504, "{}", a.body);
+    assert!(asked.elapsed() < Duration::from_secs(5), "answered at the timeout, not at the backend's pace");
+    assert_eq!(lb.stats().backends[0].traffic.errors_total, 1);
+
+    // Another hung request; a drain with a 1 s deadline returns by then, whatever the request does.
+    let lb2 = lb.clone();
+    let pending = tokio::spawn(async move { get(&client(), lb2.local_addr(), "/").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    lb.drain("slow", Duration::from_secs(1)).await;
+    assert!(t.elapsed() < Duration::from_secs(2), "the drain kept its deadline: {:?}", t.elapsed());
+    assert_eq!(pending.await.unwrap().unwrap().status, 504);
+}
