@@ -50,7 +50,7 @@
 //!
 //! Unknown fields are errors. Durations are humantime strings (`5s`, `250ms`, `1m`, `1h 30m`), at
 //! most 30 days. A balancer's `queue_limit` is 1..=1000000, its health `rise`/`fall` 1..=100,
-//! `retries` 0..=10, `queue_timeout` at most 10m.
+//! `retries` 0..=10, `queue_timeout` at most 10m, `response_timeout` 1s..=1h.
 //! YAML merge keys (`<<: *defaults`) are applied, so groups can share settings through an anchor.
 //!
 //! # How every problem is found at once
@@ -192,6 +192,8 @@ pub struct BalancerSettings {
     pub rise: u32,
     pub fall: u32,
     pub queue_timeout: Duration,
+    /// How long a member may take to start answering a request (then 504).
+    pub response_timeout: Duration,
     pub queue_limit: usize,
     pub retries: u32,
     /// Keep the client's forwarding headers (a trusted proxy in front).

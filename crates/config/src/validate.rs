@@ -865,6 +865,9 @@ fn check_balancers(
         if b.queue_timeout > Duration::from_secs(600) {
             err(errors, p("balancer.queue_timeout"), format!("must be at most 10m, got {}", dur(b.queue_timeout)));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&b.response_timeout) {
+            err(errors, p("balancer.response_timeout"), format!("must be 1s to 1h, got {}", dur(b.response_timeout)));
+        }
         if let Some(listen) = listen {
             out.insert(
                 GroupId::new(g.name.clone()),
@@ -878,6 +881,7 @@ fn check_balancers(
                     rise: h.rise,
                     fall: h.fall,
                     queue_timeout: b.queue_timeout,
+                    response_timeout: b.response_timeout,
                     queue_limit: b.queue_limit,
                     retries: b.retries,
                     trust_forwarded: b.trust_forwarded,

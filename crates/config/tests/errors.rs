@@ -151,6 +151,11 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "a response timeout out of bounds",
+        yaml: "groups:\n  - name: a\n    balancer: {listen: \"127.0.0.1:0\", response_timeout: 2h}\n",
+        errors: &[("groups[0].balancer.response_timeout", 3, 57, "must be 1s to 1h, got 2h")],
+    },
+    Case {
         name: "unknown mode",
         yaml: "groups:\n  - name: a\n    mode: elastic\n",
         errors: &[("groups[0].mode", 3, 11, "unknown variant `elastic`, expected `scale` or `handover`")],
@@ -518,7 +523,7 @@ groups:
       health: {path: healthz, interval: 10ms, rise: 0}
 ",
         errors: &[
-            ("groups[0].balancer.selction", 5, 7, "unknown field `selction`, expected one of `listen`, `mode`, `selection`, `health`, `queue_timeout`, `queue_limit`, `retries`, `trust_forwarded`"),
+            ("groups[0].balancer.selction", 5, 7, "unknown field `selction`, expected one of `listen`, `mode`, `selection`, `health`, `queue_timeout`, `response_timeout`, `queue_limit`, `retries`, `trust_forwarded`"),
             ("groups[1].balancer.mode", 9, 13, "unknown variant `udp`, expected `http` or `tcp`"),
             ("groups[2].balancer.retries", 13, 16, "must be at most 10, got 11"),
             ("groups[2].balancer.health.path", 14, 22, "`healthz` must start with `/`"),

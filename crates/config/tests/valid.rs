@@ -341,6 +341,7 @@ groups:
             rise: 2,
             fall: 2,
             queue_timeout: secs(30),
+            response_timeout: secs(60),
             queue_limit: 1024,
             retries: 3,
             trust_forwarded: false,

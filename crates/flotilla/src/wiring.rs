@@ -234,6 +234,7 @@ pub fn lb_config(settings: &BalancerSettings, spec: &GroupSpec) -> LbConfig {
         fall: settings.fall,
     };
     cfg.queue_timeout = settings.queue_timeout;
+    cfg.response_timeout = settings.response_timeout;
     cfg.queue_limit = settings.queue_limit;
     cfg.retries = settings.retries;
     cfg.trust_forwarded = settings.trust_forwarded;

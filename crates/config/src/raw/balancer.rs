@@ -22,6 +22,10 @@ pub struct RawBalancer {
     /// How long a request may wait for a healthy member before it gets 503.
     #[serde(default = "default_queue_timeout", with = "flotilla_duration")]
     pub queue_timeout: Duration,
+    /// How long a member that took a request may take to start answering it; then the client gets
+    /// 504 (1s to 1h, default 60s).
+    #[serde(default = "default_response_timeout", with = "flotilla_duration")]
+    pub response_timeout: Duration,
     /// How many requests may wait at once; more get 503 at once.
     #[serde(default = "default_queue_limit")]
     pub queue_limit: usize,
@@ -126,5 +130,9 @@ pub fn default_grace() -> Duration {
 }
 
 pub fn default_replace_after() -> Duration {
+    Duration::from_secs(60)
+}
+
+pub fn default_response_timeout() -> Duration {
     Duration::from_secs(60)
 }
