@@ -123,6 +123,9 @@ pub struct LbConfig {
     /// 504 and the backend a passive failure (nginx's `proxy_read_timeout`, HAProxy's
     /// `timeout server`). A response that has begun streams on.
     pub response_timeout: Duration,
+    /// Client connections open at once; more are closed at accept, with a log line (at most one
+    /// per 10 s, with the count refused meanwhile).
+    pub max_connections: usize,
     /// Idle keep-alive connections to backends are closed after this long.
     pub idle_timeout: Duration,
     /// Largest request head accepted (431 beyond). hyper's floor is 8 KiB.
@@ -154,6 +157,7 @@ impl LbConfig {
             passive_5xx: 5,
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             rate_window: Duration::from_secs(10),

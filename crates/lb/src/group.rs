@@ -148,11 +148,22 @@ impl Shared {
     {
         let mut shutdown = self.shutdown.subscribe();
         let mut conns = JoinSet::new();
+        // Refusals at the cap: logged at most once per 10 s, with how many since the last line.
+        let (mut refused, mut last_said): (u64, Option<Instant>) = (0, None);
         loop {
             tokio::select! {
                 biased;
                 _ = until_set(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) if conns.len() >= self.cfg.max_connections.max(1) => {
+                        drop(stream);
+                        refused += 1;
+                        if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            tracing::warn!(group = %self.name, %peer, max = self.cfg.max_connections, refused,
+                                "connection refused: at the connection limit (max_connections)");
+                            (refused, last_said) = (0, Some(Instant::now()));
+                        }
+                    }
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         conns.spawn(on_conn(stream, peer));

@@ -1,4 +1,5 @@
-//! Malformed requests get 400/431 from the balancer itself; the balancer keeps serving others.
+//! Malformed requests get 400/431 from the balancer itself, connections past the cap are closed at
+//! accept; the balancer keeps serving others.
 
 mod common;
 
@@ -68,4 +69,37 @@ async fn large_and_small_bodies_arrive_whole() {
         assert_eq!((ans.status, ans.body), (200, format!("b:{len}")));
     }
     lb.shutdown().await;
+}
+
+/// At `max_connections` open client connections a new one is closed at once (and said in the log);
+/// when one closes, the next is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_at_accept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = TestBackend::start("b").await;
+    let mut cfg = fast_cfg();
+    cfg.max_connections = 2;
+    let lb = balancer_with(cfg, &[&b]).await;
+    assert!(lb.wait_healthy("b", std::time::Duration::from_secs(5)).await);
+    let addr = lb.local_addr();
+    // Two keep-alive connections, each answered once and left open.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        open.push(s);
+    }
+    // The third: closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), third.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the cap got {:?}", String::from_utf8_lossy(&buf[..n]));
+    // One closes: the next is served.
+    drop(open.pop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(get(&client(), addr, "/").await.unwrap().status, 200);
 }
