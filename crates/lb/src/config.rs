@@ -123,6 +123,9 @@ pub struct LbConfig {
     /// 504 and the backend a passive failure (nginx's `proxy_read_timeout`, HAProxy's
     /// `timeout server`). A response that has begun streams on.
     pub response_timeout: Duration,
+    /// How long a client may take to send the part of a request body the balancer reads before
+    /// forwarding (up to `retry_buffer`); then 408 and the connection is closed.
+    pub body_timeout: Duration,
     /// Client connections open at once; more are closed at accept, with a log line (at most one
     /// per 10 s, with the count refused meanwhile).
     pub max_connections: usize,
@@ -158,6 +161,7 @@ impl LbConfig {
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             rate_window: Duration::from_secs(10),

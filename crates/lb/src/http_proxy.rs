@@ -117,8 +117,21 @@ async fn proxy(
     }
     let (mut parts, body) = req.into_parts();
 
-    // buffer body: errors here (invalid chunking, client gone) reach no backend.
-    let source = match Source::read(body, cfg.retry_buffer).await {
+    // buffer body: errors here (invalid chunking, client gone) reach no backend. A client that
+    // trickles its body is cut off at the body timeout (no timer at all for a request without one).
+    let read = if hyper::body::Body::is_end_stream(&body) {
+        Ok(Source::read(body, cfg.retry_buffer).await)
+    } else {
+        tokio::time::timeout(cfg.body_timeout, Source::read(body, cfg.retry_buffer)).await
+    };
+    let Ok(read) = read else {
+        tracing::debug!(group = %shared.name, timeout = ?cfg.body_timeout, "request body too slow: 408");
+        shared.record_local(start, false);
+        let mut resp = local(StatusCode::REQUEST_TIMEOUT, "request body too slow\n");
+        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
+    };
+    let source = match read {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(group = %shared.name, error = %e, "bad request body");

@@ -103,3 +103,22 @@ async fn connections_beyond_the_cap_are_closed_at_accept() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(get(&client(), addr, "/").await.unwrap().status, 200);
 }
+
+/// A client that sends its headers and then trickles (or stops sending) the body it announced is
+/// answered 408 at the body timeout, and its connection closed; others are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_gets_408_at_the_body_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = TestBackend::start("b").await;
+    let mut cfg = fast_cfg();
+    cfg.body_timeout = Duration::from_millis(400);
+    let lb = balancer_with(cfg, &[&b]).await;
+    assert!(lb.wait_healthy("b", T).await);
+    let mut s = tokio::net::TcpStream::connect(lb.local_addr()).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b").await.unwrap();
+    still_serves(lb.local_addr()).await;
+    let mut out = String::new();
+    tokio::time::timeout(T, s.read_to_string(&mut out)).await.expect("answered and closed").unwrap();
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert_eq!(b.hits(), 1, "only the good request reached the backend");
+}
