@@ -110,9 +110,10 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
     /// Where the API and the live dashboard listen (loopback: the dashboard reads without a token;
-    /// its controls take the admin token the demo writes to its state directory).
-    #[arg(long, default_value = "127.0.0.1:8001")]
-    pub api: SocketAddr,
+    /// its controls take the admin token the demo writes to its state directory). Default
+    /// 127.0.0.1:8001, or a free port if that one is taken.
+    #[arg(long)]
+    pub api: Option<SocketAddr>,
     /// Where the members run: `local` processes (no cloud needed) or `libvirt` guests on the lab
     /// of ../shared/libvirt-lab (set up if missing).
     #[arg(long, value_enum, default_value_t = DemoProvider::Local)]

@@ -67,12 +67,16 @@ async fn seed_timeline_with_run_load_and_restart() {
 async fn demo_runs_end_to_end_and_leaves_nothing_behind() {
     let env = Env::serial();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let api = support::free_port().to_string();
-    let out = env.run(&["demo", "--split-secs", "6", "--listen", &listen, "--api", &api]);
+    // The dashboard's default port is taken (by us here, or by anything): the demo still runs, and
+    // its dashboard moves to a free port.
+    let _held = std::net::TcpListener::bind("127.0.0.1:8001");
+    let out = env.run(&["demo", "--split-secs", "6", "--listen", &listen]);
     let stdout = support::text(&out.stdout);
     let stderr = support::text(&out.stderr);
     assert!(out.status.success(), "demo failed\n{stdout}\n{stderr}");
-    assert!(stdout.contains(&format!("[demo] dashboard: http://{api}/dashboard/")), "{stdout}");
+    assert!(stdout.contains("[demo] 127.0.0.1:8001 is taken"), "{stdout}");
+    let dashboard = stdout.lines().find(|l| l.starts_with("[demo] dashboard: http://127.0.0.1:")).expect(&stdout);
+    assert!(!dashboard.contains(":8001/"), "{dashboard}");
     assert!(
         stdout.contains("handover complete: vm-test_1 drained and deleted, vm-test_clone_1 is the primary"),
         "{stdout}"

@@ -55,7 +55,18 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
     let built = wiring::build(&config, &state_dir).await?;
     say(format!("state in {}; group {group}: {}", state_dir.display(), describe(&config.groups[0].spec)));
 
-    let api = super::run::start_api(&demo_api(&args, &state_dir)?, &built, None).await?;
+    // The dashboard is the demo's extra: a default port someone else holds moves it, it does not
+    // stop the demo. A port asked for with --api is kept or refused.
+    let mut api_cfg = demo_api(args.api.unwrap_or(DEFAULT_API), &state_dir)?;
+    let api = match super::run::start_api(&api_cfg, &built, None).await {
+        Ok(api) => api,
+        Err(e) if args.api.is_none() => {
+            say(format!("{DEFAULT_API} is taken ({e:#}); the dashboard takes a free port"));
+            api_cfg.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            super::run::start_api(&api_cfg, &built, None).await?
+        }
+        Err(e) => return Err(e),
+    };
     say(format!(
         "dashboard: http://{}/dashboard/?window=2m (live; its controls take the admin token in {})",
         api.addr,
@@ -101,11 +112,15 @@ pub async fn demo(state_flag: Option<&Path>, args: DemoArgs) -> anyhow::Result<E
 /// The demo's admin token, in its state directory (readable by its owner only).
 const TOKEN_FILE: &str = "api-token";
 
+/// Where the demo's dashboard listens unless told (or taken).
+const DEFAULT_API: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8001);
+
 /// The demo's API: anonymous reads on loopback (a newcomer opens the URL and watches), and a fresh
 /// admin token for the controls, written to the state directory, never printed.
-fn demo_api(args: &DemoArgs, state_dir: &Path) -> anyhow::Result<flotilla_config::ApiConfig> {
-    if !args.api.ip().is_loopback() {
-        bail!("--api: the demo serves its dashboard on loopback only (got {})", args.api);
+fn demo_api(listen: std::net::SocketAddr, state_dir: &Path) -> anyhow::Result<flotilla_config::ApiConfig> {
+    if !listen.ip().is_loopback() {
+        bail!("--api: the demo serves its dashboard on loopback only (got {listen})");
     }
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the demo's token: {e}"))?;
@@ -114,7 +129,7 @@ fn demo_api(args: &DemoArgs, state_dir: &Path) -> anyhow::Result<flotilla_config
     crate::state_dir::write_private(&path, format!("{token}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     let tokens = flotilla_listener::auth::Tokens::parse(&format!("admin {token}")).map_err(anyhow::Error::msg)?;
-    Ok(flotilla_config::ApiConfig { listen: args.api, tokens, anonymous_read: true, tls: None })
+    Ok(flotilla_config::ApiConfig { listen, tokens, anonymous_read: true, tls: None })
 }
 
 fn describe(g: &flotilla_model::GroupSpec) -> String {
