@@ -394,30 +394,12 @@ $("#token-form").addEventListener("submit", (e) => {
   $("#token").value = "";
   if (state.token) sessionStorage.setItem(KEY, state.token);
   else sessionStorage.removeItem(KEY);
-  // The chart's window: each group's history is fetched again for the new span.
-const picker = $("#window");
-picker.value = state.window;
-picker.addEventListener("change", () => {
-  state.window = picker.value;
-  localStorage.setItem("flotilla.window", state.window);
-  for (const [name, entry] of state.groups) seed(name, entry);
-});
-
-connect();
+  connect();
 });
 $("#forget").addEventListener("click", () => {
   state.token = "";
   sessionStorage.removeItem(KEY);
-  // The chart's window: each group's history is fetched again for the new span.
-const picker = $("#window");
-picker.value = state.window;
-picker.addEventListener("change", () => {
-  state.window = picker.value;
-  localStorage.setItem("flotilla.window", state.window);
-  for (const [name, entry] of state.groups) seed(name, entry);
-});
-
-connect();
+  connect();
 });
 
 // The chart's window: each group's history is fetched again for the new span.
