@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -42,8 +41,7 @@ async fn call(api: SocketAddr, method: &str, path: &str, token: Option<&str>, bo
 }
 
 fn config(env: &Env, api: SocketAddr) -> String {
-    let tokens = env.file("api.tokens", &format!("# test tokens\nadmin {ADMIN}\nread {READ}\n"));
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tokens = env.private_file("api.tokens", &format!("# test tokens\nadmin {ADMIN}\nread {READ}\n"));
     let yaml = format!(
         r#"
 api:
@@ -621,8 +619,7 @@ async fn https_with_the_configured_certificate_and_the_effective_config() {
     let api = support::free_port();
     let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let cert = env.file("api.crt", &c.cert.pem());
-    let key = env.file("api.key", &c.key_pair.serialize_pem());
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = env.private_file("api.key", &c.key_pair.serialize_pem());
     let cfg = config(&env, api);
     let yaml = std::fs::read_to_string(&cfg).unwrap().replacen(
         "api:\n",

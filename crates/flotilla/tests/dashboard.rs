@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,8 +42,7 @@ async fn the_dashboard_shows_and_steers_a_live_group_in_a_real_browser() {
     }
     let mut env = Env::serial();
     let api = support::free_port();
-    let tokens = env.file("api.tokens", &format!("admin {ADMIN}\n"));
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tokens = env.private_file("api.tokens", &format!("admin {ADMIN}\n"));
     let yaml = format!(
         r#"
 api:

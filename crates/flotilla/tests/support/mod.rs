@@ -46,6 +46,13 @@ impl Env {
         std::fs::write(&p, contents).unwrap();
         p
     }
+    /// A file only its owner may read (tokens, keys), as the daemon wants them.
+    pub fn private_file(&self, name: &str, contents: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.file(name, contents);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--state-dir").arg(self.path().join("state")).args(args);
