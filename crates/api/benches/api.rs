@@ -89,6 +89,7 @@ async fn bench() {
         metrics: None,
         tls: None,
         config: None,
+        receiver_key: None,
     };
     let listener = flotilla_api::bind(&settings).await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -58,7 +58,7 @@ pub struct EffectiveGroup {
     pub drain_timeout_ms: u64,
     /// `oldest`, `newest` or `least-busy`.
     pub victim: String,
-    /// `threshold`, `target` or `requests`, with its parameters.
+    /// `threshold`, `target`, `requests` or `alarm`, with its parameters.
     pub policy: EffectivePolicy,
     pub scaling: ScalingReport,
     pub base_name: String,
@@ -85,6 +85,19 @@ pub struct EffectivePolicy {
     pub scale_in_samples: Option<u32>,
     pub requests: Option<u64>,
     pub window_ms: Option<u64>,
+    /// `alarm`: its rules, in order.
+    pub rules: Option<Vec<EffectiveRule>>,
+}
+
+/// One rule of an `alarm` policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EffectiveRule {
+    pub alarm: String,
+    pub adjustment_type: String,
+    pub adjustment: i32,
+    pub min_adjustment_step: u32,
+    pub cooldown_ms: u64,
+    pub repeat: bool,
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -103,6 +116,7 @@ fn policy(p: &PolicySpec) -> EffectivePolicy {
         scale_in_samples: None,
         requests: None,
         window_ms: None,
+        rules: None,
     };
     match p {
         PolicySpec::Threshold(t) => {
@@ -116,6 +130,21 @@ fn policy(p: &PolicySpec) -> EffectivePolicy {
         }
         PolicySpec::RequestCount(r) => {
             (out.requests, out.window_ms) = (Some(r.requests), Some(ms(r.window)));
+        }
+        PolicySpec::Alarm(a) => {
+            out.rules = Some(
+                a.rules
+                    .iter()
+                    .map(|r| EffectiveRule {
+                        alarm: r.alarm.clone(),
+                        adjustment_type: r.adjustment_type.as_str().into(),
+                        adjustment: r.adjustment,
+                        min_adjustment_step: r.min_adjustment_step,
+                        cooldown_ms: ms(r.cooldown),
+                        repeat: r.repeat,
+                    })
+                    .collect(),
+            );
         }
     }
     out

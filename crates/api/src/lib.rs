@@ -12,6 +12,7 @@ mod actions;
 pub mod config;
 mod live;
 mod problem;
+pub mod receivers;
 pub mod report;
 mod routes;
 
@@ -43,6 +44,8 @@ pub struct ApiSettings {
     pub tls: Option<flotilla_listener::tls::TlsAcceptor>,
     /// The file the daemon runs from, for `/config`.
     pub config: Option<config::ConfigSource>,
+    /// Signs and checks receiver URLs; none: no receivers.
+    pub receiver_key: Option<receivers::ReceiverKey>,
 }
 
 /// What the handlers share.
@@ -54,6 +57,7 @@ pub(crate) struct Shared {
     pub config: Option<config::ConfigSource>,
     pub listen: SocketAddr,
     pub tls: bool,
+    pub receiver_key: Option<receivers::ReceiverKey>,
     /// The newest stream snapshot and the change count it was built at: every connected dashboard
     /// shares it instead of building its own (built once per change, not once per stream).
     pub snapshot: tokio::sync::Mutex<Option<(u64, axum::response::sse::Event)>>,
@@ -71,6 +75,7 @@ pub fn router(controller: Arc<Controller>, settings: &ApiSettings, stop: watch::
         config: settings.config.clone(),
         listen: settings.listen,
         tls: settings.tls.is_some(),
+        receiver_key: settings.receiver_key.clone(),
         snapshot: tokio::sync::Mutex::new(None),
         stop,
     }))

@@ -68,6 +68,10 @@ pub(crate) fn scaling(spec: &flotilla_model::GroupSpec) -> ScalingReport {
             #[allow(clippy::cast_precision_loss)] // a request count far below 2^52
             target: Some(r.requests as f64),
         },
+        // The value is how many rules' alarms are in alarm; the rules act at one.
+        PolicySpec::Alarm(_) => {
+            ScalingReport { metric: "alarms".into(), combine: "count".into(), high: Some(1.0), low: None, target: None }
+        }
     }
 }
 

@@ -38,9 +38,11 @@ const MAX_SCAN: usize = 100_000;
 #[openapi(
     info(title = "Flotilla API", description = "Groups, members, events, operations and operator controls of a running Flotilla daemon."),
     paths(list_groups, get_group, pause, resume, set_dry_run, list_members, protect, unprotect, list_events, list_operations,
-        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace, actions::check_in, crate::live::series, crate::config::get_config),
+        actions::set_desired, actions::handover, actions::rollout, actions::get_member, actions::drain, actions::replace, actions::check_in, crate::live::series, crate::config::get_config,
+        crate::receivers::receive, crate::receivers::list_alarms, crate::receivers::list_receivers),
     components(schemas(GroupReport, LiveReport, report::ScalingReport, crate::live::Series, crate::live::Point, DecisionReport, InputReport, ReadingReport, MemberReport, EventReport, ControlsReport, DryRun, actions::Desired, EventsPage, OperationReport, Problem, actions::CheckIn, actions::CheckedIn,
-        crate::config::EffectiveConfig, crate::config::EffectiveGroup, crate::config::EffectivePolicy, crate::config::EffectiveApi)),
+        crate::receivers::Received, crate::receivers::AlarmReport, crate::receivers::ReceiverReport,
+        crate::config::EffectiveConfig, crate::config::EffectiveGroup, crate::config::EffectivePolicy, crate::config::EffectiveRule, crate::config::EffectiveApi)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -98,6 +100,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/groups/{group}/members/{member}/drain", post(actions::drain))
         .route("/groups/{group}/members/{member}/replace", post(actions::replace))
         .route("/groups/{group}/members/{member}/check-in", post(actions::check_in))
+        .route("/groups/{group}/alarms", get(crate::receivers::list_alarms))
+        .route("/groups/{group}/receivers", get(crate::receivers::list_receivers))
         .route("/events", get(list_events))
         .route("/stream", get(crate::live::stream))
         .route("/groups/{group}/series", get(crate::live::series))
@@ -109,11 +113,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         })
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared.clone());
+    // Receivers are signed by their URL, not by a bearer token: Aodh and Alertmanager call them.
+    let receivers = Router::new()
+        .route("/api/v1/receivers/{group}/{alarm}", post(crate::receivers::receive))
+        .with_state(shared.clone());
     let metrics = Router::new()
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared);
-    Router::new().nest("/api/v1", api).merge(metrics).merge(crate::live::dashboard())
+    Router::new().merge(receivers).nest("/api/v1", api).merge(metrics).merge(crate::live::dashboard())
 }
 
 /// OpenMetrics text (what prometheus-client writes; Prometheus scrapes it).
@@ -130,6 +138,8 @@ async fn metrics(State(s): S) -> Response {
 /// Reads need `read`, everything else `admin`.
 async fn auth(State(s): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
     let needs = match *req.method() {
+        // A receiver URL is a credential: only admins read them.
+        Method::GET if req.uri().path().ends_with("/receivers") => Scope::Admin,
         Method::GET | Method::HEAD => Scope::Read,
         Method::POST if req.uri().path().ends_with("/check-in") => Scope::CheckIn,
         _ => Scope::Admin,

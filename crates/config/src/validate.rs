@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use flotilla_model::name::{group_name_problem, member_name_problem};
 use flotilla_model::{
-    Aggregation, GroupId, GroupSpec, HealthReplace, InstanceSpec, MetricChoice, Mode, PolicySpec, RequestCountSpec,
-    Rollout, TargetMetric, TargetSpec, ThresholdSpec, Victim,
+    AdjustmentType, Aggregation, AlarmDef, AlarmKind, AlarmPolicySpec, GroupId, GroupSpec, HealthReplace, InstanceSpec,
+    MetricChoice, Mode, PolicySpec, RequestCountSpec, Rollout, ScalingRule, TargetMetric, TargetSpec, ThresholdSpec,
+    Victim,
 };
 
 use super::raw::{
-    default_max, default_stale_after, RawAggregation, RawConfig, RawGroup, RawMetric, RawMetrics, RawMode, RawPolicy,
-    RawProvider, RawProviderKind, RawReplacementStrategy, RawSource, RawStore, RawStoreKind, RawTemplate, RawVictim,
+    default_max, default_stale_after, RawAdjustmentType, RawAggregation, RawAlarm, RawAlarmKind, RawConfig, RawGroup,
+    RawMetric, RawMetrics, RawMode, RawPolicy, RawProvider, RawProviderKind, RawReplacementStrategy, RawScalingRule,
+    RawSource, RawStore, RawStoreKind, RawTemplate, RawVictim,
 };
 use super::{
     BalancerSettings, Config, ConfigError, GroupConfig, MetricSourceKind, MetricsConfig, ProviderConfig,
@@ -42,6 +44,9 @@ pub const MAX_STREAK: u32 = 10_000;
 pub const MAX_QUEUE: usize = 1_000_000;
 /// The most consecutive health checks `rise` and `fall` may ask for.
 pub const MAX_CHECKS: u32 = 100;
+
+/// The most alarms a group declares, and the most rules an alarm policy has.
+pub const MAX_ALARMS: usize = 16;
 
 /// A value above its bound: `must be at most MAX (got V)`.
 fn at_most<T: PartialOrd + std::fmt::Display>(errors: &mut Vec<ConfigError>, path: String, v: T, max: T) {
@@ -598,7 +603,8 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
         }
     }
 
-    let (policy, aggregation) = check_policy(i, &g.policy, errors);
+    let alarms = check_alarms(i, &g.alarms, errors);
+    let (policy, aggregation) = check_policy(i, &g.policy, &alarms, errors);
 
     let base_name = g.template.base_name.clone().unwrap_or_else(|| g.name.clone());
     let clone_base = g.template.clone_base.clone().unwrap_or_else(|| format!("{base_name}_clone"));
@@ -658,7 +664,95 @@ fn check_group(i: usize, g: &RawGroup, errors: &mut Vec<ConfigError>) -> GroupSp
             .map(|b| HealthReplace { grace: b.health.grace, after: b.health.replace_after })
             .or(g.checkin.as_ref().map(|c| HealthReplace { grace: c.grace, after: Duration::ZERO })),
         checkin: g.checkin.as_ref().map(|c| flotilla_model::Checkin { every: c.every, grace: c.grace }),
+        alarms,
     }
+}
+
+/// A group's `alarms`: named by the one name rule (the name is part of a URL), unique, at most
+/// [`MAX_ALARMS`].
+fn check_alarms(i: usize, raw: &[RawAlarm], errors: &mut Vec<ConfigError>) -> Vec<AlarmDef> {
+    if raw.len() > MAX_ALARMS {
+        err(errors, format!("groups[{i}].alarms"), format!("at most {MAX_ALARMS} alarms (got {})", raw.len()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(j, a)| {
+            let path = format!("groups[{i}].alarms[{j}].name");
+            check_name(errors, path.clone(), "alarm name", &a.name);
+            if !seen.insert(a.name.as_str()) {
+                err(errors, path, format!("alarm `{}` is declared twice", a.name));
+            }
+            let kind = match a.kind {
+                RawAlarmKind::External => AlarmKind::External,
+            };
+            AlarmDef { name: a.name.clone(), kind }
+        })
+        .collect()
+}
+
+/// An `alarm` policy's rules: each names one of the group's alarms, with an adjustment that
+/// means something for its type.
+fn check_rules(i: usize, raw: &[RawScalingRule], alarms: &[AlarmDef], errors: &mut Vec<ConfigError>) -> PolicySpec {
+    let p = |j: usize, field: &str| format!("groups[{i}].policy.rules[{j}].{field}");
+    if raw.is_empty() || raw.len() > MAX_ALARMS {
+        err(errors, format!("groups[{i}].policy.rules"), format!("1 to {MAX_ALARMS} rules (got {})", raw.len()));
+    }
+    let day = Duration::from_secs(86_400);
+    let cap = MAX_MEMBERS as i32;
+    let rules = raw
+        .iter()
+        .enumerate()
+        .map(|(j, r)| {
+            if !alarms.iter().any(|a| a.name == r.alarm) {
+                let mut known: Vec<String> = alarms.iter().map(|a| format!("`{}`", a.name)).collect();
+                known.dedup();
+                let known = if known.is_empty() { "the group declares none".into() } else { known.join(", ") };
+                err(errors, p(j, "alarm"), format!("no alarm `{}` in the group's `alarms` ({known})", r.alarm));
+            }
+            let a = r.adjustment;
+            let adjustment_type = match r.adjustment_type {
+                RawAdjustmentType::ChangeInCapacity => {
+                    if a == 0 || a.abs() > cap {
+                        err(
+                            errors,
+                            p(j, "adjustment"),
+                            format!("a change of -{cap} to {cap} members, not 0 (got {a})"),
+                        );
+                    }
+                    AdjustmentType::ChangeInCapacity
+                }
+                RawAdjustmentType::ExactCapacity => {
+                    between(errors, p(j, "adjustment"), a, 0, cap);
+                    AdjustmentType::ExactCapacity
+                }
+                RawAdjustmentType::PercentChangeInCapacity => {
+                    if a == 0 || !(-100..=1000).contains(&a) {
+                        err(errors, p(j, "adjustment"), format!("a change of -100 to 1000 percent, not 0 (got {a})"));
+                    }
+                    AdjustmentType::PercentChangeInCapacity
+                }
+            };
+            if let Some(step) = r.min_adjustment_step {
+                if adjustment_type != AdjustmentType::PercentChangeInCapacity {
+                    err(errors, p(j, "min_adjustment_step"), "only for `percent_change_in_capacity`");
+                }
+                at_most(errors, p(j, "min_adjustment_step"), step, MAX_MEMBERS);
+            }
+            if r.cooldown > day {
+                err(errors, p(j, "cooldown"), format!("must be at most 1d (got {})", dur(r.cooldown)));
+            }
+            ScalingRule {
+                alarm: r.alarm.clone(),
+                adjustment_type,
+                adjustment: a,
+                min_adjustment_step: r.min_adjustment_step.unwrap_or(0),
+                cooldown: r.cooldown,
+                repeat: r.repeat,
+            }
+        })
+        .collect();
+    PolicySpec::Alarm(AlarmPolicySpec { rules })
 }
 
 /// A fingerprint of what members are made from: every template field but the names (renaming
@@ -669,9 +763,15 @@ pub fn template_version(t: &RawTemplate) -> String {
 
 /// The policy rules of group `i`; the spec even when invalid. A threshold's `aggregation` goes to
 /// the group; the other kinds leave the default (unused).
-fn check_policy(i: usize, raw: &RawPolicy, errors: &mut Vec<ConfigError>) -> (PolicySpec, Aggregation) {
+fn check_policy(
+    i: usize,
+    raw: &RawPolicy,
+    alarms: &[AlarmDef],
+    errors: &mut Vec<ConfigError>,
+) -> (PolicySpec, Aggregation) {
     let p = |field: &str| format!("groups[{i}].policy.{field}");
     match raw {
+        RawPolicy::Alarm(rules) => (check_rules(i, rules, alarms, errors), Aggregation::Mean),
         RawPolicy::Threshold(t) => {
             let metric = metric_choice(t.metric);
             let mut in_range = true;
@@ -897,6 +997,7 @@ fn policy_needs_requests(policy: &RawPolicy) -> bool {
         RawPolicy::Threshold(t) => t.metric == RawMetric::Rps,
         RawPolicy::Target(t) => t.metric == RawMetric::Rps,
         RawPolicy::Requests(_) => true,
+        RawPolicy::Alarm(_) => false,
     }
 }
 

@@ -56,7 +56,7 @@ const CASES: &[Case] = &[
             3,
             5,
             "unknown field `speed`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, \
-             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`, `checkin`",
+             `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`, `checkin`, `alarms`",
         )],
     },
     Case {
@@ -236,13 +236,32 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        name: "an alarm policy: a rule naming no declared alarm, adjustments that mean nothing",
+        yaml: "groups:\n  - name: a\n    alarms:\n      - {name: cpu-high, kind: external}\n      - {name: cpu-high, kind: external}\n      - {name: 'bad name', kind: external}\n    policy:\n      kind: alarm\n      rules:\n        - {alarm: cpu-hihg, adjustment: 1}\n        - {alarm: cpu-high, adjustment: 0}\n        - {alarm: cpu-high, adjustment_type: exact_capacity, adjustment: -2, min_adjustment_step: 2}\n        - {alarm: cpu-high, adjustment_type: percent_change_in_capacity, adjustment: 5000, cooldown: 2d}\n",
+        errors: &[
+            ("groups[0].alarms[1].name", 5, 16, "alarm `cpu-high` is declared twice"),
+            ("groups[0].alarms[2].name", 6, 16, "invalid alarm name `bad name`: use 1 to 63 of A-Z a-z 0-9 _ - . starting with a letter or digit"),
+            ("groups[0].policy.rules[0].alarm", 10, 19, "no alarm `cpu-hihg` in the group's `alarms` (`cpu-high`, `bad name`)"),
+            ("groups[0].policy.rules[1].adjustment", 11, 41, "a change of -1000 to 1000 members, not 0 (got 0)"),
+            ("groups[0].policy.rules[2].adjustment", 12, 74, "must be between 0 and 1000 (got -2)"),
+            ("groups[0].policy.rules[2].min_adjustment_step", 12, 99, "only for `percent_change_in_capacity`"),
+            ("groups[0].policy.rules[3].adjustment", 13, 86, "a change of -100 to 1000 percent, not 0 (got 5000)"),
+            ("groups[0].policy.rules[3].cooldown", 13, 102, "must be at most 1d (got 2days)"),
+        ],
+    },
+    Case {
+        name: "an alarm policy needs rules, an alarm needs a kind",
+        yaml: "groups:\n  - name: a\n    alarms: [{name: x}]\n    policy: {kind: alarm}\n",
+        errors: &[("groups[0].alarms[0]", 3, 14, "missing field `kind`")],
+    },
+    Case {
         name: "unknown policy kind",
         yaml: "groups:\n  - name: a\n    policy: {kind: step}\n",
         errors: &[(
             "groups[0].policy.kind",
             3,
             20,
-            "unknown variant `step`, expected one of `threshold`, `target`, `requests`",
+            "unknown variant `step`, expected one of `threshold`, `target`, `requests`, `alarm`",
         )],
     },
     Case {
@@ -496,7 +515,7 @@ groups:
     template: {vcpus: 65}
 ",
         errors: &[
-            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`, `checkin`"),
+            ("groups[0].colour", 3, 5, "unknown field `colour`, expected one of `name`, `mode`, `min`, `max`, `increment`, `interval`, `stale_after`, `cooldown_up`, `cooldown_down`, `drain_timeout`, `victim`, `policy`, `template`, `balancer`, `replacement`, `checkin`, `alarms`"),
             ("groups[0].min", 4, 10, "invalid type: string \"lots\", expected u32"),
             ("groups[0].policy.hgih", 5, 14, "unknown field `hgih`, expected one of `kind`, `metric`, `aggregation`, `high`, `low`, `min_up`, `min_down`"),
             ("groups[0].policy.low", 5, 28, "invalid type: string \"x\", expected f64"),

@@ -102,6 +102,7 @@ groups:
                 rollout: Some(Rollout { max_unavailable: 1 }),
                 health_replace: None,
                 checkin: None,
+                alarms: Vec::new(),
             },
         }],
     };
@@ -142,6 +143,7 @@ fn defaults_fill_everything_but_the_name() {
         rollout: Some(Rollout { max_unavailable: 1 }),
         health_replace: None,
         checkin: None,
+        alarms: Vec::new(),
     };
     assert_eq!(a, &expected_a);
 
@@ -213,6 +215,7 @@ fn defaults_with(name: &str, policy: PolicySpec) -> GroupSpec {
         rollout: Some(Rollout { max_unavailable: 1 }),
         health_replace: None,
         checkin: None,
+        alarms: Vec::new(),
     }
 }
 

@@ -122,7 +122,7 @@ pub struct Controller {
     pub(crate) options: Options,
     pub(crate) slots: BTreeMap<GroupId, Slot>,
     /// One control change at a time: each is a read-modify-write of the stored controls.
-    controls_lock: tokio::sync::Mutex<()>,
+    pub(crate) controls_lock: tokio::sync::Mutex<()>,
     /// Counts what a watcher would want to see again (an event, a decision): live views wait on it.
     changes: tokio::sync::watch::Sender<u64>,
     /// Members' check-ins (`checkin.rs`), and when this daemon started (silence counts from then).
@@ -362,6 +362,7 @@ impl Controller {
         let unhealthy = self.unhealthy(spec, now).await;
         let health_blocked = self.health_blocked(spec, &members, now).await?;
         let replace_before = self.operator_rollout(spec, &controls, &members).await?;
+        let alarms = if spec.alarms.is_empty() { Vec::new() } else { self.store.alarm_states(group).await? };
         let view = GroupView {
             spec,
             members: &members,
@@ -373,6 +374,7 @@ impl Controller {
             protected: &controls.protected,
             health_blocked,
             replace_before,
+            alarms: &alarms,
         };
         let (mut evaluation, mut new_state) = slot.policy.decide(&view, &state, now);
         // An operator's request goes before the policy's own decision (a pause keeps it waiting).
@@ -603,6 +605,10 @@ fn metrics_line(spec: &GroupSpec, e: &Evaluation) -> String {
         PolicySpec::RequestCount(r) => {
             let requests = e.value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}"));
             format!("[metrics] requests in {:?}={requests} (trigger {}, {members})", r.window, r.requests)
+        }
+        PolicySpec::Alarm(a) => {
+            let firing = e.value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}"));
+            format!("[metrics] rules whose alarm is in alarm={firing}/{} ({members})", a.rules.len())
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - after a crash, a pending operation is resumed before anything new is decided: creates are
 //!   idempotent by name, deletes by id, so resuming never duplicates a member or orphans one.
 
+mod alarms;
 mod apply;
 mod backoff;
 mod checkin;
@@ -18,6 +19,7 @@ mod naming;
 mod observe;
 mod run;
 
+pub use alarms::{AlarmReport, SIGNAL_MEMORY};
 pub use backoff::Backoff;
 pub use checkin::CheckinState;
 pub use controller::{

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::Metric;
+use crate::{AlarmDef, AlarmPolicySpec, Metric};
 
 /// A group's name; unique per controller.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -123,6 +123,9 @@ pub enum PolicySpec {
     TargetTracking(TargetSpec),
     /// Scale out once the members served `requests` requests within `window`.
     RequestCount(RequestCountSpec),
+    /// Adjust the group while its alarms are in `alarm` (seed 003: Heat scaling policies driven by
+    /// Aodh alarms).
+    Alarm(AlarmPolicySpec),
 }
 
 impl PolicySpec {
@@ -142,12 +145,14 @@ impl PolicySpec {
         }
     }
 
-    /// The name of the kind, as the config file writes it: `threshold`, `target` or `requests`.
+    /// The name of the kind, as the config file writes it: `threshold`, `target`, `requests` or
+    /// `alarm`.
     pub fn kind(&self) -> &'static str {
         match self {
             PolicySpec::Threshold(_) => "threshold",
             PolicySpec::TargetTracking(_) => "target",
             PolicySpec::RequestCount(_) => "requests",
+            PolicySpec::Alarm(_) => "alarm",
         }
     }
 }
@@ -193,6 +198,8 @@ pub struct GroupSpec {
     pub health_replace: Option<HealthReplace>,
     /// Members report in through the API (`checkin`); `None`: no check-ins expected.
     pub checkin: Option<Checkin>,
+    /// The group's alarms (an `alarm` policy's rules name them).
+    pub alarms: Vec<AlarmDef>,
 }
 
 /// The instance tag holding the template version a member was made from.
@@ -262,6 +269,7 @@ impl GroupSpec {
             rollout: Some(Rollout { max_unavailable: 1 }),
             health_replace: None,
             checkin: None,
+            alarms: Vec::new(),
         }
     }
 }

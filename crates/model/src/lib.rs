@@ -5,6 +5,7 @@
 //! `Store`). The pure decision core (`flotilla-policy`) and every adapter depend on it; it depends on
 //! nothing of ours.
 
+mod alarm;
 mod clock;
 mod error;
 mod group;
@@ -15,6 +16,7 @@ mod sample;
 mod seams;
 pub mod vocab;
 
+pub use alarm::{AdjustmentType, AlarmDef, AlarmKind, AlarmPolicySpec, AlarmState, AlarmStatus, ScalingRule};
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use error::{ErrorKind, SeamError};
 pub use group::{

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    Event, EventFilter, GroupControls, GroupId, Instance, InstanceId, InstanceSpec, OpId, OpKind, OpState, Operation,
-    PolicyState, Sample, SeamError, Timestamp,
+    AlarmStatus, Event, EventFilter, GroupControls, GroupId, Instance, InstanceId, InstanceSpec, OpId, OpKind, OpState,
+    Operation, PolicyState, Sample, SeamError, Timestamp,
 };
 
 /// Makes and removes members. Only `provider-*` crates talk to clouds or spawn members.
@@ -147,4 +147,12 @@ pub trait Store: Send + Sync {
     async fn unfinished_operations(&self) -> Result<Vec<Operation>, SeamError>;
     /// Newest first, at most `limit`.
     async fn operations(&self, group: &GroupId, limit: usize) -> Result<Vec<Operation>, SeamError>;
+
+    /// The last known state of each of the group's alarms, by name.
+    async fn alarm_states(&self, group: &GroupId) -> Result<Vec<AlarmStatus>, SeamError>;
+    /// Replaces the stored state of the alarm `status.name` (NotFound for a group never registered).
+    async fn save_alarm_state(&self, group: &GroupId, status: &AlarmStatus) -> Result<(), SeamError>;
+    /// Notes a signal's unique `key` at `now`: false if it was noted before (a replay). Keys older
+    /// than `keep` are forgotten.
+    async fn note_signal(&self, key: &str, now: Timestamp, keep: Duration) -> Result<bool, SeamError>;
 }

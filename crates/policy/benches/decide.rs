@@ -108,6 +108,7 @@ fn decide_all(groups: &[Group]) -> usize {
             health_blocked: false,
             replace_before: None,
             protected: &std::collections::BTreeSet::new(),
+            alarms: &[],
         };
         let (eval, state) = g.policy.decide(&view, &g.state, NOW);
         actions += usize::from(eval.decision.is_action());

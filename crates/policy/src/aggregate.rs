@@ -30,6 +30,7 @@ pub fn policy_value(policy: &PolicySpec, sample: &Sample) -> Option<f64> {
         PolicySpec::Threshold(t) => member_value(t.metric, sample),
         PolicySpec::TargetTracking(t) => get(sample, t.metric.metric()),
         PolicySpec::RequestCount(_) => get(sample, Metric::Requests),
+        PolicySpec::Alarm(_) => None,
     }
 }
 
@@ -104,6 +105,7 @@ fn reads(policy: &PolicySpec, metric: Metric) -> bool {
         },
         PolicySpec::TargetTracking(t) => metric == t.metric.metric(),
         PolicySpec::RequestCount(_) => metric == Metric::Requests,
+        PolicySpec::Alarm(_) => false,
     }
 }
 
@@ -145,7 +147,7 @@ pub(crate) fn read(spec: &GroupSpec, running: &[Member<'_>], now: Timestamp) -> 
         value: match spec.policy {
             PolicySpec::Threshold(_) => value.get(how),
             PolicySpec::TargetTracking(_) => value.get(Aggregation::Mean),
-            PolicySpec::RequestCount(_) => value.sum(),
+            PolicySpec::RequestCount(_) | PolicySpec::Alarm(_) => value.sum(),
         },
         sampled: count(sampled),
         running: count(running.len()),

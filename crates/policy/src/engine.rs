@@ -24,6 +24,15 @@ pub(crate) trait Rule {
     fn desired(&self, _t: &Tick<'_>, _value: f64) -> Option<u32> {
         None
     }
+    /// The value the rule acts on: the members' aggregated metric unless the kind has its own.
+    fn value(&self, t: &Tick<'_>) -> Option<f64> {
+        t.r.value
+    }
+    /// Whether a scale-in needs every running member's sample (missing data never scales in). A
+    /// kind that reads no member samples (alarms) guards against missing data itself.
+    fn reads_samples(&self) -> bool {
+        true
+    }
 }
 
 /// The group at one tick, as every rule sees it.
@@ -33,6 +42,8 @@ pub(crate) struct Tick<'a> {
     pub running: &'a [Member<'a>],
     pub r: &'a Readings,
     pub now: Timestamp,
+    /// The rule reads member samples: a scale-in needs them from every running member.
+    pub reads_samples: bool,
 }
 
 /// One tick of `rule`; see the crate docs for the order. The evaluation's counters are those of the
@@ -45,14 +56,15 @@ pub(crate) fn decide(
 ) -> (Evaluation, PolicyState) {
     let running = view::running_members(view, now);
     let readings = aggregate::read(view.spec, &running, now);
-    let t = Tick { view: *view, running: &running, r: &readings, now };
+    let t = Tick { view: *view, running: &running, r: &readings, now, reads_samples: rule.reads_samples() };
     let (decision, next) = t.run(rule, old);
+    let value = rule.value(&t);
     let evaluation = Evaluation {
         at: now,
         cpu: readings.cpu,
         mem: readings.mem,
-        value: readings.value,
-        desired: readings.value.and_then(|v| rule.desired(&t, v)),
+        value,
+        desired: value.and_then(|v| rule.desired(&t, v)),
         sampled: readings.sampled,
         running: readings.running,
         up_count: next.up_count,
@@ -91,7 +103,7 @@ impl Tick<'_> {
             return (decision, st);
         }
 
-        let decision = match self.r.value {
+        let decision = match rule.value(self) {
             Some(value) => rule.act(self, value, &mut st),
             None => Decision::Hold(HoldReason::NoData),
         };
@@ -139,7 +151,7 @@ impl Tick<'_> {
     /// action, and only while every running member reports. At a bound: `AtBound`, and the down
     /// streak starts over.
     pub fn scale_in(&self, st: &mut PolicyState, want: usize, reason: impl FnOnce() -> String) -> Decision {
-        if !self.r.complete {
+        if self.reads_samples && !self.r.complete {
             // A member went missing or stale since the streak was counted: never scale in on it.
             st.down_count = 0;
             return Decision::Hold(HoldReason::Steady);

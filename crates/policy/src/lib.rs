@@ -37,8 +37,11 @@
 //!   scales out on one sample, fewer scales in after `scale_in_samples`; ±[`TARGET_TOLERANCE`]
 //!   around the target holds.
 //! * [`RequestCountPolicy`]: `requests` requests within the window scale out; it never scales in.
+//! * [`AlarmPolicy`]: each rule adjusts the group by Heat's arithmetic while its alarm is in
+//!   `alarm` (once per transition, or once per cooldown with `repeat`); no member sample needed.
 
 mod aggregate;
+mod alarm;
 mod bounds;
 mod engine;
 mod health;
@@ -56,6 +59,7 @@ mod tests;
 use flotilla_model::{Evaluation, GroupSpec, PolicySpec, PolicyState, Timestamp};
 
 pub use aggregate::{member_value, policy_value};
+pub use alarm::{new_capacity, AlarmPolicy};
 pub use requests::RequestCountPolicy;
 pub use target::{TargetTrackingPolicy, TARGET_TOLERANCE};
 pub use threshold::ThresholdPolicy;
@@ -74,6 +78,7 @@ pub fn policy_for(spec: &GroupSpec) -> Box<dyn Policy> {
         PolicySpec::Threshold(_) => Box::new(ThresholdPolicy),
         PolicySpec::TargetTracking(_) => Box::new(TargetTrackingPolicy),
         PolicySpec::RequestCount(_) => Box::new(RequestCountPolicy),
+        PolicySpec::Alarm(_) => Box::new(AlarmPolicy),
     }
 }
 
@@ -83,5 +88,6 @@ pub fn decide(view: &GroupView<'_>, state: &PolicyState, now: Timestamp) -> (Eva
         PolicySpec::Threshold(t) => engine::decide(&threshold::Rule(t), view, state, now),
         PolicySpec::TargetTracking(t) => engine::decide(&target::Rule(t), view, state, now),
         PolicySpec::RequestCount(r) => engine::decide(&requests::Rule(r), view, state, now),
+        PolicySpec::Alarm(a) => engine::decide(&alarm::Rule(a), view, state, now),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use flotilla_model::{GroupSpec, Instance, InstanceId, Sample, Timestamp, Unhealthy};
+use flotilla_model::{AlarmStatus, GroupSpec, Instance, InstanceId, Sample, Timestamp, Unhealthy};
 
 /// One group at one tick, as the controller knows it. Borrowed, so building one costs nothing.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +29,8 @@ pub struct GroupView<'a> {
     /// An operator's rolling replacement: running members created before this are replaced, a
     /// batch at a time (none when it is off, or its last batch failed).
     pub replace_before: Option<Timestamp>,
+    /// The group's alarms as last evaluated or reported (the `alarm` kind acts on them).
+    pub alarms: &'a [AlarmStatus],
 }
 
 impl<'a> GroupView<'a> {
@@ -45,6 +47,7 @@ impl<'a> GroupView<'a> {
             protected: &NOBODY,
             health_blocked: false,
             replace_before: None,
+            alarms: &[],
         }
     }
 }

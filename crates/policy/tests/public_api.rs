@@ -41,6 +41,7 @@ fn a_controller_loop_scales_out_then_in() {
             health_blocked: false,
             replace_before: None,
             protected: &std::collections::BTreeSet::new(),
+            alarms: &[],
         };
         let (eval, next) = policy.decide(&view, &state, now);
         assert_eq!(eval.at, now);

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_model::{
-    ErrorKind, Event, EventFilter, EventKind, GroupControls, GroupId, Instance, InstanceId, InstanceState, OpId,
-    OpKind, OpState, Operation, OperatorRequest, PolicyState, Sample, SeamError, Store, Timestamp,
+    AlarmState, AlarmStatus, ErrorKind, Event, EventFilter, EventKind, GroupControls, GroupId, Instance, InstanceId,
+    InstanceState, OpId, OpKind, OpState, Operation, OperatorRequest, PolicyState, Sample, SeamError, Store, Timestamp,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_group_controls.sql"),
     include_str!("../migrations/0004_operator_requests.sql"),
     include_str!("../migrations/0005_event_data.sql"),
+    include_str!("../migrations/0006_alarms.sql"),
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` after [`SqliteStore::open`]).
@@ -677,6 +678,78 @@ impl SqliteStore {
         Ok(())
     }
 
+    fn alarm_states_sync(&self, group: &GroupId) -> Result<Vec<AlarmStatus>> {
+        let ctx = "alarm_states";
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, state, since_ms, updated_ms, reason FROM alarm_states WHERE group_name = ?1 ORDER BY name",
+            )
+            .map_err(|e| db_err(ctx, e))?;
+        let rows = stmt
+            .query_map([group.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+            })
+            .map_err(|e| db_err(ctx, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, state, since, updated, reason) = row.map_err(|e| db_err(ctx, e))?;
+            let at = format!("alarm_states row ({group}, {name})");
+            let state = AlarmState::parse(&state)
+                .ok_or_else(|| SeamError::bug(format!("store: {ctx}: {at}: state {state:?}")))?;
+            out.push(AlarmStatus {
+                since: ts_from_sql(ctx, &at, "since_ms", since)?,
+                updated: ts_from_sql(ctx, &at, "updated_ms", updated)?,
+                name,
+                state,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    fn save_alarm_state_sync(&self, group: &GroupId, a: &AlarmStatus) -> Result<()> {
+        let ctx = "save_alarm_state";
+        let conn = self.conn();
+        let known = conn.query_row("SELECT 1 FROM groups WHERE name = ?1", [group.as_str()], |_| Ok(())).optional();
+        if known.map_err(|e| db_err(ctx, e))?.is_none() {
+            return Err(SeamError::not_found(format!("store: {ctx}: no group {group} (ensure_group first)")));
+        }
+        conn.execute(
+            "INSERT INTO alarm_states (group_name, name, state, since_ms, updated_ms, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (group_name, name) DO UPDATE SET
+                 state = excluded.state, since_ms = excluded.since_ms, updated_ms = excluded.updated_ms,
+                 reason = excluded.reason",
+            params![
+                group.as_str(),
+                a.name,
+                a.state.as_str(),
+                ts_to_sql(ctx, a.since)?,
+                ts_to_sql(ctx, a.updated)?,
+                a.reason
+            ],
+        )
+        .map_err(|e| db_err(ctx, e))?;
+        Ok(())
+    }
+
+    fn note_signal_sync(&self, key: &str, now: Timestamp, keep: Duration) -> Result<bool> {
+        let ctx = "note_signal";
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_err(ctx, e))?;
+        let horizon = ts_to_sql(ctx, now.minus(keep))?;
+        tx.execute("DELETE FROM signals_seen WHERE at_ms < ?1", [horizon]).map_err(|e| db_err(ctx, e))?;
+        let new = tx
+            .execute(
+                "INSERT INTO signals_seen (key, at_ms) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                params![key, ts_to_sql(ctx, now)?],
+            )
+            .map_err(|e| db_err(ctx, e))?;
+        tx.commit().map_err(|e| db_err(ctx, e))?;
+        Ok(new == 1)
+    }
+
     fn record_event_sync(&self, event: &Event) -> Result<()> {
         let ctx = "record_event";
         let at_ms = ts_to_sql(ctx, event.at)?;
@@ -895,6 +968,15 @@ impl Store for SqliteStore {
     }
     async fn finish_operation(&self, id: OpId, state: &OpState, now: Timestamp) -> Result<()> {
         self.finish_operation_sync(id, state, now)
+    }
+    async fn alarm_states(&self, group: &GroupId) -> Result<Vec<AlarmStatus>> {
+        self.alarm_states_sync(group)
+    }
+    async fn save_alarm_state(&self, group: &GroupId, status: &AlarmStatus) -> Result<()> {
+        self.save_alarm_state_sync(group, status)
+    }
+    async fn note_signal(&self, key: &str, now: Timestamp, keep: Duration) -> Result<bool> {
+        self.note_signal_sync(key, now, keep)
     }
     async fn unfinished_operations(&self) -> Result<Vec<Operation>> {
         self.unfinished_operations_sync()

@@ -214,7 +214,11 @@ async fn migrations_are_idempotent_and_tracked() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(tables, 8, "groups, instances, samples, policy_state, events, operations, name_numbers, group_controls");
+    assert_eq!(
+        tables, 10,
+        "groups, instances, samples, policy_state, events, operations, name_numbers, group_controls, alarm_states, \
+         signals_seen"
+    );
 }
 
 #[tokio::test]

@@ -52,6 +52,50 @@ pub async fn run_all(store: &dyn Store) {
     check_finish_unknown_operation(store).await;
     check_name_numbers(store).await;
     check_controls(store).await;
+    check_alarm_states(store).await;
+    check_signals(store).await;
+}
+
+/// Alarm states are per group and per name, replaced as a whole, kept in name order; a group
+/// never registered is NotFound.
+pub async fn check_alarm_states(store: &dyn Store) {
+    use flotilla_model::{AlarmState, AlarmStatus};
+    let ctx = "check_alarm_states";
+    let g = unique_group("alarms");
+    let other = unique_group("alarms-other");
+    store.ensure_group(&g).await.expect(ctx);
+    store.ensure_group(&other).await.expect(ctx);
+    assert!(store.alarm_states(&g).await.expect(ctx).is_empty(), "{ctx}: none at first");
+    let high = AlarmStatus {
+        name: "cpu high".into(),
+        state: AlarmState::InsufficientData,
+        since: Timestamp(1_700_000_000_001),
+        updated: Timestamp(1_700_000_000_002),
+        reason: "no \"data\" yet".into(),
+    };
+    let low = AlarmStatus { name: "a-low".into(), state: AlarmState::Ok, ..high.clone() };
+    store.save_alarm_state(&g, &high).await.expect(ctx);
+    store.save_alarm_state(&g, &low).await.expect(ctx);
+    assert_eq!(store.alarm_states(&g).await.expect(ctx), vec![low.clone(), high.clone()], "{ctx}: by name");
+    let fired = AlarmStatus { state: AlarmState::Alarm, since: Timestamp(5), updated: Timestamp(6), ..high.clone() };
+    store.save_alarm_state(&g, &fired).await.expect(ctx);
+    assert_eq!(store.alarm_states(&g).await.expect(ctx), vec![low, fired], "{ctx}: replaced");
+    assert!(store.alarm_states(&other).await.expect(ctx).is_empty(), "{ctx}: per group");
+    let e = store.save_alarm_state(&unique_group("alarms-none"), &high).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{ctx}: {e}");
+}
+
+/// A signal key is new once; noted again within `keep` it is a replay; past `keep` it is forgotten.
+pub async fn check_signals(store: &dyn Store) {
+    let ctx = "check_signals";
+    let key = unique_group("signal").0;
+    let keep = std::time::Duration::from_secs(60);
+    let t0 = Timestamp(1_700_000_000_000);
+    assert!(store.note_signal(&key, t0, keep).await.expect(ctx), "{ctx}: new");
+    assert!(!store.note_signal(&key, t0.plus(keep / 2), keep).await.expect(ctx), "{ctx}: a replay");
+    assert!(store.note_signal(&format!("{key}-2"), t0, keep).await.expect(ctx), "{ctx}: another key");
+    let later = t0.plus(keep * 3);
+    assert!(store.note_signal(&key, later, keep).await.expect(ctx), "{ctx}: forgotten past keep");
 }
 
 /// Controls default to nothing, are per group, replace as a whole and outlive `ensure_group`; a

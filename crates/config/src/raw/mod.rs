@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod alarm;
 mod balancer;
 mod policy;
 
+pub use alarm::*;
 pub use balancer::*;
 pub use policy::*;
 
@@ -293,6 +295,9 @@ pub struct RawGroup {
     /// Members check in through the API; silent ones are replaced.
     #[serde(default)]
     pub checkin: Option<RawCheckin>,
+    /// The group's alarms (at most 16); an `alarm` policy's rules name them.
+    #[serde(default)]
+    pub alarms: Vec<RawAlarm>,
 }
 
 /// A group's `checkin`: how often members must report in, and how long a new one has to start.

@@ -44,10 +44,13 @@ pub enum RawPolicyKind {
     Target,
     /// Scale out once the members served a number of requests within a window.
     Requests,
+    /// Adjust the group while its alarms are in `alarm` (Heat's scaling policies).
+    Alarm,
 }
 
 impl RawPolicyKind {
-    pub const ALL: [RawPolicyKind; 3] = [RawPolicyKind::Threshold, RawPolicyKind::Target, RawPolicyKind::Requests];
+    pub const ALL: [RawPolicyKind; 4] =
+        [RawPolicyKind::Threshold, RawPolicyKind::Target, RawPolicyKind::Requests, RawPolicyKind::Alarm];
 
     /// As written in the file.
     pub fn as_str(self) -> &'static str {
@@ -55,6 +58,7 @@ impl RawPolicyKind {
             RawPolicyKind::Threshold => "threshold",
             RawPolicyKind::Target => "target",
             RawPolicyKind::Requests => "requests",
+            RawPolicyKind::Alarm => "alarm",
         }
     }
 
@@ -64,6 +68,7 @@ impl RawPolicyKind {
             RawPolicyKind::Threshold => &["kind", "metric", "aggregation", "high", "low", "min_up", "min_down"],
             RawPolicyKind::Target => &["kind", "metric", "target", "scale_in_samples"],
             RawPolicyKind::Requests => &["kind", "requests", "window"],
+            RawPolicyKind::Alarm => &["kind", "rules"],
         }
     }
 }
@@ -78,6 +83,8 @@ pub enum RawPolicy {
     Target(RawTargetPolicy),
     /// `kind: requests`.
     Requests(RawRequestsPolicy),
+    /// `kind: alarm`: its `rules` (1 to 16).
+    Alarm(Vec<super::RawScalingRule>),
 }
 
 impl Default for RawPolicy {
@@ -208,6 +215,7 @@ struct Fields {
     scale_in_samples: Option<u32>,
     requests: Option<u64>,
     window: Option<Duration>,
+    rules: Option<Vec<super::RawScalingRule>>,
 }
 
 struct PolicyVisitor;
@@ -238,6 +246,7 @@ impl<'de> Visitor<'de> for PolicyVisitor {
                 "scale_in_samples" => f.scale_in_samples = Some(map.next_value()?),
                 "requests" => f.requests = Some(map.next_value()?),
                 "window" => f.window = Some(map.next_value::<Dur>()?.0),
+                "rules" => f.rules = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -267,6 +276,7 @@ impl<'de> Visitor<'de> for PolicyVisitor {
                 requests: f.requests.ok_or_else(|| missing("requests"))?,
                 window: f.window.unwrap_or_else(default_window),
             }),
+            RawPolicyKind::Alarm => RawPolicy::Alarm(f.rules.ok_or_else(|| missing("rules"))?),
         })
     }
 }

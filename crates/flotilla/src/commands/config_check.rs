@@ -22,6 +22,14 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
             PolicySpec::RequestCount(r) => {
                 format!("{} requests within {:?} scale out (every {:?})", r.requests, r.window, g.interval)
             }
+            PolicySpec::Alarm(a) => {
+                let rules: Vec<String> = a
+                    .rules
+                    .iter()
+                    .map(|r| format!("{} -> {} {}", r.alarm, r.adjustment_type.as_str(), r.adjustment))
+                    .collect();
+                format!("alarms: {}", rules.join(", "))
+            }
         };
         println!("  {}: mode {:?}, {}..{} members, {policy}", g.id, g.mode, g.min, g.max);
     }

@@ -77,6 +77,7 @@ pub(crate) async fn start_api(
         metrics: Some(Arc::new(move || exporter.render())),
         tls: api.tls.as_ref().map(|t| t.acceptor.clone()),
         config,
+        receiver_key: receiver_key(built)?,
     };
     let listener =
         flotilla_api::bind(&settings).await.with_context(|| format!("api.listen: cannot listen on {}", api.listen))?;
@@ -87,6 +88,18 @@ pub(crate) async fn start_api(
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(flotilla_api::serve(listener, built.controller.clone(), settings, rx));
     Ok(ApiHandle { addr, url, stop, task })
+}
+
+/// The daemon's receiver key (`<state>/receiver.key`, made on first use), when a group declares
+/// alarms: their receiver URLs are signed with it.
+fn receiver_key(built: &wiring::Built) -> anyhow::Result<Option<flotilla_api::receivers::ReceiverKey>> {
+    if built.controller.groups().all(|g| g.alarms.is_empty()) {
+        return Ok(None);
+    }
+    let path = built.state_dir.join("receiver.key");
+    flotilla_api::receivers::ReceiverKey::load_or_create(&path)
+        .map(Some)
+        .with_context(|| format!("receiver key {}", path.display()))
 }
 
 /// Runs the loop until SIGINT/SIGTERM, then optionally deletes the members.

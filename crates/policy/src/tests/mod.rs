@@ -1,6 +1,7 @@
 //! Data-driven tests of every rule: a tiny text notation for members and samples, a `Case` builder,
 //! and one `check` that runs a case and also asserts the safety invariants.
 
+mod alarm;
 mod property;
 // Tables of cases: one builder chain per case reads better than rustfmt's one call per line.
 #[rustfmt::skip]

@@ -29,6 +29,7 @@ fn decide(spec: &GroupSpec, members_dsl: &str, samples_dsl: &str, blocked: bool)
         health_blocked: false,
         replace_before: None,
         protected: &std::collections::BTreeSet::new(),
+        alarms: &[],
     };
     let (eval, _) = crate::decide(&view, &PolicyState::default(), t(100));
     assert_safe(spec, &members, &eval.decision, "rollout");
