@@ -9,35 +9,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{wait_until, Env};
+use support::{wait_until, Env, Reply};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const READ: &str = "read-token-0123456789abcdefgh";
 
-struct Reply {
-    status: u16,
-    head: String,
-    body: Value,
-}
-
 /// One request on a fresh connection; the body parsed as JSON (Null if it is not).
 async fn call(api: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    // A TLS port resets a plain request: nothing read is status 0.
-    let _ = s.read_to_string(&mut out).await;
-    let (head, rest) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Reply { status, head: head.to_string(), body: serde_json::from_str(rest).unwrap_or(Value::Null) }
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+    support::call(api, method, path, &headers, body).await
 }
 
 fn config(env: &Env, api: SocketAddr) -> String {

@@ -50,6 +50,10 @@ pub enum Service {
     Compute,
     Network,
     Image,
+    /// Aodh (alarms), paths under `/v2`.
+    Alarming,
+    /// Octavia (load balancers), paths under `/v2`.
+    LoadBalancer,
 }
 
 impl Service {
@@ -59,6 +63,8 @@ impl Service {
             Service::Compute => "compute",
             Service::Network => "network",
             Service::Image => "image",
+            Service::Alarming => "alarming",
+            Service::LoadBalancer => "load-balancer",
         }
     }
 }
@@ -496,7 +502,7 @@ async fn authenticate(inner: &Inner) -> Result<Session, SeamError> {
     }
     let mut endpoints = BTreeMap::new();
     let catalog = t["catalog"].as_array().cloned().unwrap_or_default();
-    for svc in [Service::Compute, Service::Network, Service::Image] {
+    for svc in [Service::Compute, Service::Network, Service::Image, Service::Alarming, Service::LoadBalancer] {
         let entry = catalog.iter().find(|e| e["type"] == svc.catalog_type());
         let Some(entry) = entry else { continue };
         let eps = entry["endpoints"].as_array().cloned().unwrap_or_default();
@@ -510,7 +516,9 @@ async fn authenticate(inner: &Inner) -> Result<Session, SeamError> {
             let u = u.trim_end_matches('/').to_string();
             let u = match svc {
                 Service::Network if !u.ends_with("/v2.0") => format!("{u}/v2.0"),
-                Service::Image if !u.ends_with("/v2") => format!("{u}/v2"),
+                Service::Image | Service::Alarming | Service::LoadBalancer if !u.ends_with("/v2") => {
+                    format!("{u}/v2")
+                }
                 _ => u,
             };
             endpoints.insert(svc, u);

@@ -31,13 +31,16 @@ pub enum Lab {
     Libvirt,
     /// Keystone, Nova, Neutron, Glance, Placement on 127.0.0.1 (`../shared/openstack-lab`, as root).
     OpenStack,
+    /// The OpenStack lab with its extras (`up-extras.sh`): Prometheus and the lab's exporter and
+    /// webhook sink, Aodh, Heat, Octavia.
+    OpenStackExtras,
 }
 
 impl Lab {
     fn dir_name(self) -> &'static str {
         match self {
             Lab::Libvirt => "libvirt-lab",
-            Lab::OpenStack => "openstack-lab",
+            Lab::OpenStack | Lab::OpenStackExtras => "openstack-lab",
         }
     }
 
@@ -45,6 +48,7 @@ impl Lab {
         match self {
             Lab::Libvirt => "libvirt lab",
             Lab::OpenStack => "OpenStack lab",
+            Lab::OpenStackExtras => "OpenStack lab with its extras (Prometheus, Aodh, Heat, Octavia)",
         }
     }
 
@@ -66,16 +70,32 @@ impl Lab {
                         .status()
                         .is_ok_and(|s| s.success())
             }
-            Lab::OpenStack => {
-                openstack_home().join("clouds.yaml").is_file()
-                    && [5000u16, 8774, 9696, 9292].iter().all(|p| {
-                        let addr: SocketAddr = ([127, 0, 0, 1], *p).into();
-                        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
-                    })
+            Lab::OpenStack => openstack_home().join("clouds.yaml").is_file() && listening(&[5000, 8774, 9696, 9292]),
+            Lab::OpenStackExtras => {
+                Lab::OpenStack.answering()
+                    && listening(&[EXTRAS_PORTS.prometheus, EXTRAS_PORTS.exporter, 8042, 8004, 9876])
             }
         }
     }
 }
+
+/// Whether something accepts connections on each of these loopback ports.
+fn listening(ports: &[u16]) -> bool {
+    ports.iter().all(|p| {
+        let addr: SocketAddr = ([127, 0, 0, 1], *p).into();
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+    })
+}
+
+/// Where the OpenStack lab's extras listen (its defaults).
+pub struct ExtrasPorts {
+    /// Prometheus's HTTP API.
+    pub prometheus: u16,
+    /// The lab's exporter (`POST /metrics` sets a series) and webhook sink (`/hooks`).
+    pub exporter: u16,
+}
+
+pub const EXTRAS_PORTS: ExtrasPorts = ExtrasPorts { prometheus: 9090, exporter: 9199 };
 
 /// `../shared` beside the repository.
 pub fn shared_dir() -> PathBuf {
@@ -137,12 +157,18 @@ fn skip(why: &str) {
 fn bring_up(lab: Lab) {
     static LIBVIRT: OnceLock<()> = OnceLock::new();
     static OPENSTACK: OnceLock<()> = OnceLock::new();
-    let once = if lab == Lab::Libvirt { &LIBVIRT } else { &OPENSTACK };
+    static EXTRAS: OnceLock<()> = OnceLock::new();
+    let once = match lab {
+        Lab::Libvirt => &LIBVIRT,
+        Lab::OpenStack => &OPENSTACK,
+        Lab::OpenStackExtras => &EXTRAS,
+    };
     once.get_or_init(|| {
-        if lab == Lab::OpenStack && lab.answering() {
+        if lab != Lab::Libvirt && lab.answering() {
             return;
         }
-        let up = lab.dir().join("up.sh");
+        let script = if lab == Lab::OpenStackExtras { "up-extras.sh" } else { "up.sh" };
+        let up = lab.dir().join(script);
         assert!(up.is_file(), "{LABS_ENV}=1 but {} does not exist", up.display());
         let log = std::env::temp_dir().join(format!("flotilla-{}-up-{}.log", lab.dir_name(), std::process::id()));
         let out = std::fs::File::create(&log).expect("up.sh log file");
