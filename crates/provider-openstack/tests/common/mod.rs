@@ -78,6 +78,8 @@ pub struct Guard {
     pub extra_servers: Vec<String>,
     pub extra_fips: Vec<String>,
     pub extra_images: Vec<String>,
+    /// Aodh alarm ids.
+    pub extra_alarms: Vec<String>,
 }
 
 impl Guard {
@@ -90,6 +92,7 @@ impl Guard {
             extra_servers: Vec::new(),
             extra_fips: Vec::new(),
             extra_images: Vec::new(),
+            extra_alarms: Vec::new(),
         }
     }
 
@@ -110,11 +113,17 @@ impl Drop for Guard {
         let servers = std::mem::take(&mut self.extra_servers);
         let fips = std::mem::take(&mut self.extra_fips);
         let images = std::mem::take(&mut self.extra_images);
+        let alarms = std::mem::take(&mut self.extra_alarms);
         // A runtime of its own: Drop may run inside (or outside) the test's runtime.
         let t = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 let mut problems = Vec::new();
+                for a in &alarms {
+                    if let Err(e) = cloud.delete(Service::Alarming, &format!("/alarms/{a}")).await {
+                        problems.push(e.to_string());
+                    }
+                }
                 for f in &fips {
                     if let Err(e) = cloud.delete(Service::Network, &format!("/floatingips/{f}")).await {
                         problems.push(e.to_string());
