@@ -29,12 +29,19 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
+/// The token an example with an `api:` section reads (`tokens_env`), as its comment says to set.
+fn api_tokens() {
+    std::env::set_var("FLOTILLA_API_TOKENS", "admin example-admin-token-0123456789");
+}
+
 fn example(name: &str) -> Config {
+    api_tokens();
     load(&examples_dir().join(name)).unwrap_or_else(|e| panic!("{name}:\n{e}"))
 }
 
 #[test]
 fn every_example_is_valid() {
+    api_tokens();
     let files = examples();
     assert!(files.len() >= 9, "expected at least the nine shipped examples, found {files:?}");
     let failures: Vec<String> =
@@ -126,4 +133,16 @@ fn the_openstack_examples_load_as_openstack_groups() {
         }
         assert!(!g.template_version.is_empty(), "{name}: the template is versioned");
     }
+}
+
+#[test]
+fn seed_003_is_a_group_scaled_by_two_alarms() {
+    let c = example("openstack/seed-003-aodh.yaml");
+    let g = &c.groups[0].spec;
+    let names: Vec<&str> = g.alarms.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["cpu-high", "cpu-low"]);
+    let PolicySpec::Alarm(a) = &g.policy else { panic!("{:?}", g.policy) };
+    let rules: Vec<(&str, i32, u64)> =
+        a.rules.iter().map(|r| (r.alarm.as_str(), r.adjustment, r.cooldown.as_secs())).collect();
+    assert_eq!(rules, [("cpu-high", 1, 60), ("cpu-low", -1, 120)]);
 }
