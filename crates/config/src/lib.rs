@@ -168,6 +168,8 @@ pub struct MetricsConfig {
     pub ssh: Option<flotilla_metrics_ssh::SshSettings>,
     /// Present when `sources` has `push`; the token already read from its variable or file.
     pub push: Option<flotilla_metrics_push::PushSettings>,
+    /// Present when `sources` has `prometheus`.
+    pub prometheus: Option<flotilla_metrics_prometheus::PrometheusSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -177,6 +179,7 @@ pub enum MetricSourceKind {
     Ssh,
     Diagnostics,
     Push,
+    Prometheus,
 }
 
 /// A group's validated `balancer:` section. The binary turns it into the engine's own config.

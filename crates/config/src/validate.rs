@@ -245,6 +245,7 @@ fn check_metrics(
             RawSource::Ssh => MetricSourceKind::Ssh,
             RawSource::Diagnostics => MetricSourceKind::Diagnostics,
             RawSource::Push => MetricSourceKind::Push,
+            RawSource::Prometheus => MetricSourceKind::Prometheus,
         };
         match (src, provider) {
             (RawSource::Local, ProviderConfig::Libvirt(_)) => {
@@ -282,7 +283,18 @@ fn check_metrics(
         (Some(p), _) => check_push(p, errors, warnings),
         (None, false) => None,
     };
-    MetricsConfig { sources, ssh: raw.ssh.clone(), push }
+    match (&raw.prometheus, listed.contains(&RawSource::Prometheus)) {
+        (None, true) => {
+            err(errors, "metrics.prometheus", "the `prometheus` source needs this section (`url`, `queries`)")
+        }
+        (Some(p), _) => {
+            for (path, message) in p.validate() {
+                err(errors, format!("metrics.prometheus.{path}"), message);
+            }
+        }
+        (None, false) => {}
+    }
+    MetricsConfig { sources, ssh: raw.ssh.clone(), push, prometheus: raw.prometheus.clone() }
 }
 
 /// `metrics.push`, with its token read from the variable or file it names (never from the file

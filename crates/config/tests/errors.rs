@@ -255,6 +255,21 @@ const CASES: &[Case] = &[
         errors: &[("groups[0].alarms[0]", 3, 14, "missing field `kind`")],
     },
     Case {
+        name: "the prometheus source needs its section, and its fields are checked",
+        yaml: "metrics:\n  sources: [local, prometheus]\ngroups: [{name: a}]\n",
+        errors: &[("metrics.prometheus", 1, 1, "the `prometheus` source needs this section (`url`, `queries`)")],
+    },
+    Case {
+        name: "a prometheus query with an unknown metric",
+        yaml: "metrics:\n  sources: [local, prometheus]\n  prometheus:\n    url: http://127.0.0.1:9090\n    queries: [{metric: cpus, query: up, member_label: instance}]\ngroups: [{name: a}]\n",
+        errors: &[(
+            "metrics.prometheus.queries[0].metric",
+            5,
+            24,
+            "unknown metric `cpus`: one of cpu, mem, rps, requests, inflight, p50_ms, p95_ms, p99_ms, error_pct",
+        )],
+    },
+    Case {
         name: "unknown policy kind",
         yaml: "groups:\n  - name: a\n    policy: {kind: step}\n",
         errors: &[(

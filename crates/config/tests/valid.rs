@@ -71,7 +71,7 @@ groups:
         state_dir: Some(PathBuf::from("/var/lib/flotilla")),
         store: StoreConfig::Sqlite { path: PathBuf::from("state.db"), sample_window: 100 },
         provider: ProviderConfig::Local { start_timeout: secs(60) },
-        metrics: MetricsConfig { sources: vec![MetricSourceKind::Local], ssh: None, push: None },
+        metrics: MetricsConfig { sources: vec![MetricSourceKind::Local], ssh: None, push: None, prometheus: None },
         api: None,
         warnings: Vec::new(),
         groups: vec![GroupConfig {

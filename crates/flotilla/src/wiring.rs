@@ -190,6 +190,13 @@ async fn metric_sources(
                 let p = openstack.context("the diagnostics metric source needs the openstack provider")?;
                 out.push(Arc::new(p.diagnostics_source()));
             }
+            MetricSourceKind::Prometheus => {
+                let settings =
+                    metrics.prometheus.clone().context("the prometheus source needs `metrics.prometheus`")?;
+                let source = flotilla_metrics_prometheus::PrometheusSource::new(settings)
+                    .map_err(|e| anyhow::anyhow!("metrics.prometheus: {e}"))?;
+                out.push(Arc::new(source));
+            }
             MetricSourceKind::Ssh => {
                 let settings = metrics.ssh.clone().context("the ssh metric source needs `metrics.ssh`")?;
                 let pins = state_dir.join("ssh").join("host-keys");

@@ -190,7 +190,7 @@ pub enum RawProviderKind {
 
 /// The `metrics` section.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `sources`, `ssh` and `push`")]
+#[serde(deny_unknown_fields, expecting = "a mapping with `sources`, `ssh`, `push` and `prometheus`")]
 pub struct RawMetrics {
     /// Which sources sample members; default: the provider's own (`local` or `libvirt`). Several
     /// are merged per member, the larger value winning (`max` of both). The balancer's request
@@ -203,6 +203,9 @@ pub struct RawMetrics {
     /// Where others push samples (required when the `push` source is listed).
     #[serde(default)]
     pub push: Option<RawPush>,
+    /// Which Prometheus to query and how (required when the `prometheus` source is listed).
+    #[serde(default)]
+    pub prometheus: Option<flotilla_metrics_prometheus::PrometheusSettings>,
 }
 
 /// `metrics.push`: the HTTP endpoint others push samples to. The token is never in the file: it
@@ -230,7 +233,7 @@ pub fn default_push_max_age() -> Duration {
 
 /// The metric sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase", expecting = "`local`, `libvirt`, `ssh`, `diagnostics` or `push`")]
+#[serde(rename_all = "lowercase", expecting = "`local`, `libvirt`, `ssh`, `diagnostics`, `push` or `prometheus`")]
 pub enum RawSource {
     /// /proc of local member processes.
     Local,
@@ -242,6 +245,8 @@ pub enum RawSource {
     Diagnostics,
     /// Samples others push over HTTP (`metrics.push`).
     Push,
+    /// PromQL instant queries against a Prometheus server (`metrics.prometheus`).
+    Prometheus,
 }
 
 /// One item of `groups`.
